@@ -1,0 +1,59 @@
+-- Schema of the MES collector. Safe to run more than once:
+--   mariadb -uroot < database.sql
+-- To use another database name, replace `cnc_database` in the two lines below.
+CREATE DATABASE IF NOT EXISTS cnc_database CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+USE cnc_database;
+
+-- What the MES pages read; name and columns kept from the original service.
+-- `timestamp` is the machine's Unix epoch seconds, as sent; `stored_at` is when the
+-- collector committed the row (for end-to-end latency).
+CREATE TABLE IF NOT EXISTS cnc_data (
+    id           BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    cnc_id       VARCHAR(64)  NOT NULL,
+    part_program VARCHAR(255) NOT NULL,
+    timestamp    BIGINT       NOT NULL,
+    json_data    JSON         NOT NULL,
+    stored_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    KEY cnc_data_cnc_time (cnc_id, timestamp)
+) ENGINE=InnoDB;
+
+-- One row per machine: its last reported state, and when it was last heard from.
+CREATE TABLE IF NOT EXISTS cnc_status (
+    cnc_id       VARCHAR(64)  NOT NULL PRIMARY KEY,
+    status       VARCHAR(64)  NULL,
+    spin         DOUBLE       NULL,
+    feed_rate    DOUBLE       NULL,
+    part_count   BIGINT       NULL,
+    part_program VARCHAR(255) NOT NULL,
+    timestamp    BIGINT       NOT NULL,
+    last_seen_at DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
+) ENGINE=InnoDB;
+
+-- Alarms reported by controllers (CNCTypeB), one row per alarm per message.
+CREATE TABLE IF NOT EXISTS cnc_alarms (
+    id        BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    cnc_id    VARCHAR(64)  NOT NULL,
+    timestamp BIGINT       NOT NULL,
+    code      VARCHAR(64)  NOT NULL,
+    message   TEXT         NOT NULL,
+    stored_at DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    KEY cnc_alarms_cnc_time (cnc_id, timestamp)
+) ENGINE=InnoDB;
+
+-- Every message the collector could not store, with the reason. `payload` holds the
+-- raw message, cut at `dead_letter_payload_limit` bytes (default 65536);
+-- `payload_bytes` is its full size.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id             BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    received_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    topic          VARCHAR(255) NOT NULL,
+    cnc_id         VARCHAR(64)  NULL,
+    plugin_class   VARCHAR(128) NULL,
+    plugin_version VARCHAR(64)  NULL,
+    reason         VARCHAR(32)  NOT NULL,
+    detail         TEXT         NOT NULL,
+    payload        MEDIUMBLOB   NOT NULL,
+    payload_bytes  INT UNSIGNED NOT NULL,
+    KEY dead_letters_reason (reason),
+    KEY dead_letters_cnc (cnc_id)
+) ENGINE=InnoDB;

@@ -1,0 +1,181 @@
+//! # mes-plugin-api: the contract between the MES collector and its CNC plugins
+//!
+//! A plugin turns the messages of one controller type into rows. It is a plain Rust
+//! type implementing [`Plugin`], exported with one line, [`export_plugin!`], and built
+//! as a `cdylib`. The host loads it at run time through a stable ABI
+//! ([abi_stable](https://docs.rs/abi_stable)), so plugins and host ship independently.
+//!
+//! ## A complete plugin
+//!
+//! `Cargo.toml`:
+//!
+//! ```toml
+//! [package]
+//! name = "cnc-lathe"
+//! version = "1.0.0"
+//! edition = "2021"
+//!
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]
+//!
+//! [dependencies]
+//! mes-plugin-api = "1"
+//! serde = { version = "1", features = ["derive"] }
+//! serde_json = "1"
+//!
+//! [profile.release]
+//! panic = "unwind"   # the export macro turns panics into dead letters
+//! ```
+//!
+//! `src/lib.rs`:
+//!
+//! ```
+//! use mes_plugin_api::{export_plugin, Db, Error, Message, Plugin, Value};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Payload {
+//!     status: String,
+//!     spin: f64,
+//! }
+//!
+//! pub struct Lathe;
+//!
+//! impl Plugin for Lathe {
+//!     const CLASS_NAME: &'static str = "Lathe";
+//!
+//!     fn new(_cnc_id: &str, _settings: Option<&str>) -> Result<Self, Error> {
+//!         Ok(Lathe)
+//!     }
+//!
+//!     fn handle(&mut self, msg: &Message<'_>, db: &mut Db<'_>) -> Result<(), Error> {
+//!         let p: Payload = msg.payload_as()?;
+//!         db.insert(
+//!             "cnc_data",
+//!             &["cnc_id", "part_program", "timestamp", "json_data"],
+//!             vec![
+//!                 msg.cnc_id().into(),
+//!                 msg.part_program().into(),
+//!                 msg.timestamp().into(),
+//!                 Value::json_text(msg.payload()),
+//!             ],
+//!         )?;
+//!         db.upsert(
+//!             "cnc_status",
+//!             &["cnc_id", "status", "spin", "part_program", "timestamp"],
+//!             vec![
+//!                 msg.cnc_id().into(),
+//!                 p.status.into(),
+//!                 p.spin.into(),
+//!                 msg.part_program().into(),
+//!                 msg.timestamp().into(),
+//!             ],
+//!         )
+//!     }
+//! }
+//!
+//! export_plugin!(Lathe);
+//! ```
+//!
+//! Build it with `cargo build --release`, copy `target/release/libcnc_lathe.so` into
+//! the host's plugins directory, map machines to `"Lathe"` in `cnc_classes.json`, and
+//! restart the host.
+//!
+//! ## Compatibility
+//!
+//! The host checks every plugin when it loads it, and refuses, naming the file, a
+//! plugin whose ABI does not match:
+//!
+//! - A plugin built against `mes-plugin-api` 1.x loads into any host built against
+//!   1.y with y ≥ x. A plugin built against a newer minor version than the host's is
+//!   refused (it may rely on fields the host lacks).
+//! - Minor releases may only append: new fields at the end of [`PluginModule`] (read
+//!   as absent from older plugins), new methods at the end of [`RawDatabase`] and
+//!   [`PluginInstance`], new free functions and types.
+//! - Anything else (a changed [`Value`] or [`Message`], a removed or reordered field or
+//!   method, a changed signature) needs a new major version.
+//! - A plugin's own version ([`PluginModule::plugin_version`]) is informational: the
+//!   host shows it in `check` and in dead letters.
+
+mod db;
+mod error;
+mod ident;
+mod message;
+mod plugin;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod value;
+
+pub use db::{Db, RawDatabase, RawDatabaseRef, RawDatabase_TO};
+pub use error::{Error, FailureKind, PluginFailure};
+pub use ident::{check_identifier, check_row, MAX_IDENTIFIER_LEN};
+pub use message::Message;
+pub use plugin::{
+    Plugin, PluginInstance, PluginInstanceBox, PluginInstance_TO, PluginModule,
+    PluginModuleRef,
+};
+pub use value::Value;
+
+/// The version of this crate, which a host reports next to its own.
+pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Exports a [`Plugin`] type as the library's root module. Write it once, at the top
+/// level of the plugin crate:
+///
+/// ```
+/// # use mes_plugin_api::{Db, Error, Message, Plugin};
+/// # pub struct MyPlugin;
+/// # impl Plugin for MyPlugin {
+/// #     const CLASS_NAME: &'static str = "MyPlugin";
+/// #     fn new(_: &str, _: Option<&str>) -> Result<Self, Error> { Ok(MyPlugin) }
+/// #     fn handle(&mut self, _: &Message<'_>, _: &mut Db<'_>) -> Result<(), Error> { Ok(()) }
+/// # }
+/// mes_plugin_api::export_plugin!(MyPlugin);
+/// ```
+///
+/// It records the plugin crate's version and wraps every call in `catch_unwind`, so
+/// that a panic becomes a dead letter instead of aborting the host.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        // The symbol name abi_stable's loader looks up; checked against abi_stable's
+        // own constant by a unit test of mes-plugin-api.
+        #[doc(hidden)]
+        #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
+        pub static __MES_PLUGIN_LIB_HEADER: $crate::__private::LibHeader = {
+            extern "C" fn load_root_module() -> $crate::__private::RootModuleResult {
+                $crate::__private::call_root_module_loader(|| {
+                    $crate::__private::root_module::<$plugin>(env!("CARGO_PKG_VERSION"))
+                })
+            }
+            // SAFETY: the constructor returns the root module of type PluginModuleRef,
+            // the type named here, as LibHeader requires.
+            unsafe {
+                $crate::__private::LibHeader::from_constructor::<$crate::PluginModuleRef>(
+                    load_root_module,
+                    $crate::__private::CheckTypeLayout::Yes,
+                )
+            }
+        };
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::plugin::root_module;
+    pub use abi_stable::library::{
+        CheckTypeLayout, LibHeader, RootModuleResult,
+        __call_root_module_loader as call_root_module_loader,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn export_symbol_matches_abi_stable() {
+        // export_plugin! spells the symbol out because abi_stable's own attribute macro
+        // needs `abi_stable` as a direct dependency of every plugin crate.
+        let src = include_str!("lib.rs");
+        let quoted = format!("#[export_name = \"{}\"]", abi_stable::library::ROOT_MODULE_LOADER_NAME);
+        assert!(src.contains(&quoted), "export_plugin! must export {quoted}");
+    }
+}
