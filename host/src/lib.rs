@@ -1,1 +1,24 @@
+//! The MES collector: MQTT in, plugins in the middle, MySQL out.
+//!
+//! A message enters in [`intake`], is dispatched to its machine's plugin in
+//! [`dispatch`], and its rows are written in [`sink`]. Messages that cannot be stored
+//! become [`dead_letter`]s.
 
+pub mod check;
+pub mod config;
+pub mod dead_letter;
+pub mod dispatch;
+pub mod envelope;
+pub mod intake;
+pub mod plugins;
+pub mod run;
+pub mod sink;
+
+/// The host's version and the plugin API it was built against.
+pub fn version_line() -> String {
+    format!(
+        "mes-collector {} (plugin API {})",
+        env!("CARGO_PKG_VERSION"),
+        mes_plugin_api::API_VERSION
+    )
+}

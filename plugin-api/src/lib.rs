@@ -101,6 +101,7 @@ mod error;
 mod ident;
 mod message;
 mod plugin;
+pub mod standard;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod value;

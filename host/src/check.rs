@@ -1,0 +1,162 @@
+//! `mes-collector check`: validates the configuration, loads every plugin, tries the
+//! database and the broker, and names every problem. Prints no secret.
+
+use std::{path::Path, time::Duration};
+
+use mysql::prelude::Queryable;
+
+use crate::{
+    config::{Config, COLLECTOR_FILE},
+    intake::mqtt::{connect_options, create_client},
+    plugins::{load_dir, new_instance},
+    sink::mysql::connect,
+};
+
+/// Tables the collector and the shipped plugins write.
+pub const TABLES: [&str; 4] = ["cnc_data", "cnc_status", "cnc_alarms", "dead_letters"];
+
+/// Runs every check, printing a report to stdout. Returns the problems found.
+pub fn check(config_dir: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    println!("{}", crate::version_line());
+    println!("configuration: {}", config_dir.display());
+    let cfg = match Config::load(config_dir) {
+        Ok(c) => {
+            println!("  ok: {COLLECTOR_FILE}, db_config.json, cnc_classes.json ({} machines)", c.classes.len());
+            c
+        }
+        Err(errors) => {
+            for e in errors {
+                println!("  PROBLEM: {e}");
+                problems.push(e.to_string());
+            }
+            return problems;
+        }
+    };
+
+    println!("\nplugins in {}:", cfg.collector.plugins_dir.display());
+    let plugins = match load_dir(&cfg.collector.plugins_dir) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("  PROBLEM: {e}");
+            problems.push(e);
+            return problems;
+        }
+    };
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    for p in plugins.by_class.values() {
+        rows.push([file_name(&p.info.file), p.info.class_name.clone(), p.info.version.clone(), "ok".into()]);
+    }
+    for (class, files) in &plugins.conflicts {
+        for f in files {
+            rows.push([file_name(f), class.clone(), "-".into(), "CONFLICT: class claimed twice".into()]);
+        }
+    }
+    for f in &plugins.failures {
+        let flat: String = f.reason.split_whitespace().collect::<Vec<_>>().join(" ");
+        let short: String = flat.chars().take(100).collect();
+        rows.push([file_name(&f.file), "-".into(), "-".into(), format!("REFUSED: {short}")]);
+        problems.push(format!("plugin {} not loaded: {}", f.file.display(), f.reason));
+    }
+    rows.sort();
+    print_table(&["FILE", "CLASS", "VERSION", "ABI"], &rows);
+    if let Some(e) = plugins.conflict_error() {
+        problems.push(e);
+    }
+
+    println!("\nmachines:");
+    let mut rows = Vec::new();
+    for m in cfg.classes.values() {
+        let status = match plugins.by_class.get(&m.class_name) {
+            None => {
+                problems.push(format!(
+                    "cnc_id {} is mapped to class {:?}, but no plugin provides it; put its library in {} or fix cnc_classes.json",
+                    m.cnc_id,
+                    m.class_name,
+                    cfg.collector.plugins_dir.display()
+                ));
+                "NO PLUGIN".to_string()
+            }
+            Some(p) => match new_instance(p, &m.cnc_id, m) {
+                Ok(_) => file_name(&p.info.file),
+                Err(e) => {
+                    problems.push(e.clone());
+                    format!("REFUSED: {e}")
+                }
+            },
+        };
+        rows.push([m.cnc_id.clone(), m.class_name.clone(), status]);
+    }
+    print_table(&["CNC_ID", "CLASS", "PLUGIN"], &rows);
+
+    println!("\ndatabase {}:", cfg.db.target());
+    match connect(&cfg.db) {
+        Ok(mut conn) => {
+            let mut ok = true;
+            for t in TABLES {
+                if let Err(e) = conn.query_drop(format!("SELECT 1 FROM `{t}` LIMIT 0")) {
+                    ok = false;
+                    println!("  PROBLEM: table {t}: {e}");
+                    problems.push(format!("database {}: table {t}: {e}; apply database.sql", cfg.db.target()));
+                }
+            }
+            if ok {
+                println!("  ok: connected; tables {} present", TABLES.join(", "));
+            }
+        }
+        Err(e) => {
+            println!("  PROBLEM: cannot connect: {e}");
+            problems.push(format!("database {}: cannot connect: {e}", cfg.db.target()));
+        }
+    }
+
+    let b = &cfg.collector.broker;
+    println!("\nbroker {} (topic {:?}, client id {:?}):", b.uri, b.topic, b.client_id);
+    // A client id of its own, so the check never takes over the running collector's
+    // session.
+    let probe_id = format!("{}-check-{}", b.client_id, std::process::id());
+    match create_client(b, &probe_id).and_then(|c| {
+        c.connect(connect_options(b, false))
+            .wait_for(Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        let _ = c.disconnect(None).wait_for(Duration::from_secs(2));
+        Ok(())
+    }) {
+        Ok(()) => println!("  ok: connected"),
+        Err(e) => {
+            println!("  PROBLEM: cannot connect: {e}");
+            problems.push(format!("broker {}: cannot connect: {e}", b.uri));
+        }
+    }
+    problems
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("  {}", parts.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    if rows.is_empty() {
+        println!("  (none)");
+    }
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,333 @@
+//! The three configuration files, read and checked once at start.
+//!
+//! Every error names the file and the field, and says how to fix it where it can.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt, fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+pub const COLLECTOR_FILE: &str = "collector.json";
+pub const DB_FILE: &str = "db_config.json";
+pub const CLASSES_FILE: &str = "cnc_classes.json";
+
+/// A configuration problem, naming the file (and field where known).
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(file: &Path, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: file.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// `collector.json`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    pub broker: BrokerConfig,
+    /// Directory of plugin libraries; relative paths are relative to the config dir.
+    pub plugins_dir: PathBuf,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Messages held in memory between the MQTT callback and the dispatcher. When it
+    /// is full the callback waits, and the broker holds the rest.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Raw payload bytes kept in a dead letter; the rest is cut off.
+    #[serde(default = "default_dead_letter_payload_limit")]
+    pub dead_letter_payload_limit: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub uri: String,
+    pub client_id: String,
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    #[serde(default = "default_qos")]
+    pub qos: i32,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Prefer the `MES_MQTT_PASSWORD` environment variable.
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default = "default_keep_alive_secs")]
+    pub keep_alive_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most messages committed in one transaction.
+    #[serde(default = "default_max_messages")]
+    pub max_messages: usize,
+    /// Longest a message waits for its batch to fill before the batch is committed.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl BatchConfig {
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.max_wait_ms)
+    }
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_messages: default_max_messages(),
+            max_wait_ms: default_max_wait_ms(),
+        }
+    }
+}
+
+fn default_topic() -> String {
+    "sensor/CNC".into()
+}
+fn default_qos() -> i32 {
+    1
+}
+fn default_keep_alive_secs() -> u64 {
+    20
+}
+fn default_max_messages() -> usize {
+    500
+}
+fn default_max_wait_ms() -> u64 {
+    50
+}
+fn default_queue_capacity() -> usize {
+    10_000
+}
+fn default_dead_letter_payload_limit() -> usize {
+    65_536
+}
+
+/// `db_config.json`, with the original service's keys.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbConfig {
+    pub host: String,
+    #[serde(default = "default_db_port")]
+    pub port: u16,
+    pub user: String,
+    /// Prefer the `MES_DB_PASSWORD` environment variable.
+    #[serde(default)]
+    pub password: String,
+    pub database: String,
+}
+
+impl fmt::Debug for DbConfig {
+    // Never print the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "mysql://{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
+    }
+}
+
+impl DbConfig {
+    /// Where the database is, without the password, for logs and `check`.
+    pub fn target(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+fn default_db_port() -> u16 {
+    3306
+}
+
+/// One entry of `cnc_classes.json`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassMapping {
+    pub cnc_id: String,
+    pub class_name: String,
+    /// Handed to the plugin's constructor as JSON text.
+    #[serde(default)]
+    pub settings: Option<serde_json::Value>,
+}
+
+/// Everything the collector reads at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dir: PathBuf,
+    pub collector: CollectorConfig,
+    pub db: DbConfig,
+    /// cnc_id → mapping, in the file's order for display.
+    pub classes: BTreeMap<String, ClassMapping>,
+}
+
+impl Config {
+    /// Reads and checks the three files in `dir`, applying secrets from the
+    /// environment. Returns every problem found, not only the first.
+    pub fn load(dir: &Path) -> Result<Config, Vec<ConfigError>> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_with_env(dir, &env)
+    }
+
+    pub fn load_with_env(
+        dir: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let collector = read_json::<CollectorConfig>(&dir.join(COLLECTOR_FILE))
+            .and_then(|c| check_collector(&dir.join(COLLECTOR_FILE), c))
+            .map_err(|e| errors.push(e))
+            .ok();
+        let db = read_json::<DbConfig>(&dir.join(DB_FILE))
+            .map_err(|e| errors.push(e))
+            .ok();
+        let classes = read_json::<Vec<ClassMapping>>(&dir.join(CLASSES_FILE))
+            .and_then(|list| check_classes(&dir.join(CLASSES_FILE), list))
+            .map_err(|e| errors.push(e))
+            .ok();
+        match (collector, db, classes) {
+            (Some(mut collector), Some(mut db), Some(classes)) if errors.is_empty() => {
+                if collector.plugins_dir.is_relative() {
+                    collector.plugins_dir = dir.join(&collector.plugins_dir);
+                }
+                if let Some(pw) = env.get("MES_DB_PASSWORD") {
+                    db.password = pw.clone();
+                }
+                if let Some(pw) = env.get("MES_MQTT_PASSWORD") {
+                    collector.broker.password = Some(pw.clone());
+                }
+                Ok(Config {
+                    dir: dir.to_path_buf(),
+                    collector,
+                    db,
+                    classes,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = fs::read_to_string(path).map_err(|e| {
+        err(
+            path,
+            format!("cannot read it ({e}); pass --config-dir with the directory holding {COLLECTOR_FILE}, {DB_FILE} and {CLASSES_FILE}"),
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| err(path, format!("invalid: {e}")))
+}
+
+fn check_collector(path: &Path, c: CollectorConfig) -> Result<CollectorConfig, ConfigError> {
+    if !(0..=2).contains(&c.broker.qos) {
+        return Err(err(path, format!("broker.qos is {}; use 0, 1 or 2 (1 is recommended)", c.broker.qos)));
+    }
+    if c.broker.client_id.trim().is_empty() {
+        return Err(err(path, "broker.client_id is empty; the persistent session needs a fixed, unique client id"));
+    }
+    if c.broker.topic.trim().is_empty() {
+        return Err(err(path, "broker.topic is empty"));
+    }
+    if c.batch.max_messages == 0 {
+        return Err(err(path, "batch.max_messages must be at least 1"));
+    }
+    if c.queue_capacity == 0 {
+        return Err(err(path, "queue_capacity must be at least 1"));
+    }
+    Ok(c)
+}
+
+fn check_classes(
+    path: &Path,
+    list: Vec<ClassMapping>,
+) -> Result<BTreeMap<String, ClassMapping>, ConfigError> {
+    let mut map = BTreeMap::new();
+    for (i, m) in list.into_iter().enumerate() {
+        if m.cnc_id.is_empty() || m.class_name.is_empty() {
+            return Err(err(path, format!("entry {i}: cnc_id and class_name must not be empty")));
+        }
+        if let Some(s) = &m.settings {
+            if !s.is_object() {
+                return Err(err(path, format!("entry {i} ({}): settings must be a JSON object", m.cnc_id)));
+            }
+        }
+        let id = m.cnc_id.clone();
+        if let Some(prev) = map.insert(id.clone(), m) {
+            return Err(err(
+                path,
+                format!("cnc_id {id:?} is mapped twice (to {:?} and again at entry {i}); keep one entry", prev.class_name),
+            ));
+        }
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        fs::write(dir.join(name), text).unwrap();
+    }
+
+    fn valid_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), COLLECTOR_FILE, r#"{"broker":{"uri":"tcp://127.0.0.1:1883","client_id":"c1"},"plugins_dir":"p"}"#);
+        write(dir.path(), DB_FILE, r#"{"host":"127.0.0.1","user":"root","password":"secret","database":"d"}"#);
+        write(dir.path(), CLASSES_FILE, r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#);
+        dir
+    }
+
+    #[test]
+    fn defaults_and_env_overrides() {
+        let dir = valid_dir();
+        let env = HashMap::from([("MES_DB_PASSWORD".to_string(), "fromenv".to_string())]);
+        let c = Config::load_with_env(dir.path(), &env).unwrap();
+        assert_eq!(c.collector.broker.topic, "sensor/CNC");
+        assert_eq!(c.collector.broker.qos, 1);
+        assert_eq!(c.db.port, 3306);
+        assert_eq!(c.db.password, "fromenv");
+        assert_eq!(c.collector.plugins_dir, dir.path().join("p"));
+        assert!(!format!("{:?}", c.db).contains("fromenv"));
+    }
+
+    #[test]
+    fn every_broken_file_is_named() {
+        let dir = valid_dir();
+        write(dir.path(), DB_FILE, "{not json");
+        fs::remove_file(dir.path().join(CLASSES_FILE)).unwrap();
+        let errors = Config::load_with_env(dir.path(), &HashMap::new()).unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 2, "{text:?}");
+        assert!(text[0].contains(DB_FILE) && text[0].contains("invalid"), "{text:?}");
+        assert!(text[1].contains(CLASSES_FILE) && text[1].contains("cannot read"), "{text:?}");
+    }
+
+    #[test]
+    fn duplicate_cnc_id_and_unknown_field_are_refused() {
+        let dir = valid_dir();
+        write(dir.path(), CLASSES_FILE, r#"[{"cnc_id":"A","class_name":"X"},{"cnc_id":"A","class_name":"Y"}]"#);
+        let e = Config::load_with_env(dir.path(), &HashMap::new()).unwrap_err();
+        assert!(e[0].message.contains("mapped twice"), "{}", e[0]);
+        write(dir.path(), CLASSES_FILE, r#"[{"cnc_id":"A","clas_name":"X"}]"#);
+        let e = Config::load_with_env(dir.path(), &HashMap::new()).unwrap_err();
+        assert!(e[0].message.contains("clas_name"), "{}", e[0]);
+    }
+}

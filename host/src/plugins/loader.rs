@@ -1,0 +1,142 @@
+//! Loads every plugin library in the plugins directory.
+//!
+//! Each file is loaded on its own through `lib_header_from_path`: abi_stable's
+//! `RootModule::load_from_file` caches one module per interface type, so a second
+//! plugin loaded that way would silently be the first one again. A file that fails to
+//! load is reported by name with the reason and never stops the others.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use abi_stable::library::lib_header_from_path;
+use mes_plugin_api::PluginModuleRef;
+
+/// What the host knows of a loaded plugin.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    pub file: PathBuf,
+    pub class_name: String,
+    pub version: String,
+}
+
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    pub info: Arc<PluginInfo>,
+    pub module: PluginModuleRef,
+}
+
+impl fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.info.fmt(f)
+    }
+}
+
+/// A file in the plugins directory that could not be used.
+#[derive(Debug, Clone)]
+pub struct LoadFailure {
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+/// Everything found in a plugins directory.
+#[derive(Debug, Default)]
+pub struct PluginSet {
+    /// class name → plugin.
+    pub by_class: BTreeMap<String, LoadedPlugin>,
+    /// Files that are not plugins, or not compatible ones.
+    pub failures: Vec<LoadFailure>,
+    /// Class names claimed by more than one file: (class, files). Such a class is not
+    /// used at all, since the host cannot know which file is meant.
+    pub conflicts: Vec<(String, Vec<PathBuf>)>,
+}
+
+/// Whether a file name looks like a shared library of this platform.
+fn is_library(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
+}
+
+/// Loads one plugin file.
+pub fn load_file(path: &Path) -> Result<LoadedPlugin, String> {
+    let header = lib_header_from_path(path).map_err(|e| first_lines(&e.to_string()))?;
+    let module = header
+        .init_root_module::<PluginModuleRef>()
+        .map_err(|e| first_lines(&e.to_string()))?;
+    Ok(LoadedPlugin {
+        info: Arc::new(PluginInfo {
+            file: path.to_path_buf(),
+            class_name: module.class_name().to_string(),
+            version: module.plugin_version().to_string(),
+        }),
+        module,
+    })
+}
+
+/// abi_stable's layout mismatch reports run to hundreds of lines; the first ones say
+/// what differs.
+fn first_lines(text: &str) -> String {
+    const KEEP: usize = 12;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() <= KEEP {
+        lines.join("\n")
+    } else {
+        format!("{}\n... ({} more lines)", lines[..KEEP].join("\n"), lines.len() - KEEP)
+    }
+}
+
+/// Loads every library in `dir`, in file-name order.
+pub fn load_dir(dir: &Path) -> Result<PluginSet, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        format!(
+            "cannot read plugins directory {} ({e}); set plugins_dir in collector.json",
+            dir.display()
+        )
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_library(p))
+        .collect();
+    files.sort();
+    let mut set = PluginSet::default();
+    let mut claimed: BTreeMap<String, Vec<LoadedPlugin>> = BTreeMap::new();
+    for file in files {
+        match load_file(&file) {
+            Ok(p) => claimed.entry(p.info.class_name.clone()).or_default().push(p),
+            Err(reason) => set.failures.push(LoadFailure { file, reason }),
+        }
+    }
+    for (class, mut plugins) in claimed {
+        if plugins.len() == 1 {
+            set.by_class.insert(class, plugins.pop().expect("one"));
+        } else {
+            let files = plugins.iter().map(|p| p.info.file.clone()).collect();
+            set.conflicts.push((class, files));
+        }
+    }
+    Ok(set)
+}
+
+impl PluginSet {
+    /// The conflicts as one error message, naming every file.
+    pub fn conflict_error(&self) -> Option<String> {
+        if self.conflicts.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = self
+            .conflicts
+            .iter()
+            .map(|(class, files)| {
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                format!("class {class:?} is claimed by {}", names.join(" and "))
+            })
+            .collect();
+        Some(format!(
+            "{}; remove all but one of each from the plugins directory",
+            parts.join("; ")
+        ))
+    }
+}

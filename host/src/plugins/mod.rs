@@ -1,0 +1,7 @@
+//! Plugin libraries: loading them, and routing each machine to its plugin instance.
+
+mod loader;
+mod router;
+
+pub use loader::{load_dir, load_file, LoadFailure, LoadedPlugin, PluginInfo, PluginSet};
+pub use router::{new_instance, Instance, Router};

@@ -1,0 +1,92 @@
+//! Routes a message to its machine's plugin instance: cnc_id → class name → plugin,
+//! one instance per cnc_id, created when the machine is first heard from.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use abi_stable::std_types::{ROption, RStr};
+
+use crate::{
+    config::ClassMapping,
+    dead_letter::{DeadLetter, Reason},
+    plugins::{LoadedPlugin, PluginInfo},
+};
+use mes_plugin_api::PluginInstanceBox;
+
+pub struct Instance {
+    pub plugin: PluginInstanceBox,
+    pub info: Arc<PluginInfo>,
+}
+
+pub struct Router {
+    classes: BTreeMap<String, ClassMapping>,
+    plugins: BTreeMap<String, LoadedPlugin>,
+    /// A constructor's refusal is kept, so it is not retried for every message.
+    instances: HashMap<String, Result<Instance, DeadLetter>>,
+}
+
+impl Router {
+    pub fn new(classes: BTreeMap<String, ClassMapping>, plugins: BTreeMap<String, LoadedPlugin>) -> Self {
+        Router {
+            classes,
+            plugins,
+            instances: HashMap::new(),
+        }
+    }
+
+    pub fn instance(&mut self, cnc_id: &str) -> Result<&mut Instance, DeadLetter> {
+        if !self.instances.contains_key(cnc_id) {
+            let made = self.create(cnc_id);
+            self.instances.insert(cnc_id.to_string(), made);
+        }
+        self.instances
+            .get_mut(cnc_id)
+            .expect("inserted above")
+            .as_mut()
+            .map_err(|dl| dl.clone())
+    }
+
+    fn create(&self, cnc_id: &str) -> Result<Instance, DeadLetter> {
+        let mapping = self.classes.get(cnc_id).ok_or_else(|| {
+            DeadLetter::new(
+                Reason::UnknownCncId,
+                format!("cnc_id {cnc_id:?} is not in cnc_classes.json; add it with its class_name"),
+            )
+            .cnc_id(cnc_id)
+        })?;
+        let plugin = self.plugins.get(&mapping.class_name).ok_or_else(|| {
+            DeadLetter::new(
+                Reason::NoPlugin,
+                format!(
+                    "no loaded plugin has class {:?} (mapped for {cnc_id:?}); put its library in the plugins directory and restart",
+                    mapping.class_name
+                ),
+            )
+            .cnc_id(cnc_id)
+        })?;
+        new_instance(plugin, cnc_id, mapping).map_err(|detail| {
+            DeadLetter::new(Reason::PluginInit, detail)
+                .cnc_id(cnc_id)
+                .plugin(&plugin.info.class_name, &plugin.info.version)
+        })
+    }
+}
+
+/// Calls the plugin's constructor for one machine with its settings.
+pub fn new_instance(plugin: &LoadedPlugin, cnc_id: &str, mapping: &ClassMapping) -> Result<Instance, String> {
+    let settings = mapping.settings.as_ref().map(|s| s.to_string());
+    let settings = match &settings {
+        Some(s) => ROption::RSome(RStr::from_str(s)),
+        None => ROption::RNone,
+    };
+    match (plugin.module.new())(RStr::from_str(cnc_id), settings) {
+        abi_stable::std_types::RResult::ROk(p) => Ok(Instance {
+            plugin: p,
+            info: plugin.info.clone(),
+        }),
+        abi_stable::std_types::RResult::RErr(e) => Err(format!(
+            "plugin {} {} refused cnc_id {cnc_id:?}: {e}",
+            plugin.info.class_name, plugin.info.version
+        )),
+    }
+}

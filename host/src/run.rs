@@ -1,0 +1,147 @@
+//! `mes-collector run`: wires intake, dispatcher and sink together and handles
+//! signals.
+
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+};
+
+use log::{error, info, warn};
+
+use crate::{
+    config::Config,
+    dispatch::Dispatcher,
+    intake::mqtt::MqttIntake,
+    plugins::{load_dir, Router},
+    sink::mysql::MysqlSink,
+};
+
+/// Runs the collector until SIGINT or SIGTERM. Returns the process exit code.
+pub fn run(config_dir: &Path) -> i32 {
+    let cfg = match Config::load(config_dir) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                error!("{e}");
+            }
+            error!("not starting; `mes-collector check --config-dir {}` lists every problem", config_dir.display());
+            return 2;
+        }
+    };
+    let plugins = match load_dir(&cfg.collector.plugins_dir) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("{e}");
+            return 2;
+        }
+    };
+    for f in &plugins.failures {
+        error!("plugin {} not loaded: {}", f.file.display(), f.reason.replace('\n', " | "));
+    }
+    if let Some(e) = plugins.conflict_error() {
+        error!("{e}");
+        return 2;
+    }
+    for p in plugins.by_class.values() {
+        info!(
+            "plugin {} {} loaded from {}",
+            p.info.class_name,
+            p.info.version,
+            p.info.file.display()
+        );
+    }
+    for m in cfg.classes.values() {
+        if !plugins.by_class.contains_key(&m.class_name) {
+            warn!(
+                "cnc_id {} is mapped to class {:?}, which no loaded plugin provides; its messages will be dead letters",
+                m.cnc_id, m.class_name
+            );
+        }
+    }
+    info!(
+        "{} starting: config {}, {} plugins, {} machines mapped, broker {} topic {:?} as {:?}, database {}",
+        crate::version_line(),
+        cfg.dir.display(),
+        plugins.by_class.len(),
+        cfg.classes.len(),
+        cfg.collector.broker.uri,
+        cfg.collector.broker.topic,
+        cfg.collector.broker.client_id,
+        cfg.db.target()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(4);
+    let signalled = Arc::new(AtomicBool::new(false));
+    let flag = signalled.clone();
+    if let Err(e) = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            // A second signal: stop now. Whatever the broker did not get an
+            // acknowledgement for, it sends again.
+            eprintln!("second signal: exiting at once");
+            std::process::exit(130);
+        }
+        let _ = signal_tx.try_send(());
+    }) {
+        error!("cannot install the signal handler: {e}");
+        return 1;
+    }
+
+    let (queue_tx, queue_rx) = crossbeam_channel::bounded(cfg.collector.queue_capacity);
+    let router = Router::new(cfg.classes.clone(), plugins.by_class.clone());
+    let sink = MysqlSink::new(cfg.db.clone(), cfg.collector.dead_letter_payload_limit);
+    let dispatcher = Dispatcher::new(router, sink, cfg.collector.batch.clone());
+    let dispatcher_stop = stop.clone();
+    let worker = thread::Builder::new()
+        .name("dispatcher".into())
+        .spawn(move || dispatcher.run(queue_rx, dispatcher_stop))
+        .expect("spawn dispatcher thread");
+
+    // Connecting may take a while when the broker is down; a signal meanwhile ends it.
+    let connect_stop = Arc::new(AtomicBool::new(false));
+    let waiter = {
+        let connect_stop = connect_stop.clone();
+        let signal_rx = signal_rx.clone();
+        thread::spawn(move || {
+            if signal_rx.recv().is_ok() {
+                connect_stop.store(true, Ordering::SeqCst);
+            }
+        })
+    };
+    let intake = match MqttIntake::start(&cfg.collector.broker, queue_tx, &connect_stop) {
+        Ok(i) => i,
+        Err(e) => {
+            error!("{e}");
+            stop.store(true, Ordering::SeqCst);
+            let _ = worker.join();
+            return 2;
+        }
+    };
+    if intake.is_some() {
+        info!("collector running; SIGINT or SIGTERM stops it");
+        // The waiter thread consumes the first signal and sets connect_stop.
+        while !connect_stop.load(Ordering::SeqCst) {
+            thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let _ = waiter.join();
+    info!("stopping: no new messages; committing those in hand");
+    if let Some(intake) = intake {
+        intake.stop();
+    }
+    stop.store(true, Ordering::SeqCst);
+    match worker.join() {
+        Ok(totals) => {
+            info!("stopped: {}", totals.summary());
+            0
+        }
+        Err(_) => {
+            error!("the dispatcher thread panicked");
+            1
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Where messages are written: one MySQL transaction per batch.
+//!
+//! Rows of the same shape from all the batch's messages are coalesced into multi-row
+//! statements. A statement MySQL refuses is traced to the message(s) behind it with
+//! savepoints, and those become dead letters while the rest of the batch commits. Lost
+//! connectivity is retried with capped exponential back-off until MySQL is back; the
+//! batch waits in memory, and the MQTT callback behind it waits too.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use log::{debug, info, warn};
+use mes_plugin_api::Value;
+use mysql::{prelude::Queryable, Conn, Opts, OptsBuilder, Transaction, TxOpts};
+
+use crate::{
+    config::DbConfig,
+    dead_letter::{truncate_payload, DeadLetter, Reason},
+    sink::batch::{Batch, Op, RowKind, Shapes},
+};
+
+/// Most placeholders MySQL accepts in one statement.
+const MAX_PLACEHOLDERS: usize = 65_535;
+/// Rows per multi-row statement. A few fixed sizes, so the prepared statements are
+/// reused rather than one per row count.
+const CHUNK_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
+/// Keep statements well under MariaDB's default 16 MiB `max_allowed_packet`.
+const MAX_STATEMENT_BYTES: usize = 4 << 20;
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const DETAIL_LIMIT: usize = 8_000;
+
+pub fn opts(cfg: &DbConfig) -> Opts {
+    OptsBuilder::new()
+        .ip_or_hostname(Some(cfg.host.clone()))
+        .tcp_port(cfg.port)
+        .user(Some(cfg.user.clone()))
+        .pass(Some(cfg.password.clone()))
+        .db_name(Some(cfg.database.clone()))
+        .stmt_cache_size(Some(256))
+        .tcp_connect_timeout(Some(Duration::from_secs(5)))
+        // Detects a silently dead connection (a cut network) instead of hanging.
+        .read_timeout(Some(Duration::from_secs(30)))
+        .write_timeout(Some(Duration::from_secs(30)))
+        .into()
+}
+
+pub fn connect(cfg: &DbConfig) -> Result<Conn, mysql::Error> {
+    let mut conn = Conn::new(opts(cfg))?;
+    // Strict mode: a value that does not fit is refused (and dead-lettered), never
+    // silently truncated.
+    conn.query_drop("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")?;
+    Ok(conn)
+}
+
+/// Whether MySQL refused the statement because of what it contained, as opposed to
+/// the connection or the server being unavailable, or a transient conflict.
+fn is_rejection(e: &mysql::Error) -> bool {
+    match e {
+        mysql::Error::MySqlError(se) => !matches!(
+            se.code,
+            // lock wait timeout, deadlock: the whole transaction is retried
+            1205 | 1213
+            // server shutting down, connection killed, too many connections, read-only
+            | 1053 | 1927 | 1040 | 1290 | 1836
+            // query interrupted, out of memory or disk
+            | 1317 | 1037 | 1041 | 1021
+        ),
+        _ => false,
+    }
+}
+
+/// SQL text per (shape, rows).
+#[derive(Default)]
+struct Statements {
+    cache: HashMap<(usize, usize), String>,
+}
+
+impl Statements {
+    fn sql(&mut self, shapes: &Shapes, shape: usize, rows: usize) -> &str {
+        self.cache.entry((shape, rows)).or_insert_with(|| {
+            let s = shapes.get(shape);
+            let cols: Vec<String> = s.columns.iter().map(|c| format!("`{c}`")).collect();
+            let one = format!("({})", vec!["?"; cols.len()].join(","));
+            let mut sql = format!(
+                "INSERT INTO {} ({}) VALUES {}",
+                quote_table(&s.table),
+                cols.join(","),
+                vec![one.as_str(); rows].join(",")
+            );
+            if s.kind == RowKind::Upsert {
+                let updates: Vec<String> =
+                    cols.iter().map(|c| format!("{c}=VALUES({c})")).collect();
+                sql.push_str(" ON DUPLICATE KEY UPDATE ");
+                sql.push_str(&updates.join(","));
+            }
+            sql
+        })
+    }
+}
+
+fn quote_table(table: &str) -> String {
+    table
+        .split('.')
+        .map(|p| format!("`{p}`"))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn to_mysql(v: &Value) -> mysql::Value {
+    match v {
+        Value::Null => mysql::Value::NULL,
+        Value::Int(i) => mysql::Value::Int(*i),
+        Value::UInt(u) => mysql::Value::UInt(*u),
+        Value::Float(f) => mysql::Value::Double(*f),
+        Value::Text(s) | Value::Json(s) => mysql::Value::Bytes(s.as_bytes().to_vec()),
+        Value::Bytes(b) => mysql::Value::Bytes(b.to_vec()),
+    }
+}
+
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::Text(s) | Value::Json(s) => s.len() + 8,
+        Value::Bytes(b) => b.len() + 8,
+        _ => 9,
+    }
+}
+
+/// How many of `rows` to put in the next statement: the largest fixed chunk size
+/// that fits the placeholder and size limits.
+fn next_chunk(rows: &[&[Value]]) -> usize {
+    let cols = rows[0].len().max(1);
+    let mut fit = rows.len().min(MAX_PLACEHOLDERS / cols);
+    let mut bytes = 0;
+    for (i, row) in rows.iter().take(fit).enumerate() {
+        bytes += row.iter().map(value_bytes).sum::<usize>();
+        if bytes > MAX_STATEMENT_BYTES && i > 0 {
+            fit = i;
+            break;
+        }
+    }
+    CHUNK_ROWS.into_iter().find(|&c| c <= fit).unwrap_or(1)
+}
+
+/// Rows waiting to be written, grouped by shape in order of first appearance.
+struct Pending<'b> {
+    groups: Vec<(usize, Vec<&'b [Value]>)>,
+    slot: HashMap<usize, usize>,
+}
+
+impl<'b> Pending<'b> {
+    fn new() -> Self {
+        Pending {
+            groups: Vec::new(),
+            slot: HashMap::new(),
+        }
+    }
+
+    fn push(&mut self, shape: usize, values: &'b [Value]) {
+        let i = *self.slot.entry(shape).or_insert_with(|| {
+            self.groups.push((shape, Vec::new()));
+            self.groups.len() - 1
+        });
+        self.groups[i].1.push(values);
+    }
+
+    fn flush(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        stmts: &mut Statements,
+        shapes: &Shapes,
+    ) -> Result<(), mysql::Error> {
+        for (shape, rows) in self.groups.drain(..) {
+            let mut rest: &[&[Value]] = &rows;
+            while !rest.is_empty() {
+                let n = next_chunk(rest);
+                let params: Vec<mysql::Value> = rest[..n]
+                    .iter()
+                    .flat_map(|row| row.iter().map(to_mysql))
+                    .collect();
+                tx.exec_drop(stmts.sql(shapes, shape, n), params)?;
+                rest = &rest[n..];
+            }
+        }
+        self.slot.clear();
+        Ok(())
+    }
+}
+
+/// Writes the listed messages' rows, coalesced; `exec` statements are barriers.
+fn write_entries(
+    tx: &mut Transaction<'_>,
+    stmts: &mut Statements,
+    shapes: &Shapes,
+    batch: &Batch,
+    which: &[usize],
+) -> Result<(), mysql::Error> {
+    let mut pending = Pending::new();
+    for &i in which {
+        let e = &batch.entries[i];
+        for op in &batch.ops[e.first_op..e.end_op] {
+            match op {
+                Op::Row { shape, values } => pending.push(*shape, values),
+                Op::Exec { sql, params } => {
+                    pending.flush(tx, stmts, shapes)?;
+                    let params: Vec<mysql::Value> = params.iter().map(to_mysql).collect();
+                    tx.exec_drop(sql.as_str(), params)?;
+                }
+            }
+        }
+    }
+    pending.flush(tx, stmts, shapes)
+}
+
+/// Writes `which`; if MySQL refuses, splits it in halves under savepoints until the
+/// refused messages are found, and lists them in `refused`.
+fn write_isolating(
+    tx: &mut Transaction<'_>,
+    stmts: &mut Statements,
+    shapes: &Shapes,
+    batch: &Batch,
+    which: &[usize],
+    depth: usize,
+    refused: &mut Vec<(usize, String)>,
+) -> Result<(), mysql::Error> {
+    if which.is_empty() {
+        return Ok(());
+    }
+    tx.query_drop(format!("SAVEPOINT s{depth}"))?;
+    match write_entries(tx, stmts, shapes, batch, which) {
+        Ok(()) => Ok(()),
+        Err(e) if is_rejection(&e) => {
+            tx.query_drop(format!("ROLLBACK TO SAVEPOINT s{depth}"))?;
+            if which.len() == 1 {
+                refused.push((which[0], e.to_string()));
+                return Ok(());
+            }
+            let (a, b) = which.split_at(which.len() / 2);
+            write_isolating(tx, stmts, shapes, batch, a, depth + 1, refused)?;
+            write_isolating(tx, stmts, shapes, batch, b, depth + 1, refused)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn write_dead_letters(
+    tx: &mut Transaction<'_>,
+    batch: &Batch,
+    payload_limit: usize,
+) -> Result<(), mysql::Error> {
+    for (entry, dl) in batch.dead_letters() {
+        let detail: String = dl.detail.chars().take(DETAIL_LIMIT).collect();
+        let (class, version) = match &dl.plugin {
+            Some((c, v)) => (Some(c.as_str()), Some(v.as_str())),
+            None => (None, None),
+        };
+        let topic: String = entry.topic.chars().take(255).collect();
+        let cnc_id: Option<String> = dl.cnc_id.as_ref().map(|c| c.chars().take(64).collect());
+        tx.exec_drop(
+            "INSERT INTO dead_letters (topic, cnc_id, plugin_class, plugin_version, reason, detail, payload, payload_bytes) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                topic,
+                cnc_id,
+                class,
+                version,
+                dl.reason.as_str(),
+                detail,
+                truncate_payload(&entry.raw, payload_limit),
+                entry.raw.len() as u64,
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Outcome of one committed batch, for logs and counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Committed {
+    pub stored: usize,
+    pub dead: usize,
+}
+
+pub struct MysqlSink {
+    cfg: DbConfig,
+    conn: Option<Conn>,
+    stmts: Statements,
+    payload_limit: usize,
+    /// Since when the database has been unreachable, for logging state changes once.
+    down_since: Option<Instant>,
+}
+
+impl MysqlSink {
+    pub fn new(cfg: DbConfig, payload_limit: usize) -> Self {
+        MysqlSink {
+            cfg,
+            conn: None,
+            stmts: Statements::default(),
+            payload_limit,
+            down_since: None,
+        }
+    }
+
+    /// Commits the batch, retrying through outages until it is in MySQL. Messages
+    /// MySQL refuses become dead letters in the same transaction.
+    pub fn commit(&mut self, batch: &mut Batch, shapes: &Shapes) -> Committed {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempts = 0u64;
+        loop {
+            attempts += 1;
+            match self.try_commit(batch, shapes) {
+                Ok(done) => {
+                    if let Some(since) = self.down_since.take() {
+                        info!(
+                            "database {} reachable again after {:.1} s and {attempts} attempts; resuming",
+                            self.cfg.target(),
+                            since.elapsed().as_secs_f64()
+                        );
+                    }
+                    return done;
+                }
+                Err(e) => {
+                    self.conn = None;
+                    if self.down_since.is_none() {
+                        self.down_since = Some(Instant::now());
+                        warn!(
+                            "database {} unavailable ({e}); holding {} messages and retrying with back-off up to {} s",
+                            self.cfg.target(),
+                            batch.len(),
+                            MAX_BACKOFF.as_secs()
+                        );
+                    } else {
+                        debug!("database still unavailable: {e}");
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn try_commit(&mut self, batch: &mut Batch, shapes: &Shapes) -> Result<Committed, mysql::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(connect(&self.cfg)?);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let mut tx = conn.start_transaction(TxOpts::default())?;
+        let live: Vec<usize> = (0..batch.len())
+            .filter(|&i| batch.entries[i].dead.is_none())
+            .collect();
+        let mut refused = Vec::new();
+        write_isolating(&mut tx, &mut self.stmts, shapes, batch, &live, 0, &mut refused)?;
+        let mut marked = Vec::with_capacity(refused.len());
+        for (i, reason) in refused {
+            let e = &mut batch.entries[i];
+            let mut dl = DeadLetter::new(Reason::DbRejected, reason);
+            dl.cnc_id = e.cnc_id.clone();
+            dl.plugin = e.plugin.as_ref().map(|p| (p.class_name.clone(), p.version.clone()));
+            e.dead = Some(dl);
+            marked.push(i);
+        }
+        let result = write_dead_letters(&mut tx, batch, self.payload_limit).and_then(|()| tx.commit());
+        if let Err(e) = result {
+            // Not committed: the refused messages are tried again with the batch.
+            for i in marked {
+                batch.entries[i].dead = None;
+            }
+            return Err(e);
+        }
+        let dead = batch.dead_letters().count();
+        Ok(Committed {
+            stored: batch.len() - dead,
+            dead,
+        })
+    }
+}
