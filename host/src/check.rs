@@ -22,7 +22,10 @@ pub fn check(config_dir: &Path) -> Vec<String> {
     println!("configuration: {}", config_dir.display());
     let cfg = match Config::load(config_dir) {
         Ok(c) => {
-            println!("  ok: {COLLECTOR_FILE}, db_config.json, cnc_classes.json ({} machines)", c.classes.len());
+            println!(
+                "  ok: {COLLECTOR_FILE}, db_config.json, cnc_classes.json ({} machines)",
+                c.classes.len()
+            );
             c
         }
         Err(errors) => {
@@ -45,18 +48,37 @@ pub fn check(config_dir: &Path) -> Vec<String> {
     };
     let mut rows: Vec<[String; 4]> = Vec::new();
     for p in plugins.by_class.values() {
-        rows.push([file_name(&p.info.file), p.info.class_name.clone(), p.info.version.clone(), "ok".into()]);
+        rows.push([
+            file_name(&p.info.file),
+            p.info.class_name.clone(),
+            p.info.version.clone(),
+            "ok".into(),
+        ]);
     }
     for (class, files) in &plugins.conflicts {
         for f in files {
-            rows.push([file_name(f), class.clone(), "-".into(), "CONFLICT: class claimed twice".into()]);
+            rows.push([
+                file_name(f),
+                class.clone(),
+                "-".into(),
+                "CONFLICT: class claimed twice".into(),
+            ]);
         }
     }
     for f in &plugins.failures {
         let flat: String = f.reason.split_whitespace().collect::<Vec<_>>().join(" ");
         let short: String = flat.chars().take(100).collect();
-        rows.push([file_name(&f.file), "-".into(), "-".into(), format!("REFUSED: {short}")]);
-        problems.push(format!("plugin {} not loaded: {}", f.file.display(), f.reason));
+        rows.push([
+            file_name(&f.file),
+            "-".into(),
+            "-".into(),
+            format!("REFUSED: {short}"),
+        ]);
+        problems.push(format!(
+            "plugin {} not loaded: {}",
+            f.file.display(),
+            f.reason
+        ));
     }
     rows.sort();
     print_table(&["FILE", "CLASS", "VERSION", "ABI"], &rows);
@@ -97,7 +119,10 @@ pub fn check(config_dir: &Path) -> Vec<String> {
                 if let Err(e) = conn.query_drop(format!("SELECT 1 FROM `{t}` LIMIT 0")) {
                     ok = false;
                     println!("  PROBLEM: table {t}: {e}");
-                    problems.push(format!("database {}: table {t}: {e}; apply database.sql", cfg.db.target()));
+                    problems.push(format!(
+                        "database {}: table {t}: {e}; apply database.sql",
+                        cfg.db.target()
+                    ));
                 }
             }
             if ok {
@@ -111,7 +136,10 @@ pub fn check(config_dir: &Path) -> Vec<String> {
     }
 
     let b = &cfg.collector.broker;
-    println!("\nbroker {} (topic {:?}, client id {:?}):", b.uri, b.topic, b.client_id);
+    println!(
+        "\nbroker {} (topic {:?}, client id {:?}):",
+        b.uri, b.topic, b.client_id
+    );
     // A client id of its own, so the check never takes over the running collector's
     // session.
     let probe_id = format!("{}-check-{}", b.client_id, std::process::id());

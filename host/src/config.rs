@@ -237,10 +237,19 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
 
 fn check_collector(path: &Path, c: CollectorConfig) -> Result<CollectorConfig, ConfigError> {
     if !(0..=2).contains(&c.broker.qos) {
-        return Err(err(path, format!("broker.qos is {}; use 0, 1 or 2 (1 is recommended)", c.broker.qos)));
+        return Err(err(
+            path,
+            format!(
+                "broker.qos is {}; use 0, 1 or 2 (1 is recommended)",
+                c.broker.qos
+            ),
+        ));
     }
     if c.broker.client_id.trim().is_empty() {
-        return Err(err(path, "broker.client_id is empty; the persistent session needs a fixed, unique client id"));
+        return Err(err(
+            path,
+            "broker.client_id is empty; the persistent session needs a fixed, unique client id",
+        ));
     }
     if c.broker.topic.trim().is_empty() {
         return Err(err(path, "broker.topic is empty"));
@@ -261,11 +270,17 @@ fn check_classes(
     let mut map = BTreeMap::new();
     for (i, m) in list.into_iter().enumerate() {
         if m.cnc_id.is_empty() || m.class_name.is_empty() {
-            return Err(err(path, format!("entry {i}: cnc_id and class_name must not be empty")));
+            return Err(err(
+                path,
+                format!("entry {i}: cnc_id and class_name must not be empty"),
+            ));
         }
         if let Some(s) = &m.settings {
             if !s.is_object() {
-                return Err(err(path, format!("entry {i} ({}): settings must be a JSON object", m.cnc_id)));
+                return Err(err(
+                    path,
+                    format!("entry {i} ({}): settings must be a JSON object", m.cnc_id),
+                ));
             }
         }
         let id = m.cnc_id.clone();
@@ -289,9 +304,21 @@ mod tests {
 
     fn valid_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), COLLECTOR_FILE, r#"{"broker":{"uri":"tcp://127.0.0.1:1883","client_id":"c1"},"plugins_dir":"p"}"#);
-        write(dir.path(), DB_FILE, r#"{"host":"127.0.0.1","user":"root","password":"secret","database":"d"}"#);
-        write(dir.path(), CLASSES_FILE, r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#);
+        write(
+            dir.path(),
+            COLLECTOR_FILE,
+            r#"{"broker":{"uri":"tcp://127.0.0.1:1883","client_id":"c1"},"plugins_dir":"p"}"#,
+        );
+        write(
+            dir.path(),
+            DB_FILE,
+            r#"{"host":"127.0.0.1","user":"root","password":"secret","database":"d"}"#,
+        );
+        write(
+            dir.path(),
+            CLASSES_FILE,
+            r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
+        );
         dir
     }
 
@@ -316,17 +343,31 @@ mod tests {
         let errors = Config::load_with_env(dir.path(), &HashMap::new()).unwrap_err();
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(errors.len(), 2, "{text:?}");
-        assert!(text[0].contains(DB_FILE) && text[0].contains("invalid"), "{text:?}");
-        assert!(text[1].contains(CLASSES_FILE) && text[1].contains("cannot read"), "{text:?}");
+        assert!(
+            text[0].contains(DB_FILE) && text[0].contains("invalid"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].contains(CLASSES_FILE) && text[1].contains("cannot read"),
+            "{text:?}"
+        );
     }
 
     #[test]
     fn duplicate_cnc_id_and_unknown_field_are_refused() {
         let dir = valid_dir();
-        write(dir.path(), CLASSES_FILE, r#"[{"cnc_id":"A","class_name":"X"},{"cnc_id":"A","class_name":"Y"}]"#);
+        write(
+            dir.path(),
+            CLASSES_FILE,
+            r#"[{"cnc_id":"A","class_name":"X"},{"cnc_id":"A","class_name":"Y"}]"#,
+        );
         let e = Config::load_with_env(dir.path(), &HashMap::new()).unwrap_err();
         assert!(e[0].message.contains("mapped twice"), "{}", e[0]);
-        write(dir.path(), CLASSES_FILE, r#"[{"cnc_id":"A","clas_name":"X"}]"#);
+        write(
+            dir.path(),
+            CLASSES_FILE,
+            r#"[{"cnc_id":"A","clas_name":"X"}]"#,
+        );
         let e = Config::load_with_env(dir.path(), &HashMap::new()).unwrap_err();
         assert!(e[0].message.contains("clas_name"), "{}", e[0]);
     }

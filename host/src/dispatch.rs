@@ -154,8 +154,7 @@ impl Dispatcher {
     }
 
     fn handle(&mut self, msg: &Incoming, batch: &mut Batch) -> Result<(), DeadLetter> {
-        let env = envelope::parse(&msg.payload)
-            .map_err(|e| DeadLetter::new(e.reason, e.detail))?;
+        let env = envelope::parse(&msg.payload).map_err(|e| DeadLetter::new(e.reason, e.detail))?;
         batch.current().cnc_id = Some(env.cnc_id.to_string());
         let instance = self.router.instance(&env.cnc_id)?;
         batch.current().plugin = Some(instance.info.clone());

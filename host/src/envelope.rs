@@ -128,8 +128,14 @@ mod tests {
 
     #[test]
     fn timestamp_as_number_string_or_float() {
-        for (ts, want) in [("1747379028", 1747379028), ("\"42\"", 42), ("1.9", 1), ("\" 7 \"", 7)] {
-            let msg = format!(r#"{{"cnc_id":"a","part_program":"p","timestamp":{ts},"payload":{{}}}}"#);
+        for (ts, want) in [
+            ("1747379028", 1747379028),
+            ("\"42\"", 42),
+            ("1.9", 1),
+            ("\" 7 \"", 7),
+        ] {
+            let msg =
+                format!(r#"{{"cnc_id":"a","part_program":"p","timestamp":{ts},"payload":{{}}}}"#);
             assert_eq!(parse(msg.as_bytes()).unwrap().timestamp, want, "{ts}");
         }
     }
@@ -139,17 +145,46 @@ mod tests {
         let cases: &[(&[u8], Reason, &str)] = &[
             (b"not json", Reason::NotJson, "expected"),
             (b"\xff\xfe", Reason::NotJson, "UTF-8"),
-            (br#"{"cnc_id":"a","part_program":"p","timestamp":1}"#, Reason::BadEnvelope, "payload"),
-            (br#"{"cnc_id":7,"part_program":"p","timestamp":1,"payload":{}}"#, Reason::BadEnvelope, "invalid type"),
-            (br#"{"cnc_id":"a","part_program":"p","timestamp":"soon","payload":{}}"#, Reason::BadEnvelope, "soon"),
-            (br#"{"cnc_id":"a","part_program":"p","timestamp":1,"payload":[1]}"#, Reason::BadEnvelope, "object"),
-            (br#"{"cnc_id":"","part_program":"p","timestamp":1,"payload":{}}"#, Reason::BadEnvelope, "cnc_id"),
+            (
+                br#"{"cnc_id":"a","part_program":"p","timestamp":1}"#,
+                Reason::BadEnvelope,
+                "payload",
+            ),
+            (
+                br#"{"cnc_id":7,"part_program":"p","timestamp":1,"payload":{}}"#,
+                Reason::BadEnvelope,
+                "invalid type",
+            ),
+            (
+                br#"{"cnc_id":"a","part_program":"p","timestamp":"soon","payload":{}}"#,
+                Reason::BadEnvelope,
+                "soon",
+            ),
+            (
+                br#"{"cnc_id":"a","part_program":"p","timestamp":1,"payload":[1]}"#,
+                Reason::BadEnvelope,
+                "object",
+            ),
+            (
+                br#"{"cnc_id":"","part_program":"p","timestamp":1,"payload":{}}"#,
+                Reason::BadEnvelope,
+                "cnc_id",
+            ),
             (br#"[1,2]"#, Reason::BadEnvelope, "invalid type"),
         ];
         for (bytes, reason, needle) in cases {
             let e = parse(bytes).unwrap_err();
-            assert_eq!(e.reason, *reason, "{:?}: {e}", String::from_utf8_lossy(bytes));
-            assert!(e.detail.contains(needle), "{:?}: {e}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                e.reason,
+                *reason,
+                "{:?}: {e}",
+                String::from_utf8_lossy(bytes)
+            );
+            assert!(
+                e.detail.contains(needle),
+                "{:?}: {e}",
+                String::from_utf8_lossy(bytes)
+            );
         }
     }
 }

@@ -33,7 +33,11 @@ enum Command {
 /// clap wants a `'static` string; this runs once per process.
 fn long_version() -> &'static str {
     let line = mes_collector::version_line();
-    Box::leak(line.trim_start_matches("mes-collector ").to_string().into_boxed_str())
+    Box::leak(
+        line.trim_start_matches("mes-collector ")
+            .to_string()
+            .into_boxed_str(),
+    )
 }
 
 fn main() -> ExitCode {

@@ -28,7 +28,10 @@ pub fn run(config_dir: &Path) -> i32 {
             for e in errors {
                 error!("{e}");
             }
-            error!("not starting; `mes-collector check --config-dir {}` lists every problem", config_dir.display());
+            error!(
+                "not starting; `mes-collector check --config-dir {}` lists every problem",
+                config_dir.display()
+            );
             return 2;
         }
     };
@@ -40,7 +43,11 @@ pub fn run(config_dir: &Path) -> i32 {
         }
     };
     for f in &plugins.failures {
-        error!("plugin {} not loaded: {}", f.file.display(), f.reason.replace('\n', " | "));
+        error!(
+            "plugin {} not loaded: {}",
+            f.file.display(),
+            f.reason.replace('\n', " | ")
+        );
     }
     if let Some(e) = plugins.conflict_error() {
         error!("{e}");

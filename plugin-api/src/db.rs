@@ -93,7 +93,12 @@ impl<'a> Db<'a> {
     /// [`check_identifier`](crate::check_identifier)) or the counts differ; errors
     /// from MySQL itself surface when the host commits, and turn the message into a
     /// dead letter.
-    pub fn insert(&mut self, table: &str, columns: &[&str], values: Vec<Value>) -> Result<(), Error> {
+    pub fn insert(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        values: Vec<Value>,
+    ) -> Result<(), Error> {
         with_rstrs(columns, |cols| {
             self.raw
                 .insert(RStr::from_str(table), cols, RVec::from(values))
@@ -105,7 +110,12 @@ impl<'a> Db<'a> {
     /// Inserts one row, or, when it collides with an existing row on a primary or
     /// unique key, updates that row's other given columns to these values. This
     /// keeps "one row per machine" tables such as `cnc_status` current.
-    pub fn upsert(&mut self, table: &str, columns: &[&str], values: Vec<Value>) -> Result<(), Error> {
+    pub fn upsert(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        values: Vec<Value>,
+    ) -> Result<(), Error> {
         with_rstrs(columns, |cols| {
             self.raw
                 .upsert(RStr::from_str(table), cols, RVec::from(values))

@@ -111,8 +111,7 @@ pub use error::{Error, FailureKind, PluginFailure};
 pub use ident::{check_identifier, check_row, MAX_IDENTIFIER_LEN};
 pub use message::Message;
 pub use plugin::{
-    Plugin, PluginInstance, PluginInstanceBox, PluginInstance_TO, PluginModule,
-    PluginModuleRef,
+    Plugin, PluginInstance, PluginInstanceBox, PluginInstance_TO, PluginModule, PluginModuleRef,
 };
 pub use value::Value;
 
@@ -164,8 +163,8 @@ macro_rules! export_plugin {
 pub mod __private {
     pub use crate::plugin::root_module;
     pub use abi_stable::library::{
-        CheckTypeLayout, LibHeader, RootModuleResult,
-        __call_root_module_loader as call_root_module_loader,
+        __call_root_module_loader as call_root_module_loader, CheckTypeLayout, LibHeader,
+        RootModuleResult,
     };
 }
 
@@ -176,7 +175,10 @@ mod tests {
         // export_plugin! spells the symbol out because abi_stable's own attribute macro
         // needs `abi_stable` as a direct dependency of every plugin crate.
         let src = include_str!("lib.rs");
-        let quoted = format!("#[export_name = \"{}\"]", abi_stable::library::ROOT_MODULE_LOADER_NAME);
+        let quoted = format!(
+            "#[export_name = \"{}\"]",
+            abi_stable::library::ROOT_MODULE_LOADER_NAME
+        );
         assert!(src.contains(&quoted), "export_plugin! must export {quoted}");
     }
 }

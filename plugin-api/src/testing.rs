@@ -86,7 +86,11 @@ impl RecordingDb {
 
     /// Calls `plugin.handle(message, db)` as the host would, with this recorder as the
     /// database.
-    pub fn handle<P: Plugin>(&mut self, plugin: &mut P, message: &Message<'_>) -> Result<(), Error> {
+    pub fn handle<P: Plugin>(
+        &mut self,
+        plugin: &mut P,
+        message: &Message<'_>,
+    ) -> Result<(), Error> {
         self.with_db(|db| plugin.handle(message, db))
     }
 

@@ -54,21 +54,23 @@ pub fn connect_options(cfg: &BrokerConfig, persistent_session: bool) -> mqtt::Co
 impl MqttIntake {
     /// Connects and subscribes, retrying with back-off until the broker answers or
     /// `stop` is set. Every message goes to `queue`.
-    pub fn start(cfg: &BrokerConfig, queue: Sender<Incoming>, stop: &AtomicBool) -> Result<Option<MqttIntake>, String> {
+    pub fn start(
+        cfg: &BrokerConfig,
+        queue: Sender<Incoming>,
+        stop: &AtomicBool,
+    ) -> Result<Option<MqttIntake>, String> {
         let client = create_client(cfg, &cfg.client_id)?;
         let topic = cfg.topic.clone();
         let qos = cfg.qos;
         let uri = cfg.uri.clone();
-        let reconnected = Arc::new(AtomicBool::new(false));
-        let seen = reconnected.clone();
+        let first_done = Arc::new(AtomicBool::new(false));
+        let first = first_done.clone();
         client.set_connected_callback(move |c| {
-            // Subscribing again on every connect is harmless with a persistent session
-            // and needed when the broker lost it.
-            c.subscribe(&topic, qos);
-            if seen.swap(true, Ordering::Relaxed) {
-                info!("reconnected to MQTT broker {uri}, subscribed to {topic:?}");
-            } else {
-                info!("connected to MQTT broker {uri}, subscribed to {topic:?} at QoS {qos}");
+            // The first subscription is made (and waited for) by `start`; after a
+            // reconnect, subscribe again in case the broker lost the session.
+            if first.load(Ordering::SeqCst) {
+                c.subscribe(&topic, qos);
+                info!("reconnected to MQTT broker {uri}; subscribing to {topic:?} again");
             }
         });
         let uri = cfg.uri.clone();
@@ -91,10 +93,26 @@ impl MqttIntake {
         let mut warned = false;
         loop {
             match client.connect(opts.clone()).wait() {
-                Ok(_) => return Ok(Some(MqttIntake { client })),
+                Ok(_) => {
+                    client
+                        .subscribe(&cfg.topic, cfg.qos)
+                        .wait_for(Duration::from_secs(30))
+                        .map_err(|e| {
+                            format!("cannot subscribe to {:?} on {}: {e}", cfg.topic, cfg.uri)
+                        })?;
+                    first_done.store(true, Ordering::SeqCst);
+                    info!(
+                        "connected to MQTT broker {} as {:?}, subscribed to {:?} at QoS {}",
+                        cfg.uri, cfg.client_id, cfg.topic, cfg.qos
+                    );
+                    return Ok(Some(MqttIntake { client }));
+                }
                 Err(e) => {
                     if !warned {
-                        warn!("cannot connect to MQTT broker {} ({e}); retrying with back-off", cfg.uri);
+                        warn!(
+                            "cannot connect to MQTT broker {} ({e}); retrying with back-off",
+                            cfg.uri
+                        );
                         warned = true;
                     }
                 }
@@ -116,7 +134,11 @@ impl MqttIntake {
         let opts = mqtt::DisconnectOptionsBuilder::new()
             .timeout(Duration::from_secs(2))
             .finalize();
-        if let Err(e) = self.client.disconnect(opts).wait_for(Duration::from_secs(5)) {
+        if let Err(e) = self
+            .client
+            .disconnect(opts)
+            .wait_for(Duration::from_secs(5))
+        {
             warn!("disconnecting from the MQTT broker: {e}");
         }
     }

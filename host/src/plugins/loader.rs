@@ -84,7 +84,11 @@ fn first_lines(text: &str) -> String {
     if lines.len() <= KEEP {
         lines.join("\n")
     } else {
-        format!("{}\n... ({} more lines)", lines[..KEEP].join("\n"), lines.len() - KEEP)
+        format!(
+            "{}\n... ({} more lines)",
+            lines[..KEEP].join("\n"),
+            lines.len() - KEEP
+        )
     }
 }
 
@@ -105,7 +109,10 @@ pub fn load_dir(dir: &Path) -> Result<PluginSet, String> {
     let mut claimed: BTreeMap<String, Vec<LoadedPlugin>> = BTreeMap::new();
     for file in files {
         match load_file(&file) {
-            Ok(p) => claimed.entry(p.info.class_name.clone()).or_default().push(p),
+            Ok(p) => claimed
+                .entry(p.info.class_name.clone())
+                .or_default()
+                .push(p),
             Err(reason) => set.failures.push(LoadFailure { file, reason }),
         }
     }

@@ -26,7 +26,10 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(classes: BTreeMap<String, ClassMapping>, plugins: BTreeMap<String, LoadedPlugin>) -> Self {
+    pub fn new(
+        classes: BTreeMap<String, ClassMapping>,
+        plugins: BTreeMap<String, LoadedPlugin>,
+    ) -> Self {
         Router {
             classes,
             plugins,
@@ -73,7 +76,11 @@ impl Router {
 }
 
 /// Calls the plugin's constructor for one machine with its settings.
-pub fn new_instance(plugin: &LoadedPlugin, cnc_id: &str, mapping: &ClassMapping) -> Result<Instance, String> {
+pub fn new_instance(
+    plugin: &LoadedPlugin,
+    cnc_id: &str,
+    mapping: &ClassMapping,
+) -> Result<Instance, String> {
     let settings = mapping.settings.as_ref().map(|s| s.to_string());
     let settings = match &settings {
         Some(s) => ROption::RSome(RStr::from_str(s)),

@@ -38,7 +38,12 @@ impl Shapes {
         &self.list[id]
     }
 
-    fn intern(&mut self, kind: RowKind, table: &str, columns: &[RStr<'_>]) -> Result<usize, String> {
+    fn intern(
+        &mut self,
+        kind: RowKind,
+        table: &str,
+        columns: &[RStr<'_>],
+    ) -> Result<usize, String> {
         let mut key = String::with_capacity(64);
         key.push(if kind == RowKind::Insert { 'i' } else { 'u' });
         key.push_str(table);
@@ -53,7 +58,9 @@ impl Shapes {
         check_row(table, &cols, cols.len())?;
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = cols.iter().find(|c| !seen.insert(c.to_ascii_lowercase())) {
-            return Err(format!("column `{dup}` appears twice in a row for table `{table}`"));
+            return Err(format!(
+                "column `{dup}` appears twice in a row for table `{table}`"
+            ));
         }
         self.list.push(Shape {
             kind,
@@ -140,7 +147,10 @@ impl Batch {
     }
 
     pub fn recorder<'a>(&'a mut self, shapes: &'a mut Shapes) -> Recorder<'a> {
-        Recorder { batch: self, shapes }
+        Recorder {
+            batch: self,
+            shapes,
+        }
     }
 
     pub fn dead_letters(&self) -> impl Iterator<Item = (&Entry, &DeadLetter)> {
@@ -226,7 +236,9 @@ impl RawDatabase for Recorder<'_> {
 
     fn exec(&mut self, sql: RStr<'_>, params: RVec<Value>) -> RResult<(), RString> {
         if let Err(i) = check_values(&params) {
-            return RResult::RErr(format!("parameter {i}: NaN and infinity cannot be stored").into());
+            return RResult::RErr(
+                format!("parameter {i}: NaN and infinity cannot be stored").into(),
+            );
         }
         self.batch.ops.push(Op::Exec {
             sql: sql.to_string(),

@@ -339,7 +339,11 @@ impl MysqlSink {
         }
     }
 
-    fn try_commit(&mut self, batch: &mut Batch, shapes: &Shapes) -> Result<Committed, mysql::Error> {
+    fn try_commit(
+        &mut self,
+        batch: &mut Batch,
+        shapes: &Shapes,
+    ) -> Result<Committed, mysql::Error> {
         if self.conn.is_none() {
             self.conn = Some(connect(&self.cfg)?);
         }
@@ -349,17 +353,29 @@ impl MysqlSink {
             .filter(|&i| batch.entries[i].dead.is_none())
             .collect();
         let mut refused = Vec::new();
-        write_isolating(&mut tx, &mut self.stmts, shapes, batch, &live, 0, &mut refused)?;
+        write_isolating(
+            &mut tx,
+            &mut self.stmts,
+            shapes,
+            batch,
+            &live,
+            0,
+            &mut refused,
+        )?;
         let mut marked = Vec::with_capacity(refused.len());
         for (i, reason) in refused {
             let e = &mut batch.entries[i];
             let mut dl = DeadLetter::new(Reason::DbRejected, reason);
             dl.cnc_id = e.cnc_id.clone();
-            dl.plugin = e.plugin.as_ref().map(|p| (p.class_name.clone(), p.version.clone()));
+            dl.plugin = e
+                .plugin
+                .as_ref()
+                .map(|p| (p.class_name.clone(), p.version.clone()));
             e.dead = Some(dl);
             marked.push(i);
         }
-        let result = write_dead_letters(&mut tx, batch, self.payload_limit).and_then(|()| tx.commit());
+        let result =
+            write_dead_letters(&mut tx, batch, self.payload_limit).and_then(|()| tx.commit());
         if let Err(e) = result {
             // Not committed: the refused messages are tried again with the batch.
             for i in marked {

@@ -1,9 +1,7 @@
 //! Plugin for class `CNCTypeB`: controllers that report what `CNCTypeA` reports plus
 //! feed rate, part count and active alarms.
 
-use mes_plugin_api::{
-    export_plugin, standard::insert_cnc_data, Db, Error, Message, Plugin, Value,
-};
+use mes_plugin_api::{export_plugin, standard::insert_cnc_data, Db, Error, Message, Plugin, Value};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -160,7 +158,8 @@ mod tests {
 
     #[test]
     fn malformed_alarm_is_an_error_and_writes_nothing() {
-        let (result, db) = handle(r#"{"status":"error","spin":1,"X-Axis":0,"Y-Axis":0,"alarms":[{"code":1}]}"#);
+        let (result, db) =
+            handle(r#"{"status":"error","spin":1,"X-Axis":0,"Y-Axis":0,"alarms":[{"code":1}]}"#);
         assert!(result.unwrap_err().message().contains("message"));
         assert!(db.writes().is_empty());
     }

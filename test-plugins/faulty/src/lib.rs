@@ -23,7 +23,11 @@ impl Plugin for Faulty {
         match payload["action"].as_str().unwrap_or("store") {
             "panic" => panic!("asked to panic by {}", msg.cnc_id()),
             "error" => Err(Error::new("asked to fail")),
-            "bad_identifier" => db.insert("cnc_data", &["cnc_id`; DROP TABLE cnc_data; --"], vec![1.into()]),
+            "bad_identifier" => db.insert(
+                "cnc_data",
+                &["cnc_id`; DROP TABLE cnc_data; --"],
+                vec![1.into()],
+            ),
             "bad_sql" => db.insert("no_such_table", &["x"], vec![1.into()]),
             _ => insert_cnc_data(db, msg),
         }

@@ -1,0 +1,361 @@
+//! Test harness: a database of the test's own, a config dir, the collector as a child
+//! process, and a publisher. Every test uses its own database, topic and client id,
+//! and cleans up after itself, so tests run in parallel against the real services.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::{
+    fs,
+    io::Read,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use mysql::{prelude::Queryable, Conn, OptsBuilder};
+use paho_mqtt as mqtt;
+
+pub const BROKER: &str = "tcp://127.0.0.1:1883";
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A name unique to this test process and call.
+pub fn unique(tag: &str) -> String {
+    format!(
+        "{tag}_{}_{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// target/debug (or wherever this test binary was built).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// A plugin library built by `cargo build --workspace` (scripts/test.sh does that
+/// before the tests).
+pub fn plugin_lib(crate_name: &str) -> PathBuf {
+    let file = format!(
+        "{}{}.{}",
+        std::env::consts::DLL_PREFIX,
+        crate_name.replace('-', "_"),
+        std::env::consts::DLL_EXTENSION
+    );
+    let path = target_dir().join(&file);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn root_conn(db: Option<&str>) -> Conn {
+    let opts = OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(3306)
+        .user(Some("root"))
+        .pass(Some(""))
+        .db_name(db);
+    Conn::new(opts).expect("MariaDB on 127.0.0.1:3306 as root (scripts/test.sh starts it)")
+}
+
+/// database.sql applied to a database of the test's own name.
+pub fn schema_for(name: &str) -> Vec<String> {
+    let sql = include_str!("../../../database.sql").replace("cnc_database", name);
+    sql.lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .split(';')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn new(tag: &str) -> TestDb {
+        let name = format!("mes_t_{}", unique(tag));
+        let mut conn = root_conn(None);
+        for stmt in schema_for(&name) {
+            conn.query_drop(&stmt)
+                .unwrap_or_else(|e| panic!("{stmt}: {e}"));
+        }
+        TestDb { name }
+    }
+
+    pub fn conn(&self) -> Conn {
+        root_conn(Some(&self.name))
+    }
+
+    pub fn count(&self, sql: &str) -> u64 {
+        self.conn().query_first::<u64, _>(sql).unwrap().unwrap_or(0)
+    }
+
+    pub fn rows<T: mysql::prelude::FromRow>(&self, sql: &str) -> Vec<T> {
+        self.conn().query(sql).unwrap()
+    }
+
+    /// Polls `sql` (a COUNT) until it reaches `want` or `timeout` passes; returns the
+    /// last value.
+    pub fn wait_count(&self, sql: &str, want: u64, timeout: Duration) -> u64 {
+        let until = Instant::now() + timeout;
+        loop {
+            let n = self.count(sql);
+            if n >= want || Instant::now() > until {
+                return n;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = root_conn(None).query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name));
+    }
+}
+
+/// A config dir for one collector.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub topic: String,
+    pub client_id: String,
+    pub broker: String,
+}
+
+impl Setup {
+    /// Config for `db`, with `classes` as cnc_classes.json and the listed plugin crates
+    /// in the plugins dir.
+    pub fn new(db: &TestDb, tag: &str, classes: &str, plugins: &[&str]) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let id = unique(tag);
+        let setup = Setup {
+            dir,
+            topic: format!("test/{id}"),
+            client_id: format!("mes-test-{id}"),
+            broker: BROKER.to_string(),
+        };
+        fs::create_dir(setup.plugins_dir()).unwrap();
+        for p in plugins {
+            let lib = plugin_lib(p);
+            fs::copy(&lib, setup.plugins_dir().join(lib.file_name().unwrap())).unwrap();
+        }
+        setup.write_collector(&serde_json::json!({}));
+        setup.write(
+            "db_config.json",
+            &serde_json::json!({"host":"127.0.0.1","port":3306,"user":"root","password":"","database":db.name}).to_string(),
+        );
+        setup.write("cnc_classes.json", classes);
+        setup
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    pub fn write(&self, file: &str, text: &str) {
+        fs::write(self.dir.path().join(file), text).unwrap();
+    }
+
+    /// collector.json with `extra` merged over the test defaults.
+    pub fn write_collector(&self, extra: &serde_json::Value) {
+        let mut c = serde_json::json!({
+            "broker": {"uri": self.broker, "client_id": self.client_id, "topic": self.topic, "qos": 1},
+            "plugins_dir": "plugins",
+            "batch": {"max_messages": 200, "max_wait_ms": 20}
+        });
+        merge(&mut c, extra);
+        self.write("collector.json", &c.to_string());
+    }
+
+    pub fn publish(&self, messages: &[&[u8]]) {
+        publish(&self.broker, &self.topic, messages);
+    }
+}
+
+fn merge(base: &mut serde_json::Value, extra: &serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, e) => *b = e.clone(),
+    }
+}
+
+/// Publishes at QoS 1 and waits for every acknowledgement.
+pub fn publish(broker: &str, topic: &str, messages: &[&[u8]]) {
+    let cli = mqtt::Client::new(
+        mqtt::CreateOptionsBuilder::new()
+            .server_uri(broker)
+            .client_id(format!("pub-{}", unique("p")))
+            .persistence(None)
+            .finalize(),
+    )
+    .unwrap();
+    cli.connect(
+        mqtt::ConnectOptionsBuilder::new()
+            .clean_session(true)
+            .finalize(),
+    )
+    .expect("connect to the test broker");
+    for m in messages {
+        cli.publish(mqtt::Message::new(topic, *m, 1)).unwrap();
+    }
+    cli.disconnect(None).unwrap();
+}
+
+/// Runs the collector binary with a config dir, capturing its log.
+pub fn mes_collector(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mes-collector"));
+    cmd.args(args)
+        .env("RUST_LOG", "info")
+        .env_remove("MES_DB_PASSWORD")
+        .env_remove("MES_MQTT_PASSWORD");
+    cmd
+}
+
+pub struct Collector {
+    child: Option<Child>,
+    log: PathBuf,
+    setup_dir: PathBuf,
+    broker: String,
+    client_id: String,
+}
+
+impl Collector {
+    /// Starts `mes-collector run` and waits until it has subscribed.
+    pub fn start(setup: &Setup) -> Collector {
+        let log = setup
+            .path()
+            .join(format!("collector-{}.log", unique("log")));
+        let out = fs::File::create(&log).unwrap();
+        let child = mes_collector(&["run", "--config-dir", setup.path().to_str().unwrap()])
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap();
+        let mut c = Collector {
+            child: Some(child),
+            log,
+            setup_dir: setup.path().to_path_buf(),
+            broker: setup.broker.clone(),
+            client_id: setup.client_id.clone(),
+        };
+        c.wait_log("subscribed to", Duration::from_secs(30));
+        c
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "collector exited ({status}) before {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() > until {
+                panic!(
+                    "no {needle:?} in the collector's log after {timeout:?}:\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                panic!(
+                    "collector did not stop within 20 s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill9();
+        // Removes the persistent session the collector left on the broker.
+        if let Ok(cli) = mqtt::Client::new(
+            mqtt::CreateOptionsBuilder::new()
+                .server_uri(&self.broker)
+                .client_id(&self.client_id)
+                .persistence(None)
+                .finalize(),
+        ) {
+            let opts = mqtt::ConnectOptionsBuilder::new()
+                .clean_session(true)
+                .connect_timeout(Duration::from_secs(2))
+                .finalize();
+            if cli.connect(opts).is_ok() {
+                let _ = cli.disconnect(None);
+            }
+        }
+        if thread::panicking() {
+            eprintln!(
+                "--- collector log ({}) ---\n{}",
+                self.setup_dir.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+pub const SAMPLES: [&str; 3] = [
+    r#"{"cnc_id": "CNC001","part_program": "program_01","timestamp": "1747379028","payload":{"status": "running","spin":200,"X-Axis":30,"Y-Axis":80}}"#,
+    r#"{"cnc_id": "CNC002","part_program": "program_02","timestamp": "1747379030","payload":{"status": "idle","spin":0,"X-Axis":0,"Y-Axis":0}}"#,
+    r#"{"cnc_id": "CNC001","part_program": "program_03","timestamp": "1747379035","payload":{"status": "error","spin":100,"X-Axis":25,"Y-Axis":75}}"#,
+];
