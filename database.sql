@@ -57,3 +57,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     KEY dead_letters_reason (reason),
     KEY dead_letters_cnc (cnc_id)
 ) ENGINE=InnoDB;
+
+-- How far each collector has got in its spool: committed in the same transaction as
+-- the rows, so after a crash the collector resumes exactly after the last commit.
+CREATE TABLE IF NOT EXISTS collector_position (
+    client_id  VARCHAR(191)    NOT NULL PRIMARY KEY,
+    last_seq   BIGINT UNSIGNED NOT NULL,
+    updated_at DATETIME(3)     NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
+) ENGINE=InnoDB;

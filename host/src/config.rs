@@ -11,6 +11,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::spool::SpoolConfig;
+
 pub const COLLECTOR_FILE: &str = "collector.json";
 pub const DB_FILE: &str = "db_config.json";
 pub const CLASSES_FILE: &str = "cnc_classes.json";
@@ -46,10 +48,9 @@ pub struct CollectorConfig {
     pub plugins_dir: PathBuf,
     #[serde(default)]
     pub batch: BatchConfig,
-    /// Messages held in memory between the MQTT callback and the dispatcher. When it
-    /// is full the callback waits, and the broker holds the rest.
-    #[serde(default = "default_queue_capacity")]
-    pub queue_capacity: usize,
+    /// The store-and-forward log between the MQTT callback and the dispatcher.
+    #[serde(default)]
+    pub spool: SpoolConfig,
     /// Raw payload bytes kept in a dead letter; the rest is cut off.
     #[serde(default = "default_dead_letter_payload_limit")]
     pub dead_letter_payload_limit: usize,
@@ -113,9 +114,6 @@ fn default_max_messages() -> usize {
 }
 fn default_max_wait_ms() -> u64 {
     50
-}
-fn default_queue_capacity() -> usize {
-    10_000
 }
 fn default_dead_letter_payload_limit() -> usize {
     65_536
@@ -207,6 +205,9 @@ impl Config {
                 if collector.plugins_dir.is_relative() {
                     collector.plugins_dir = dir.join(&collector.plugins_dir);
                 }
+                if collector.spool.dir.is_relative() {
+                    collector.spool.dir = dir.join(&collector.spool.dir);
+                }
                 if let Some(pw) = env.get("MES_DB_PASSWORD") {
                     db.password = pw.clone();
                 }
@@ -257,8 +258,14 @@ fn check_collector(path: &Path, c: CollectorConfig) -> Result<CollectorConfig, C
     if c.batch.max_messages == 0 {
         return Err(err(path, "batch.max_messages must be at least 1"));
     }
-    if c.queue_capacity == 0 {
-        return Err(err(path, "queue_capacity must be at least 1"));
+    if c.spool.max_bytes < 2 * c.spool.segment_bytes {
+        return Err(err(
+            path,
+            format!(
+                "spool.max_bytes ({}) must be at least twice spool.segment_bytes ({}), or the spool cannot free space",
+                c.spool.max_bytes, c.spool.segment_bytes
+            ),
+        ));
     }
     Ok(c)
 }

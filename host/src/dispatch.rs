@@ -14,20 +14,19 @@ use std::{
 };
 
 use abi_stable::{sabi_trait::TD_Opaque, std_types::RResult};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mes_plugin_api::{FailureKind, Message, RawDatabase_TO};
 
 use crate::{
     config::BatchConfig,
     dead_letter::{DeadLetter, Reason},
     envelope,
-    intake::Incoming,
     plugins::Router,
     sink::{
         batch::{Batch, Shapes},
-        mysql::MysqlSink,
+        mysql::{MysqlSink, Stopped},
     },
+    spool::{Record, Spool, SpoolReader},
 };
 
 /// Totals since start, for the periodic and final summaries.
@@ -63,6 +62,24 @@ pub struct Dispatcher {
 
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
+/// Where to start reading the spool, given the position committed in MySQL.
+fn start_position(committed: Option<u64>, first: u64, next: u64) -> u64 {
+    match committed {
+        None => first,
+        Some(p) if p + 1 < first => {
+            info!("the spool starts at {first}, after the committed position {p} (a new spool); storing all of it");
+            first
+        }
+        Some(p) if p + 1 > next => {
+            warn!(
+                "the committed position {p} is beyond the spool's end {next}: the spool was replaced by an older copy; storing all of it"
+            );
+            first
+        }
+        Some(p) => p + 1,
+    }
+}
+
 impl Dispatcher {
     pub fn new(router: Router, sink: MysqlSink, batch: BatchConfig) -> Self {
         Dispatcher {
@@ -74,34 +91,59 @@ impl Dispatcher {
         }
     }
 
-    /// Runs until `stop` is set and the queue is empty; every message taken from the
-    /// queue is committed before it returns.
-    pub fn run(mut self, queue: Receiver<Incoming>, stop: Arc<AtomicBool>) -> Totals {
+    /// Runs until `stop` is set: reads the spool from the committed position on,
+    /// in batches, and commits each batch with the position it reaches.
+    pub fn run(mut self, spool: Spool, stop: Arc<AtomicBool>) -> Totals {
+        let Ok(position) = self.sink.read_position(&stop) else {
+            return self.totals;
+        };
+        let start = start_position(position, spool.first_seq(), spool.next_seq());
+        let (waiting, bytes) = spool.depth(start.saturating_sub(1));
+        info!("dispatching from spool record {start}: {waiting} records ({bytes} bytes) wait in the spool");
+        let mut reader = spool.reader(start);
         let mut batch = Batch::default();
         let mut last_summary = Instant::now();
         let mut since_summary = Totals::default();
-        loop {
-            let first = match queue.recv_timeout(Duration::from_millis(100)) {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) if !stop.load(Ordering::Relaxed) => {
+        while !stop.load(Ordering::Relaxed) {
+            let first = match self.read(&mut reader, Instant::now() + Duration::from_millis(100)) {
+                Some(r) => r,
+                None => {
                     self.maybe_summary(&mut last_summary, &mut since_summary);
                     continue;
                 }
-                Err(_) => break,
             };
             let deadline = Instant::now() + self.batch.max_wait();
+            let mut last_seq = first.seq;
             self.dispatch(first, &mut batch);
             while batch.len() < self.batch.max_messages {
-                match queue.recv_deadline(deadline) {
-                    Ok(m) => self.dispatch(m, &mut batch),
-                    Err(_) => break,
+                match self.read(&mut reader, deadline) {
+                    Some(r) => {
+                        last_seq = r.seq;
+                        self.dispatch(r, &mut batch);
+                    }
+                    None => break,
                 }
             }
-            self.commit(&mut batch, &mut since_summary);
+            if self.commit(&mut batch, last_seq, &stop, &mut since_summary).is_err() {
+                info!("stopped with {} messages uncommitted; they stay in the spool for the next start", batch.len());
+                break;
+            }
+            spool.release(last_seq);
             self.maybe_summary(&mut last_summary, &mut since_summary);
         }
         info!("dispatcher stopped: {}", self.totals.summary());
         self.totals
+    }
+
+    fn read(&mut self, reader: &mut SpoolReader, deadline: Instant) -> Option<Record> {
+        match reader.next(deadline) {
+            Ok(r) => r,
+            Err(e) => {
+                error!("reading the spool: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+                None
+            }
+        }
     }
 
     fn maybe_summary(&self, last: &mut Instant, since: &mut Totals) {
@@ -114,9 +156,15 @@ impl Dispatcher {
         }
     }
 
-    fn commit(&mut self, batch: &mut Batch, since: &mut Totals) {
+    fn commit(
+        &mut self,
+        batch: &mut Batch,
+        position: u64,
+        stop: &AtomicBool,
+        since: &mut Totals,
+    ) -> Result<(), Stopped> {
         let started = Instant::now();
-        let done = self.sink.commit(batch, &self.shapes);
+        let done = self.sink.commit(batch, &self.shapes, position, stop)?;
         debug!(
             "committed {} messages ({} dead letters) in {:.1} ms",
             batch.len(),
@@ -144,16 +192,17 @@ impl Dispatcher {
             t.stored += done.stored as u64;
         }
         batch.clear();
+        Ok(())
     }
 
     /// Runs one message through its plugin, recording its writes or its dead letter.
-    fn dispatch(&mut self, msg: Incoming, batch: &mut Batch) {
+    fn dispatch(&mut self, msg: Record, batch: &mut Batch) {
         batch.begin(&msg.topic);
         let dead = self.handle(&msg, batch).err();
         batch.end(msg.payload, dead);
     }
 
-    fn handle(&mut self, msg: &Incoming, batch: &mut Batch) -> Result<(), DeadLetter> {
+    fn handle(&mut self, msg: &Record, batch: &mut Batch) -> Result<(), DeadLetter> {
         let env = envelope::parse(&msg.payload).map_err(|e| DeadLetter::new(e.reason, e.detail))?;
         batch.current().cnc_id = Some(env.cnc_id.to_string());
         let instance = self.router.instance(&env.cnc_id)?;

@@ -13,6 +13,7 @@ pub mod intake;
 pub mod plugins;
 pub mod run;
 pub mod sink;
+pub mod spool;
 
 /// The host's version and the plugin API it was built against.
 pub fn version_line() -> String {

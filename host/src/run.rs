@@ -15,9 +15,10 @@ use log::{error, info, warn};
 use crate::{
     config::Config,
     dispatch::Dispatcher,
-    intake::mqtt::MqttIntake,
+    intake::{dedup::Redelivery, mqtt::MqttIntake},
     plugins::{load_dir, Router},
     sink::mysql::MysqlSink,
+    spool::Spool,
 };
 
 /// Runs the collector until SIGINT or SIGTERM. Returns the process exit code.
@@ -98,14 +99,34 @@ pub fn run(config_dir: &Path) -> i32 {
         return 1;
     }
 
-    let (queue_tx, queue_rx) = crossbeam_channel::bounded(cfg.collector.queue_capacity);
+    let (spool, recovery) = match Spool::open(cfg.collector.spool.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot open the spool in {}: {e}", cfg.collector.spool.dir.display());
+            return 2;
+        }
+    };
+    info!(
+        "spool {}: {} segments, {} bytes, records {}..{}{}",
+        cfg.collector.spool.dir.display(),
+        recovery.segments,
+        recovery.bytes,
+        recovery.first_seq,
+        recovery.next_seq,
+        if recovery.cut_bytes > 0 { format!(", damaged tail of {} bytes cut off", recovery.cut_bytes) } else { String::new() }
+    );
     let router = Router::new(cfg.classes.clone(), plugins.by_class.clone());
-    let sink = MysqlSink::new(cfg.db.clone(), cfg.collector.dead_letter_payload_limit);
+    let sink = MysqlSink::new(
+        cfg.db.clone(),
+        &cfg.collector.broker.client_id,
+        cfg.collector.dead_letter_payload_limit,
+    );
     let dispatcher = Dispatcher::new(router, sink, cfg.collector.batch.clone());
     let dispatcher_stop = stop.clone();
+    let dispatcher_spool = spool.clone();
     let worker = thread::Builder::new()
         .name("dispatcher".into())
-        .spawn(move || dispatcher.run(queue_rx, dispatcher_stop))
+        .spawn(move || dispatcher.run(dispatcher_spool, dispatcher_stop))
         .expect("spawn dispatcher thread");
 
     // Connecting may take a while when the broker is down; a signal meanwhile ends it.
@@ -119,7 +140,8 @@ pub fn run(config_dir: &Path) -> i32 {
             }
         })
     };
-    let intake = match MqttIntake::start(&cfg.collector.broker, queue_tx, &connect_stop) {
+    let redelivery = Redelivery::new(recovery.tail);
+    let intake = match MqttIntake::start(&cfg.collector.broker, spool, redelivery, &connect_stop) {
         Ok(i) => i,
         Err(e) => {
             error!("{e}");
@@ -136,7 +158,7 @@ pub fn run(config_dir: &Path) -> i32 {
         }
     }
     let _ = waiter.join();
-    info!("stopping: no new messages; committing those in hand");
+    info!("stopping: no new messages; committing the batch in hand");
     if let Some(intake) = intake {
         intake.stop();
     }

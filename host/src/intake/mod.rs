@@ -1,10 +1,5 @@
-//! Where messages enter: the MQTT subscription.
+//! Where messages enter: the MQTT subscription, which spools every message before
+//! acknowledging it.
 
+pub mod dedup;
 pub mod mqtt;
-
-/// One message as it arrived from the broker.
-#[derive(Debug)]
-pub struct Incoming {
-    pub topic: String,
-    pub payload: Vec<u8>,
-}

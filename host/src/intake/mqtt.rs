@@ -1,23 +1,23 @@
 //! The MQTT subscription: QoS 1, a fixed client id and a persistent session, so the
 //! broker keeps what arrives while the collector is away; automatic reconnect.
 //!
-//! The message callback only hands the message to a bounded queue. When the queue is
-//! full the callback waits, paho stops reading the socket, and the broker holds the
-//! rest of the stream.
+//! The message callback appends the message to the spool and returns; paho sends the
+//! acknowledgement after it returns, so an acknowledged message is on disk. When the
+//! spool is full the callback waits, paho stops reading the socket, and the broker
+//! holds the rest of the stream.
 
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
 
-use crossbeam_channel::Sender;
-use log::{info, warn};
+use log::{debug, error, info, warn};
 use paho_mqtt as mqtt;
 
-use crate::{config::BrokerConfig, intake::Incoming};
+use crate::{config::BrokerConfig, intake::dedup::Redelivery, spool::Spool};
 
 pub struct MqttIntake {
     client: mqtt::AsyncClient,
@@ -51,12 +51,40 @@ pub fn connect_options(cfg: &BrokerConfig, persistent_session: bool) -> mqtt::Co
     b.finalize()
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Returning from the callback acknowledges the message, so it only returns once the
+/// message is stored: a write error (disk full, say) is retried until it clears.
+fn append_until_stored(spool: &Spool, topic: &str, payload: &[u8]) {
+    let mut failing_since: Option<std::time::Instant> = None;
+    loop {
+        match spool.append(topic, payload) {
+            Ok(_) => {
+                if let Some(since) = failing_since {
+                    info!("spool writable again after {:.1} s", since.elapsed().as_secs_f64());
+                }
+                return;
+            }
+            Err(e) => {
+                if failing_since.is_none() {
+                    error!("cannot append to the spool ({e}); not acknowledging messages until it works again");
+                    failing_since = Some(std::time::Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
 impl MqttIntake {
     /// Connects and subscribes, retrying with back-off until the broker answers or
-    /// `stop` is set. Every message goes to `queue`.
+    /// `stop` is set. Every message is appended to `spool`.
     pub fn start(
         cfg: &BrokerConfig,
-        queue: Sender<Incoming>,
+        spool: Spool,
+        redelivery: Redelivery,
         stop: &AtomicBool,
     ) -> Result<Option<MqttIntake>, String> {
         let client = create_client(cfg, &cfg.client_id)?;
@@ -65,7 +93,10 @@ impl MqttIntake {
         let uri = cfg.uri.clone();
         let first_done = Arc::new(AtomicBool::new(false));
         let first = first_done.clone();
+        let redelivery = Arc::new(Mutex::new(redelivery));
+        let on_connect = redelivery.clone();
         client.set_connected_callback(move |c| {
+            lock(&on_connect).connected();
             // The first subscription is made (and waited for) by `start`; after a
             // reconnect, subscribe again in case the broker lost the session.
             if first.load(Ordering::SeqCst) {
@@ -79,13 +110,13 @@ impl MqttIntake {
         });
         client.set_message_callback(move |_, msg| {
             if let Some(msg) = msg {
-                let incoming = Incoming {
-                    topic: msg.topic().to_string(),
-                    payload: msg.payload().to_vec(),
-                };
-                // Blocks while the dispatcher is behind; fails only at shutdown, after
-                // the dispatcher is gone.
-                let _ = queue.send(incoming);
+                let mut dedup = lock(&redelivery);
+                if dedup.is_redelivery(msg.topic(), msg.payload()) {
+                    debug!("dropped a redelivery of an already spooled message ({} so far)", dedup.dropped);
+                    return;
+                }
+                append_until_stored(&spool, msg.topic(), msg.payload());
+                dedup.appended(msg.topic(), msg.payload());
             }
         });
         let opts = connect_options(cfg, true);

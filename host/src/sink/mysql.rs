@@ -8,6 +8,7 @@
 
 use std::{
     collections::HashMap,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -281,8 +282,15 @@ pub struct Committed {
     pub dead: usize,
 }
 
+/// The dispatcher was told to stop while the database was unreachable; the batch
+/// stays in the spool for the next start.
+#[derive(Debug)]
+pub struct Stopped;
+
 pub struct MysqlSink {
     cfg: DbConfig,
+    /// The key of this collector's row in `collector_position`.
+    client_id: String,
     conn: Option<Conn>,
     stmts: Statements,
     payload_limit: usize,
@@ -291,9 +299,10 @@ pub struct MysqlSink {
 }
 
 impl MysqlSink {
-    pub fn new(cfg: DbConfig, payload_limit: usize) -> Self {
+    pub fn new(cfg: DbConfig, client_id: &str, payload_limit: usize) -> Self {
         MysqlSink {
             cfg,
+            client_id: client_id.to_string(),
             conn: None,
             stmts: Statements::default(),
             payload_limit,
@@ -301,14 +310,52 @@ impl MysqlSink {
         }
     }
 
-    /// Commits the batch, retrying through outages until it is in MySQL. Messages
-    /// MySQL refuses become dead letters in the same transaction.
-    pub fn commit(&mut self, batch: &mut Batch, shapes: &Shapes) -> Committed {
+    /// The spool position this collector committed last, waiting for the database
+    /// if it is unreachable. `None` with no row yet; `Err` when told to stop.
+    pub fn read_position(&mut self, stop: &AtomicBool) -> Result<Option<u64>, Stopped> {
+        self.retrying(stop, 0, |sink| {
+            let client_id = sink.client_id.clone();
+            sink.connection()?.exec_first(
+                "SELECT last_seq FROM collector_position WHERE client_id = ?",
+                (client_id,),
+            )
+        })
+    }
+
+    /// Commits the batch with the spool position it reaches, retrying through outages
+    /// until it is in MySQL. Messages MySQL refuses become dead letters in the same
+    /// transaction.
+    pub fn commit(
+        &mut self,
+        batch: &mut Batch,
+        shapes: &Shapes,
+        position: u64,
+        stop: &AtomicBool,
+    ) -> Result<Committed, Stopped> {
+        let held = batch.len();
+        self.retrying(stop, held, |sink| sink.try_commit(batch, shapes, position))
+    }
+
+    fn connection(&mut self) -> Result<&mut Conn, mysql::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(connect(&self.cfg)?);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// Runs `attempt` until it succeeds, backing off (capped) while the database is
+    /// unreachable, logging once when it goes and once when it comes back.
+    fn retrying<T>(
+        &mut self,
+        stop: &AtomicBool,
+        held: usize,
+        mut attempt: impl FnMut(&mut Self) -> Result<T, mysql::Error>,
+    ) -> Result<T, Stopped> {
         let mut backoff = Duration::from_millis(100);
         let mut attempts = 0u64;
         loop {
             attempts += 1;
-            match self.try_commit(batch, shapes) {
+            match attempt(self) {
                 Ok(done) => {
                     if let Some(since) = self.down_since.take() {
                         info!(
@@ -317,22 +364,27 @@ impl MysqlSink {
                             since.elapsed().as_secs_f64()
                         );
                     }
-                    return done;
+                    return Ok(done);
                 }
                 Err(e) => {
                     self.conn = None;
                     if self.down_since.is_none() {
                         self.down_since = Some(Instant::now());
                         warn!(
-                            "database {} unavailable ({e}); holding {} messages and retrying with back-off up to {} s",
+                            "database {} unavailable ({e}); {held} messages wait in the spool, retrying with back-off up to {} s",
                             self.cfg.target(),
-                            batch.len(),
                             MAX_BACKOFF.as_secs()
                         );
                     } else {
                         debug!("database still unavailable: {e}");
                     }
-                    std::thread::sleep(backoff);
+                    let until = Instant::now() + backoff;
+                    while Instant::now() < until {
+                        if stop.load(Ordering::Relaxed) {
+                            return Err(Stopped);
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
@@ -343,7 +395,10 @@ impl MysqlSink {
         &mut self,
         batch: &mut Batch,
         shapes: &Shapes,
+        position: u64,
     ) -> Result<Committed, mysql::Error> {
+        let client_id = self.client_id.clone();
+        let payload_limit = self.payload_limit;
         if self.conn.is_none() {
             self.conn = Some(connect(&self.cfg)?);
         }
@@ -374,8 +429,15 @@ impl MysqlSink {
             e.dead = Some(dl);
             marked.push(i);
         }
-        let result =
-            write_dead_letters(&mut tx, batch, self.payload_limit).and_then(|()| tx.commit());
+        let result = write_dead_letters(&mut tx, batch, payload_limit)
+            .and_then(|()| {
+                tx.exec_drop(
+                    "INSERT INTO collector_position (client_id, last_seq) VALUES (?, ?) \
+                     ON DUPLICATE KEY UPDATE last_seq = VALUES(last_seq)",
+                    (client_id.as_str(), position),
+                )
+            })
+            .and_then(|()| tx.commit());
         if let Err(e) = result {
             // Not committed: the refused messages are tried again with the batch.
             for i in marked {
