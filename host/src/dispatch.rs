@@ -124,7 +124,10 @@ impl Dispatcher {
                     None => break,
                 }
             }
-            if self.commit(&mut batch, last_seq, &stop, &mut since_summary).is_err() {
+            if self
+                .commit(&mut batch, last_seq, &stop, &mut since_summary)
+                .is_err()
+            {
                 info!("stopped with {} messages uncommitted; they stay in the spool for the next start", batch.len());
                 break;
             }

@@ -102,7 +102,10 @@ pub fn run(config_dir: &Path) -> i32 {
     let (spool, recovery) = match Spool::open(cfg.collector.spool.clone()) {
         Ok(s) => s,
         Err(e) => {
-            error!("cannot open the spool in {}: {e}", cfg.collector.spool.dir.display());
+            error!(
+                "cannot open the spool in {}: {e}",
+                cfg.collector.spool.dir.display()
+            );
             return 2;
         }
     };
@@ -113,7 +116,11 @@ pub fn run(config_dir: &Path) -> i32 {
         recovery.bytes,
         recovery.first_seq,
         recovery.next_seq,
-        if recovery.cut_bytes > 0 { format!(", damaged tail of {} bytes cut off", recovery.cut_bytes) } else { String::new() }
+        if recovery.cut_bytes > 0 {
+            format!(", damaged tail of {} bytes cut off", recovery.cut_bytes)
+        } else {
+            String::new()
+        }
     );
     let router = Router::new(cfg.classes.clone(), plugins.by_class.clone());
     let sink = MysqlSink::new(

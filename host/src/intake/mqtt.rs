@@ -63,7 +63,10 @@ fn append_until_stored(spool: &Spool, topic: &str, payload: &[u8]) {
         match spool.append(topic, payload) {
             Ok(_) => {
                 if let Some(since) = failing_since {
-                    info!("spool writable again after {:.1} s", since.elapsed().as_secs_f64());
+                    info!(
+                        "spool writable again after {:.1} s",
+                        since.elapsed().as_secs_f64()
+                    );
                 }
                 return;
             }
@@ -112,7 +115,10 @@ impl MqttIntake {
             if let Some(msg) = msg {
                 let mut dedup = lock(&redelivery);
                 if dedup.is_redelivery(msg.topic(), msg.payload()) {
-                    debug!("dropped a redelivery of an already spooled message ({} so far)", dedup.dropped);
+                    debug!(
+                        "dropped a redelivery of an already spooled message ({} so far)",
+                        dedup.dropped
+                    );
                     return;
                 }
                 append_until_stored(&spool, msg.topic(), msg.payload());

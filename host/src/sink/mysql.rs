@@ -40,6 +40,9 @@ pub fn opts(cfg: &DbConfig) -> Opts {
         .pass(Some(cfg.password.clone()))
         .db_name(Some(cfg.database.clone()))
         .stmt_cache_size(Some(256))
+        // Connect where the configuration says; the driver would otherwise switch to
+        // the server's unix socket for 127.0.0.1, past any proxy or TLS setting.
+        .prefer_socket(false)
         .tcp_connect_timeout(Some(Duration::from_secs(5)))
         // Detects a silently dead connection (a cut network) instead of hanging.
         .read_timeout(Some(Duration::from_secs(30)))

@@ -152,12 +152,18 @@ impl Spool {
     /// Opens (or creates) the spool in `cfg.dir`, cutting off a torn or corrupt tail.
     pub fn open(cfg: SpoolConfig) -> io::Result<(Spool, Recovery)> {
         let dir = cfg.dir.clone();
-        fs::create_dir_all(&dir).map_err(|e| with_path(e, &dir, "cannot create spool directory"))?;
+        fs::create_dir_all(&dir)
+            .map_err(|e| with_path(e, &dir, "cannot create spool directory"))?;
         let mut firsts: Vec<u64> = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(|e| with_path(e, &dir, "cannot read spool directory"))? {
+        for entry in
+            fs::read_dir(&dir).map_err(|e| with_path(e, &dir, "cannot read spool directory"))?
+        {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(first) = name.strip_suffix(".spool").and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(first) = name
+                .strip_suffix(".spool")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 firsts.push(first);
             }
         }
@@ -166,7 +172,10 @@ impl Spool {
             // A new spool numbers from the current time in microseconds, so its numbers
             // are above any position a lost or replaced spool reached (that would take
             // over a million messages a second).
-            let start = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(1);
+            let start = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(1);
             File::create(segment_path(&dir, start))?;
             sync_dir(&dir)?;
             firsts.push(start);
@@ -176,7 +185,11 @@ impl Spool {
             .map(|&first_seq| {
                 let path = segment_path(&dir, first_seq);
                 let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                Segment { first_seq, path, bytes }
+                Segment {
+                    first_seq,
+                    path,
+                    bytes,
+                }
             })
             .collect();
 
@@ -215,7 +228,10 @@ impl Spool {
                     full_since: None,
                 }),
                 changed: Condvar::new(),
-                writer: Mutex::new(Writer { file, buf: Vec::new() }),
+                writer: Mutex::new(Writer {
+                    file,
+                    buf: Vec::new(),
+                }),
             }),
         };
         Ok((spool, recovery))
@@ -240,7 +256,10 @@ impl Spool {
                 st = inner.changed.wait(st).unwrap_or_else(|p| p.into_inner());
             }
             if let Some(since) = st.full_since.take() {
-                info!("spool has room again after {:.1} s; taking messages", since.elapsed().as_secs_f64());
+                info!(
+                    "spool has room again after {:.1} s; taking messages",
+                    since.elapsed().as_secs_f64()
+                );
             }
             let seq = st.next_seq;
             let active = st.segments.back().expect("active segment");
@@ -250,7 +269,11 @@ impl Spool {
                 if inner.cfg.fsync == Fsync::Always {
                     sync_dir(&inner.cfg.dir)?;
                 }
-                st.segments.push_back(Segment { first_seq: seq, path, bytes: 0 });
+                st.segments.push_back(Segment {
+                    first_seq: seq,
+                    path,
+                    bytes: 0,
+                });
             }
             seq
         };
@@ -278,7 +301,10 @@ impl Spool {
             while st.segments.len() > 1 && st.segments[1].first_seq <= committed + 1 {
                 let seg = st.segments.pop_front().expect("len > 1");
                 if let Err(e) = fs::remove_file(&seg.path) {
-                    error!("cannot delete committed spool segment {}: {e}", seg.path.display());
+                    error!(
+                        "cannot delete committed spool segment {}: {e}",
+                        seg.path.display()
+                    );
                 }
                 st.bytes -= seg.bytes;
                 removed = true;
@@ -389,8 +415,13 @@ impl SpoolReader {
                 let end = st.segments.get(i + 1).map_or(u64::MAX, |s| s.first_seq);
                 (st.segments[i].first_seq, st.segments[i].path.clone(), end)
             };
-            if self.file.as_ref().is_none_or(|(_, first, _)| *first != seg_first) {
-                let mut f = File::open(&seg_path).map_err(|e| with_path(e, &seg_path, "cannot open spool segment"))?;
+            if self
+                .file
+                .as_ref()
+                .is_none_or(|(_, first, _)| *first != seg_first)
+            {
+                let mut f = File::open(&seg_path)
+                    .map_err(|e| with_path(e, &seg_path, "cannot open spool segment"))?;
                 f.seek(SeekFrom::Start(0))?;
                 self.file = Some((BufReader::with_capacity(256 << 10, f), seg_first, seg_first));
             }
@@ -406,7 +437,9 @@ impl SpoolReader {
                 }
                 other => {
                     let why = match other {
-                        Next::Record(r, _) => format!("sequence number {} where {} was expected", r.seq, at),
+                        Next::Record(r, _) => {
+                            format!("sequence number {} where {} was expected", r.seq, at)
+                        }
                         Next::End => "unexpected end".into(),
                         Next::Damaged(why) => why,
                     };

@@ -64,7 +64,11 @@ pub fn read(src: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Next> {
     let mut header = [0u8; HEADER];
     match read_full(src, &mut header)? {
         0 => return Ok(Next::End),
-        n if n < HEADER => return Ok(Next::Damaged(format!("torn header ({n} of {HEADER} bytes)"))),
+        n if n < HEADER => {
+            return Ok(Next::Damaged(format!(
+                "torn header ({n} of {HEADER} bytes)"
+            )))
+        }
         _ => {}
     }
     let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
@@ -87,7 +91,14 @@ pub fn read(src: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Next> {
     }
     let topic = String::from_utf8_lossy(&buf[BODY_FIXED..BODY_FIXED + topic_len]).into_owned();
     let payload = buf[BODY_FIXED + topic_len..].to_vec();
-    Ok(Next::Record(Record { seq, topic, payload }, HEADER + len))
+    Ok(Next::Record(
+        Record {
+            seq,
+            topic,
+            payload,
+        },
+        HEADER + len,
+    ))
 }
 
 fn read_full(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -121,12 +132,17 @@ mod tests {
         let mut buf = Vec::new();
         match read(&mut src, &mut buf).unwrap() {
             Next::Record(r, n) => {
-                assert_eq!((r.seq, r.topic.as_str(), &r.payload[..]), (7, "sensor/CNC", &b"{\"a\":1}"[..]));
+                assert_eq!(
+                    (r.seq, r.topic.as_str(), &r.payload[..]),
+                    (7, "sensor/CNC", &b"{\"a\":1}"[..])
+                );
                 assert_eq!(n, HEADER + 10 + 10 + 7);
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(read(&mut src, &mut buf).unwrap(), Next::Record(r, _) if r.seq == 8 && r.payload.is_empty()));
+        assert!(
+            matches!(read(&mut src, &mut buf).unwrap(), Next::Record(r, _) if r.seq == 8 && r.payload.is_empty())
+        );
         assert!(matches!(read(&mut src, &mut buf).unwrap(), Next::End));
     }
 

@@ -33,7 +33,9 @@ fn appends_read_back_in_order_across_segments() {
     let (spool, rec) = Spool::open(cfg(dir.path(), 200, 1 << 20)).unwrap();
     let first = rec.next_seq;
     for i in 0..50 {
-        let seq = spool.append("t/x", format!("message {i}").as_bytes()).unwrap();
+        let seq = spool
+            .append("t/x", format!("message {i}").as_bytes())
+            .unwrap();
         assert_eq!(seq, first + i);
     }
     let segments = fs::read_dir(dir.path()).unwrap().count();
@@ -87,7 +89,12 @@ fn a_torn_tail_is_cut_off_and_everything_before_it_kept() {
         }
         rec.next_seq
     };
-    let seg = fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    let seg = fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let len = fs::metadata(&seg).unwrap().len();
     let f = OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(len - 3).unwrap();
@@ -115,12 +122,21 @@ fn release_deletes_committed_segments_but_keeps_the_active_one() {
     spool.release(first + 19);
     let after = fs::read_dir(dir.path()).unwrap().count();
     assert!(after < before, "{before} -> {after}");
-    assert!(spool.first_seq() <= first + 20, "records above the position must stay");
+    assert!(
+        spool.first_seq() <= first + 20,
+        "records above the position must stay"
+    );
     assert_eq!(read_all(&spool, first + 20).len(), 20);
     spool.release(spool.next_seq() - 1);
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     let (_, bytes) = spool.depth(spool.next_seq() - 1);
-    assert_eq!(bytes, fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum::<u64>());
+    assert_eq!(
+        bytes,
+        fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum::<u64>()
+    );
 }
 
 #[test]
@@ -143,7 +159,10 @@ fn a_full_spool_makes_append_wait_until_release() {
     let mut reader = spool.reader(first);
     let mut n = 0;
     while n < 30 {
-        let r = reader.next(Instant::now() + Duration::from_secs(5)).unwrap().expect("record");
+        let r = reader
+            .next(Instant::now() + Duration::from_secs(5))
+            .unwrap()
+            .expect("record");
         n += 1;
         spool.release(r.seq);
     }
@@ -161,7 +180,10 @@ fn a_reader_waits_for_the_writer() {
         thread::sleep(Duration::from_millis(50));
         s2.append("t", b"late").unwrap();
     });
-    let r = reader.next(Instant::now() + Duration::from_secs(5)).unwrap().unwrap();
+    let r = reader
+        .next(Instant::now() + Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
     assert_eq!(r.payload, b"late");
     t.join().unwrap();
 }

@@ -4,9 +4,11 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod faults;
+
 use std::{
     fs,
-    io::Read,
+    io::{Read, Write},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
@@ -149,12 +151,34 @@ impl Setup {
             fs::copy(&lib, setup.plugins_dir().join(lib.file_name().unwrap())).unwrap();
         }
         setup.write_collector(&serde_json::json!({}));
-        setup.write(
-            "db_config.json",
-            &serde_json::json!({"host":"127.0.0.1","port":3306,"user":"root","password":"","database":db.name}).to_string(),
-        );
+        setup.write_db(db, 3306);
         setup.write("cnc_classes.json", classes);
         setup
+    }
+
+    /// db_config.json for `db` reached through `port` (a proxy's, say).
+    pub fn write_db(&self, db: &TestDb, port: u16) {
+        self.write(
+            "db_config.json",
+            &serde_json::json!({"host":"127.0.0.1","port":port,"user":"root","password":"","database":db.name})
+                .to_string(),
+        );
+    }
+
+    /// Points the collector (and `publish`) at another broker.
+    pub fn use_broker(&mut self, uri: &str, extra: &serde_json::Value) {
+        self.broker = uri.to_string();
+        self.write_collector(extra);
+    }
+
+    pub fn spool_bytes(&self) -> u64 {
+        fs::read_dir(self.path().join("spool"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     pub fn path(&self) -> &Path {
@@ -234,29 +258,67 @@ pub struct Collector {
     setup_dir: PathBuf,
     broker: String,
     client_id: String,
+    runs: u32,
 }
 
 impl Collector {
     /// Starts `mes-collector run` and waits until it has subscribed.
     pub fn start(setup: &Setup) -> Collector {
-        let log = setup
-            .path()
-            .join(format!("collector-{}.log", unique("log")));
-        let out = fs::File::create(&log).unwrap();
-        let child = mes_collector(&["run", "--config-dir", setup.path().to_str().unwrap()])
+        let mut c = Collector {
+            child: None,
+            log: setup.path().join("collector.log"),
+            setup_dir: setup.path().to_path_buf(),
+            broker: setup.broker.clone(),
+            client_id: setup.client_id.clone(),
+            runs: 0,
+        };
+        c.restart();
+        c
+    }
+
+    /// Starts the collector again (after `kill9` or `stop`), appending to the same log.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.runs += 1;
+        let mut out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        writeln!(out, "--- run {} ---", self.runs).unwrap();
+        let child = mes_collector(&["run", "--config-dir", self.setup_dir.to_str().unwrap()])
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .spawn()
             .unwrap();
-        let mut c = Collector {
-            child: Some(child),
-            log,
-            setup_dir: setup.path().to_path_buf(),
-            broker: setup.broker.clone(),
-            client_id: setup.client_id.clone(),
-        };
-        c.wait_log("subscribed to", Duration::from_secs(30));
-        c
+        self.child = Some(child);
+        let marker = format!("--- run {} ---", self.runs);
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            let this_run = &log[log.find(&marker).unwrap_or(0)..];
+            if this_run.contains("subscribed to") {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("collector exited ({status}) before subscribing:\n{log}");
+            }
+            assert!(
+                Instant::now() < until,
+                "collector did not subscribe within 30 s:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Peak resident memory (VmHWM) of the running collector, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn log(&self) -> String {
@@ -359,3 +421,70 @@ pub const SAMPLES: [&str; 3] = [
     r#"{"cnc_id": "CNC002","part_program": "program_02","timestamp": "1747379030","payload":{"status": "idle","spin":0,"X-Axis":0,"Y-Axis":0}}"#,
     r#"{"cnc_id": "CNC001","part_program": "program_03","timestamp": "1747379035","payload":{"status": "error","spin":100,"X-Axis":25,"Y-Axis":75}}"#,
 ];
+
+/// Runs `cnc-sim` with these arguments.
+pub fn cnc_sim(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cnc-sim"));
+    cmd.args(args);
+    cmd
+}
+
+/// cnc_classes.json for `cnc-sim generate --machines n`.
+pub fn sim_classes(n: usize) -> String {
+    let out = cnc_sim(&["classes", "--machines", &n.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Starts `cnc-sim generate` against the setup's broker and topic.
+pub fn generate(setup: &Setup, count: u64, rate: u64, start_seq: u64, machines: usize) -> Child {
+    cnc_sim(&[
+        "generate",
+        "--broker",
+        &setup.broker,
+        "--topic",
+        &setup.topic,
+        "--machines",
+        &machines.to_string(),
+        "--count",
+        &count.to_string(),
+        "--rate",
+        &rate.to_string(),
+        "--start-seq",
+        &start_seq.to_string(),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap()
+}
+
+/// Waits for a publisher and checks it lost nothing.
+pub fn finish(child: Child) {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "cnc-sim failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// (rows, distinct seq, min seq, max seq) of generated messages in cnc_data.
+pub fn seq_stats(db: &TestDb) -> (u64, u64, i64, i64) {
+    let row: Option<(u64, u64, Option<i64>, Option<i64>)> = db
+        .conn()
+        .query_first(
+            "SELECT COUNT(*), COUNT(DISTINCT JSON_EXTRACT(json_data, '$.seq')), \
+             MIN(CAST(JSON_EXTRACT(json_data, '$.seq') AS SIGNED)), MAX(CAST(JSON_EXTRACT(json_data, '$.seq') AS SIGNED)) \
+             FROM cnc_data",
+        )
+        .unwrap();
+    let (n, d, lo, hi) = row.unwrap();
+    (n, d, lo.unwrap_or(-1), hi.unwrap_or(-1))
+}

@@ -1,0 +1,261 @@
+//! Nothing lost, nothing twice: kills, outages and damage, each injected by the test,
+//! against the real broker and database.
+
+mod common;
+
+use std::{thread, time::Duration};
+
+use common::{faults::*, *};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn plugins() -> [&'static str; 2] {
+    ["cnc-type-a", "cnc-type-b"]
+}
+
+/// Kills the collector with SIGKILL at several moments while 20,000 messages flow,
+/// restarting it each time: every message ends up stored exactly once.
+fn survives_kill9(fsync: &str) {
+    const N: u64 = 20_000;
+    let broker = PrivateBroker::start();
+    let db = TestDb::new("kill9");
+    let mut setup = Setup::new(&db, "kill9", &sim_classes(20), &plugins());
+    setup.use_broker(&broker.uri(), &json!({"spool": {"fsync": fsync}}));
+    let mut collector = Collector::start(&setup);
+    let publisher = generate(&setup, N, 4_000, 0, 20);
+    for pause_ms in [700, 1_100, 450, 900, 1_300] {
+        thread::sleep(Duration::from_millis(pause_ms));
+        collector.kill9();
+        collector.restart();
+    }
+    finish(publisher);
+    db.wait_count("SELECT COUNT(*) FROM cnc_data", N, WAIT);
+    // Longer than a batch: a duplicate would show up by now.
+    thread::sleep(Duration::from_millis(500));
+    let (rows, distinct, lo, hi) = seq_stats(&db);
+    assert_eq!(
+        (rows, distinct, lo, hi),
+        (N, N, 0, N as i64 - 1),
+        "fsync {fsync}: rows, distinct seq, min, max\n{}",
+        collector.log()
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM dead_letters"), 0);
+    assert!(collector.stop().success());
+}
+
+#[test]
+fn kill9_loses_nothing_and_duplicates_nothing_with_fsync_never() {
+    survives_kill9("never");
+}
+
+#[test]
+fn kill9_loses_nothing_and_duplicates_nothing_with_fsync_always() {
+    survives_kill9("always");
+}
+
+#[test]
+fn mysql_unreachable_mid_stream_stores_everything_once_after_recovery() {
+    const N: u64 = 6_000;
+    let db = TestDb::new("dbdown");
+    let proxy = TcpProxy::start("127.0.0.1:3306");
+    let setup = Setup::new(&db, "dbdown", &sim_classes(10), &plugins());
+    setup.write_db(&db, proxy.port);
+    let mut collector = Collector::start(&setup);
+    let publisher = generate(&setup, N, 2_000, 0, 10);
+    thread::sleep(Duration::from_millis(1_000));
+    proxy.cut();
+    thread::sleep(Duration::from_millis(3_000));
+    let during = db.count("SELECT COUNT(*) FROM cnc_data");
+    proxy.restore();
+    finish(publisher);
+    db.wait_count("SELECT COUNT(*) FROM cnc_data", N, WAIT);
+    thread::sleep(Duration::from_millis(500));
+    let (rows, distinct, _, _) = seq_stats(&db);
+    assert_eq!((rows, distinct), (N, N), "{}", collector.log());
+    assert!(
+        during < N,
+        "the outage should have held some messages back:\n{}",
+        collector.log()
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM dead_letters"),
+        0,
+        "nothing dead-lettered for an outage"
+    );
+    let log = collector.log();
+    assert_eq!(
+        log.matches("unavailable").count(),
+        1,
+        "one line when the database goes:\n{log}"
+    );
+    assert_eq!(
+        log.matches("reachable again").count(),
+        1,
+        "one line when it comes back:\n{log}"
+    );
+    assert!(collector.stop().success());
+}
+
+#[test]
+fn broker_down_mid_stream_loses_nothing() {
+    let mut broker = PrivateBroker::start();
+    let db = TestDb::new("brokerdown");
+    let mut setup = Setup::new(&db, "brokerdown", &sim_classes(10), &plugins());
+    setup.use_broker(&broker.uri(), &json!({}));
+    let mut collector = Collector::start(&setup);
+    finish(generate(&setup, 3_000, 0, 0, 10));
+    broker.stop();
+    thread::sleep(Duration::from_millis(1_500));
+    broker.restart();
+    collector.wait_log("reconnected to MQTT broker", Duration::from_secs(60));
+    finish(generate(&setup, 3_000, 0, 3_000, 10));
+    db.wait_count("SELECT COUNT(*) FROM cnc_data", 6_000, WAIT);
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        seq_stats(&db),
+        (6_000, 6_000, 0, 5_999),
+        "{}",
+        collector.log()
+    );
+    assert!(collector.log().contains("lost connection to MQTT broker"));
+    assert!(collector.stop().success());
+}
+
+fn sample(i: usize) -> String {
+    format!(
+        r#"{{"cnc_id":"CNC001","part_program":"p{i}","timestamp":{i},"payload":{{"status":"running","spin":{i},"X-Axis":1,"Y-Axis":2}}}}"#
+    )
+}
+
+const A_ONLY: &str = r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#;
+
+#[test]
+fn a_torn_spool_tail_is_cut_off_and_everything_before_it_stored() {
+    let db = TestDb::new("torn");
+    let proxy = TcpProxy::start("127.0.0.1:3306");
+    let setup = Setup::new(&db, "torn", A_ONLY, &["cnc-type-a"]);
+    setup.write_db(&db, proxy.port);
+    proxy.cut();
+    let mut collector = Collector::start(&setup);
+    let msgs: Vec<String> = (0..100).map(sample).collect();
+    let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
+    setup.publish(&refs);
+    // Each record: 8 bytes of header, 10 of sequence number and topic length, topic, payload.
+    let want: u64 = msgs
+        .iter()
+        .map(|m| (18 + setup.topic.len() + m.len()) as u64)
+        .sum();
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while setup.spool_bytes() < want {
+        assert!(
+            std::time::Instant::now() < until,
+            "spool has {} of {want} bytes",
+            setup.spool_bytes()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    collector.kill9();
+    let segment = std::fs::read_dir(setup.path().join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let len = std::fs::metadata(&segment).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    proxy.restore();
+    collector.restart();
+    assert_eq!(
+        db.wait_count("SELECT COUNT(*) FROM cnc_data", 99, WAIT),
+        99,
+        "{}",
+        collector.log()
+    );
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(db.count("SELECT COUNT(*) FROM cnc_data"), 99);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM cnc_data WHERE part_program = 'p99'"),
+        0
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT part_program) FROM cnc_data"),
+        99
+    );
+    assert!(collector.log().contains("cut off"), "{}", collector.log());
+    assert_eq!(db.count("SELECT COUNT(*) FROM dead_letters"), 0);
+}
+
+#[test]
+fn a_full_spool_holds_back_the_broker_and_loses_nothing() {
+    const N: u64 = 4_000;
+    let broker = PrivateBroker::start();
+    let db = TestDb::new("full");
+    let proxy = TcpProxy::start("127.0.0.1:3306");
+    let mut setup = Setup::new(&db, "full", &sim_classes(10), &plugins());
+    let limit = 64 * 1024;
+    setup.use_broker(
+        &broker.uri(),
+        &json!({"spool": {"segment_bytes": 16 * 1024, "max_bytes": limit}}),
+    );
+    setup.write_db(&db, proxy.port);
+    proxy.cut();
+    let mut collector = Collector::start(&setup);
+    finish(generate(&setup, N, 0, 0, 10));
+    collector.wait_log("spool full", Duration::from_secs(30));
+    thread::sleep(Duration::from_millis(1_000));
+    let on_disk = setup.spool_bytes();
+    let peak_kib = collector.peak_rss_kib();
+    assert!(
+        on_disk <= limit,
+        "spool holds {on_disk} bytes, limit {limit}"
+    );
+    assert!(
+        peak_kib < 64 * 1024,
+        "collector peak RSS {peak_kib} KiB while the spool was full"
+    );
+    proxy.restore();
+    db.wait_count("SELECT COUNT(*) FROM cnc_data", N, WAIT);
+    thread::sleep(Duration::from_millis(500));
+    let (rows, distinct, _, _) = seq_stats(&db);
+    assert_eq!((rows, distinct), (N, N), "{}", collector.log());
+    assert!(collector.log().contains("spool has room again"));
+    eprintln!(
+        "spool limit {limit} bytes: {on_disk} bytes on disk, peak RSS {peak_kib} KiB while full"
+    );
+}
+
+#[test]
+fn sigterm_commits_the_batch_in_hand_and_exits_promptly() {
+    // Messages flow while the collector is stopped: a private broker without the
+    // system one's 1,000-message queue limit.
+    let broker = PrivateBroker::start();
+    let db = TestDb::new("sigterm");
+    let mut setup = Setup::new(&db, "sigterm", &sim_classes(4), &plugins());
+    setup.use_broker(&broker.uri(), &json!({}));
+    let mut collector = Collector::start(&setup);
+    let publisher = generate(&setup, 3_000, 3_000, 0, 4);
+    thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    assert!(collector.stop().success(), "{}", collector.log());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    finish(publisher);
+    let stored_at_stop = db.count("SELECT COUNT(*) FROM cnc_data");
+    assert!(stored_at_stop > 0);
+    // What was acknowledged but not committed is in the spool; the rest is on the
+    // broker (this topic's session): a restart stores all of it, once.
+    collector.restart();
+    db.wait_count("SELECT COUNT(*) FROM cnc_data", 3_000, WAIT);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        seq_stats(&db),
+        (3_000, 3_000, 0, 2_999),
+        "{}",
+        collector.log()
+    );
+}
