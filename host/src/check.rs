@@ -8,7 +8,7 @@ use mysql::prelude::Queryable;
 use crate::{
     config::{Config, COLLECTOR_FILE},
     intake::mqtt::{connect_options, create_client},
-    plugins::{load_dir, new_instance},
+    plugins::{load_dir, new_instance, PluginSet},
     sink::mysql::connect,
 };
 
@@ -46,42 +46,14 @@ pub fn check(config_dir: &Path) -> Vec<String> {
             return problems;
         }
     };
-    let mut rows: Vec<[String; 4]> = Vec::new();
-    for p in plugins.by_class.values() {
-        rows.push([
-            file_name(&p.info.file),
-            p.info.class_name.clone(),
-            p.info.version.clone(),
-            "ok".into(),
-        ]);
-    }
-    for (class, files) in &plugins.conflicts {
-        for f in files {
-            rows.push([
-                file_name(f),
-                class.clone(),
-                "-".into(),
-                "CONFLICT: class claimed twice".into(),
-            ]);
-        }
-    }
+    print_table(&["FILE", "CLASS", "VERSION", "ABI"], &plugin_rows(&plugins));
     for f in &plugins.failures {
-        let flat: String = f.reason.split_whitespace().collect::<Vec<_>>().join(" ");
-        let short: String = flat.chars().take(100).collect();
-        rows.push([
-            file_name(&f.file),
-            "-".into(),
-            "-".into(),
-            format!("REFUSED: {short}"),
-        ]);
         problems.push(format!(
             "plugin {} not loaded: {}",
             f.file.display(),
             f.reason
         ));
     }
-    rows.sort();
-    print_table(&["FILE", "CLASS", "VERSION", "ABI"], &rows);
     if let Some(e) = plugins.conflict_error() {
         problems.push(e);
     }
@@ -157,6 +129,57 @@ pub fn check(config_dir: &Path) -> Vec<String> {
         }
     }
     problems
+}
+
+/// One row per file: file, class, version, ABI status.
+fn plugin_rows(plugins: &PluginSet) -> Vec<[String; 4]> {
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    for p in plugins.by_class.values() {
+        rows.push([
+            file_name(&p.info.file),
+            p.info.class_name.clone(),
+            p.info.version.clone(),
+            "ok".into(),
+        ]);
+    }
+    for (class, files) in &plugins.conflicts {
+        for f in files {
+            rows.push([
+                file_name(f),
+                class.clone(),
+                "-".into(),
+                "CONFLICT: class claimed twice".into(),
+            ]);
+        }
+    }
+    for f in &plugins.failures {
+        let flat: String = f.reason.split_whitespace().collect::<Vec<_>>().join(" ");
+        let short: String = flat.chars().take(100).collect();
+        rows.push([
+            file_name(&f.file),
+            "-".into(),
+            "-".into(),
+            format!("REFUSED: {short}"),
+        ]);
+    }
+    rows.sort();
+    rows
+}
+
+/// `mes-collector plugins DIR`: the plugin table alone. `Ok(false)` when some file
+/// was refused or a class is claimed twice.
+pub fn list_plugins(dir: &Path) -> Result<bool, String> {
+    let plugins = load_dir(dir)?;
+    println!(
+        "plugins in {} (plugin API of this host: {}):",
+        dir.display(),
+        mes_plugin_api::API_VERSION
+    );
+    print_table(&["FILE", "CLASS", "VERSION", "ABI"], &plugin_rows(&plugins));
+    for f in &plugins.failures {
+        println!("\n{}: {}", file_name(&f.file), f.reason);
+    }
+    Ok(plugins.failures.is_empty() && plugins.conflicts.is_empty())
 }
 
 fn file_name(p: &Path) -> String {

@@ -51,6 +51,9 @@ pub struct CollectorConfig {
     /// The store-and-forward log between the MQTT callback and the dispatcher.
     #[serde(default)]
     pub spool: SpoolConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; empty turns them off.
+    #[serde(default = "default_metrics_addr")]
+    pub metrics_addr: String,
     /// Raw payload bytes kept in a dead letter; the rest is cut off.
     #[serde(default = "default_dead_letter_payload_limit")]
     pub dead_letter_payload_limit: usize,
@@ -114,6 +117,9 @@ fn default_max_messages() -> usize {
 }
 fn default_max_wait_ms() -> u64 {
     50
+}
+fn default_metrics_addr() -> String {
+    "127.0.0.1:9464".into()
 }
 fn default_dead_letter_payload_limit() -> usize {
     65_536

@@ -5,12 +5,12 @@
 #![allow(non_local_definitions)] // sabi_trait emits its impls inside a const block
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use abi_stable::{sabi_trait::TD_Opaque, std_types::RResult};
@@ -21,6 +21,7 @@ use crate::{
     config::BatchConfig,
     dead_letter::{DeadLetter, Reason},
     envelope,
+    metrics::Metrics,
     plugins::Router,
     sink::{
         batch::{Batch, Shapes},
@@ -53,6 +54,7 @@ impl Totals {
 }
 
 pub struct Dispatcher {
+    metrics: Arc<Metrics>,
     router: Router,
     sink: MysqlSink,
     shapes: Shapes,
@@ -81,8 +83,9 @@ fn start_position(committed: Option<u64>, first: u64, next: u64) -> u64 {
 }
 
 impl Dispatcher {
-    pub fn new(router: Router, sink: MysqlSink, batch: BatchConfig) -> Self {
+    pub fn new(router: Router, sink: MysqlSink, batch: BatchConfig, metrics: Arc<Metrics>) -> Self {
         Dispatcher {
+            metrics,
             router,
             sink,
             shapes: Shapes::default(),
@@ -108,6 +111,7 @@ impl Dispatcher {
             let first = match self.read(&mut reader, Instant::now() + Duration::from_millis(100)) {
                 Some(r) => r,
                 None => {
+                    self.sink.check_alive();
                     self.maybe_summary(&mut last_summary, &mut since_summary);
                     continue;
                 }
@@ -132,6 +136,9 @@ impl Dispatcher {
                 break;
             }
             spool.release(last_seq);
+            let (records, bytes) = spool.depth(last_seq);
+            self.metrics.spool_records.set(records as i64);
+            self.metrics.spool_bytes.set(bytes as i64);
             self.maybe_summary(&mut last_summary, &mut since_summary);
         }
         info!("dispatcher stopped: {}", self.totals.summary());
@@ -168,6 +175,11 @@ impl Dispatcher {
     ) -> Result<(), Stopped> {
         let started = Instant::now();
         let done = self.sink.commit(batch, &self.shapes, position, stop)?;
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_size.observe(batch.len() as f64);
+        self.count(batch);
         debug!(
             "committed {} messages ({} dead letters) in {:.1} ms",
             batch.len(),
@@ -196,6 +208,38 @@ impl Dispatcher {
         }
         batch.clear();
         Ok(())
+    }
+
+    /// Counts the committed batch per (class, cnc_id), and when each machine was
+    /// last heard from.
+    fn count(&self, batch: &Batch) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let m = &*self.metrics;
+        let mut stored: HashMap<(&str, &str), u64> = HashMap::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        for e in &batch.entries {
+            let cnc = m.cnc_label(e.cnc_id.as_deref());
+            let class = m.class_label(e.plugin.as_ref().map(|p| p.class_name.as_str()));
+            if let Some(id) = e.cnc_id.as_deref() {
+                seen.insert(id);
+            }
+            match &e.dead {
+                None => *stored.entry((class, cnc)).or_default() += 1,
+                Some(dl) => m
+                    .dead_lettered
+                    .with_label_values(&[dl.reason.as_str(), class, cnc])
+                    .inc(),
+            }
+        }
+        for ((class, cnc), n) in stored {
+            m.stored.with_label_values(&[class, cnc]).inc_by(n);
+        }
+        for id in seen {
+            m.heard_from(id, now);
+        }
     }
 
     /// Runs one message through its plugin, recording its writes or its dead letter.

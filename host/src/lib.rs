@@ -10,6 +10,8 @@ pub mod dead_letter;
 pub mod dispatch;
 pub mod envelope;
 pub mod intake;
+pub mod logging;
+pub mod metrics;
 pub mod plugins;
 pub mod run;
 pub mod sink;

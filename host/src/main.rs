@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
     about = "Collects CNC machine data from MQTT and stores it in MySQL through plugins"
 )]
 struct Cli {
+    /// Log lines as text, or as one JSON object per line for log shippers.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: mes_collector::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,6 +31,13 @@ enum Command {
         #[arg(long, default_value = "config")]
         config_dir: PathBuf,
     },
+    /// List the plugin libraries in a directory with class, version and ABI status,
+    /// without starting anything.
+    Plugins {
+        /// The plugins directory.
+        #[arg(default_value = "run/plugins")]
+        dir: PathBuf,
+    },
 }
 
 /// clap wants a `'static` string; this runs once per process.
@@ -41,10 +51,18 @@ fn long_version() -> &'static str {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    mes_collector::logging::init(cli.log_format);
     match cli.command {
         Command::Run { config_dir } => ExitCode::from(mes_collector::run::run(&config_dir) as u8),
+        Command::Plugins { dir } => match mes_collector::check::list_plugins(&dir) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Check { config_dir } => {
             let problems = mes_collector::check::check(&config_dir);
             if problems.is_empty() {

@@ -16,6 +16,7 @@ use crate::{
     config::Config,
     dispatch::Dispatcher,
     intake::{dedup::Redelivery, mqtt::MqttIntake},
+    metrics::Metrics,
     plugins::{load_dir, Router},
     sink::mysql::MysqlSink,
     spool::Spool,
@@ -122,13 +123,27 @@ pub fn run(config_dir: &Path) -> i32 {
             String::new()
         }
     );
+    let metrics = Metrics::new(
+        cfg.classes.keys().map(String::as_str),
+        cfg.classes.values().map(|m| m.class_name.as_str()),
+    );
+    metrics
+        .plugin_load_failures
+        .set(plugins.failures.len() as i64);
+    if !cfg.collector.metrics_addr.is_empty() {
+        // Monitoring is not worth losing data over: without it the collector still runs.
+        if let Err(e) = crate::metrics::serve(&cfg.collector.metrics_addr, metrics.clone()) {
+            error!("{e}");
+        }
+    }
     let router = Router::new(cfg.classes.clone(), plugins.by_class.clone());
     let sink = MysqlSink::new(
         cfg.db.clone(),
         &cfg.collector.broker.client_id,
         cfg.collector.dead_letter_payload_limit,
+        metrics.clone(),
     );
-    let dispatcher = Dispatcher::new(router, sink, cfg.collector.batch.clone());
+    let dispatcher = Dispatcher::new(router, sink, cfg.collector.batch.clone(), metrics.clone());
     let dispatcher_stop = stop.clone();
     let dispatcher_spool = spool.clone();
     let worker = thread::Builder::new()
@@ -148,7 +163,13 @@ pub fn run(config_dir: &Path) -> i32 {
         })
     };
     let redelivery = Redelivery::new(recovery.tail);
-    let intake = match MqttIntake::start(&cfg.collector.broker, spool, redelivery, &connect_stop) {
+    let intake = match MqttIntake::start(
+        &cfg.collector.broker,
+        spool,
+        redelivery,
+        metrics,
+        &connect_stop,
+    ) {
         Ok(i) => i,
         Err(e) => {
             error!("{e}");

@@ -161,12 +161,19 @@ enum Command {
 #[derive(Args)]
 struct SendArgs {
     /// Messages per second overall; 0 sends as fast as the broker acknowledges
-    #[arg(long, default_value_t = 0.0, value_name = "R")]
+    #[arg(long, default_value_t = 0.0, value_name = "R", value_parser = parse_rate)]
     rate: f64,
 
     /// Most messages awaiting acknowledgement at once
     #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65000))]
     window: u32,
+}
+
+fn parse_rate(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!("expected a non-negative number, got `{s}`")),
+    }
 }
 
 /// Every failure ends up here so that main can print one line naming what
@@ -186,7 +193,7 @@ fn fail<T>(msg: impl Into<String>) -> Result<T> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -310,6 +317,8 @@ struct Publisher {
     acked: u64,
     failed: u64,
     first_error: Option<String>,
+    /// Set when sending stopped before the input ran out.
+    cut_short: bool,
     start: Option<Instant>,
     last_progress: Instant,
     acked_at_last_progress: u64,
@@ -317,12 +326,6 @@ struct Publisher {
 
 impl Publisher {
     fn new(conn: &ConnArgs, send: &SendArgs) -> Result<Self> {
-        if !send.rate.is_finite() || send.rate < 0.0 {
-            return fail(format!(
-                "--rate must be a non-negative number, got {}",
-                send.rate
-            ));
-        }
         let cli = connect(conn, send.window)?;
         let lost = connection_lost_flag(&cli);
         Ok(Publisher {
@@ -338,6 +341,7 @@ impl Publisher {
             acked: 0,
             failed: 0,
             first_error: None,
+            cut_short: false,
             start: None,
             last_progress: Instant::now(),
             acked_at_last_progress: 0,
@@ -371,7 +375,13 @@ impl Publisher {
 
     /// Sends one message; the payload is built by the caller only now so that
     /// any send time in it is taken after the rate limiter and the window.
-    fn send(&mut self, make_payload: impl FnOnce() -> Vec<u8>) {
+    /// Returns false once the connection is lost: there is no reconnect, so
+    /// every further message would only fail.
+    fn send(&mut self, make_payload: impl FnOnce() -> Vec<u8>) -> bool {
+        if self.lost.load(Ordering::SeqCst) {
+            self.cut_short = true;
+            return false;
+        }
         self.wait_for_slot();
         while self.pending.len() >= self.window {
             self.settle_oldest();
@@ -381,6 +391,7 @@ impl Publisher {
         self.sent += 1;
         self.reap_ready();
         self.progress();
+        true
     }
 
     fn record(&mut self, res: std::result::Result<mqtt::ServerResponse, mqtt::Error>) {
@@ -409,21 +420,25 @@ impl Publisher {
     }
 
     /// Blocks until the oldest message is acknowledged or failed. A lost
-    /// connection leaves tokens pending forever, so it counts them as failed.
+    /// connection leaves tokens pending forever, so once it is lost whatever
+    /// is not complete counts as failed without waiting: a full window would
+    /// otherwise take a wait slice per message to drain.
     fn settle_oldest(&mut self) {
-        let Some(tok) = self.pending.pop_front() else {
+        let Some(mut tok) = self.pending.pop_front() else {
             return;
         };
         loop {
+            if let Some(res) = tok.try_wait() {
+                self.record(res);
+                return;
+            }
+            if self.lost.load(Ordering::SeqCst) {
+                self.record(Err(mqtt::Error::General("connection to the broker lost")));
+                return;
+            }
             // Waiting on a clone leaves `tok` usable if the slice runs out.
             match tok.clone().wait_for(POLL_SLICE) {
-                Err(mqtt::Error::Timeout) => {
-                    if self.lost.load(Ordering::SeqCst) {
-                        self.record(Err(mqtt::Error::General("connection to the broker lost")));
-                        return;
-                    }
-                    self.progress();
-                }
+                Err(mqtt::Error::Timeout) => self.progress(),
                 res => {
                     self.record(res);
                     return;
@@ -477,6 +492,12 @@ impl Publisher {
             rate_of(self.sent, elapsed),
             self.failed
         );
+        if self.cut_short {
+            return fail(format!(
+                "connection to the broker at {} lost: stopped after {} messages, {} failed",
+                self.broker, self.sent, self.failed
+            ));
+        }
         if self.failed > 0 {
             return fail(format!(
                 "{} of {} messages failed to publish to {} (first error: {})",
@@ -494,6 +515,13 @@ fn publish_file(conn: &ConnArgs, send: &SendArgs, path: &Path) -> Result<()> {
     // Opened before connecting so that a wrong path is reported as such.
     let file = File::open(path)
         .or_else(|e| fail(format!("cannot open the file {}: {e}", path.display())))?;
+    // Opening a directory succeeds on Unix; only reading it fails.
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return fail(format!(
+            "cannot open the file {}: it is a directory",
+            path.display()
+        ));
+    }
     let mut publisher = Publisher::new(conn, send)?;
     let mut read_error = None;
     for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
@@ -516,7 +544,9 @@ fn publish_file(conn: &ConnArgs, send: &SendArgs, path: &Path) -> Result<()> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        publisher.send(|| line);
+        if !publisher.send(|| line) {
+            break;
+        }
     }
     let sent = publisher.finish();
     match read_error {
@@ -825,7 +855,9 @@ fn generate(
     for k in 0..count {
         let m = &mut fleet[(k % machines as u64) as usize];
         m.step(&mut rng);
-        publisher.send(|| message_for(m, &mut rng, start_seq + k));
+        if !publisher.send(|| message_for(m, &mut rng, start_seq + k)) {
+            break;
+        }
     }
     publisher.finish()
 }

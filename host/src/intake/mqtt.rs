@@ -17,7 +17,7 @@ use std::{
 use log::{debug, error, info, warn};
 use paho_mqtt as mqtt;
 
-use crate::{config::BrokerConfig, intake::dedup::Redelivery, spool::Spool};
+use crate::{config::BrokerConfig, intake::dedup::Redelivery, metrics::Metrics, spool::Spool};
 
 pub struct MqttIntake {
     client: mqtt::AsyncClient,
@@ -88,6 +88,7 @@ impl MqttIntake {
         cfg: &BrokerConfig,
         spool: Spool,
         redelivery: Redelivery,
+        metrics: Arc<Metrics>,
         stop: &AtomicBool,
     ) -> Result<Option<MqttIntake>, String> {
         let client = create_client(cfg, &cfg.client_id)?;
@@ -98,23 +99,29 @@ impl MqttIntake {
         let first = first_done.clone();
         let redelivery = Arc::new(Mutex::new(redelivery));
         let on_connect = redelivery.clone();
+        let m = metrics.clone();
         client.set_connected_callback(move |c| {
             lock(&on_connect).connected();
+            m.set_broker_up(true);
             // The first subscription is made (and waited for) by `start`; after a
             // reconnect, subscribe again in case the broker lost the session.
             if first.load(Ordering::SeqCst) {
+                m.broker_reconnects.inc();
                 c.subscribe(&topic, qos);
                 info!("reconnected to MQTT broker {uri}; subscribing to {topic:?} again");
             }
         });
         let uri = cfg.uri.clone();
+        let m = metrics.clone();
         client.set_connection_lost_callback(move |_| {
+            m.set_broker_up(false);
             warn!("lost connection to MQTT broker {uri}; reconnecting with back-off");
         });
         client.set_message_callback(move |_, msg| {
             if let Some(msg) = msg {
                 let mut dedup = lock(&redelivery);
                 if dedup.is_redelivery(msg.topic(), msg.payload()) {
+                    metrics.redeliveries_dropped.inc();
                     debug!(
                         "dropped a redelivery of an already spooled message ({} so far)",
                         dedup.dropped
@@ -123,6 +130,7 @@ impl MqttIntake {
                 }
                 append_until_stored(&spool, msg.topic(), msg.payload());
                 dedup.appended(msg.topic(), msg.payload());
+                metrics.received.inc();
             }
         });
         let opts = connect_options(cfg, true);

@@ -8,7 +8,10 @@
 
 use std::{
     collections::HashMap,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -19,6 +22,7 @@ use mysql::{prelude::Queryable, Conn, Opts, OptsBuilder, Transaction, TxOpts};
 use crate::{
     config::DbConfig,
     dead_letter::{truncate_payload, DeadLetter, Reason},
+    metrics::Metrics,
     sink::batch::{Batch, Op, RowKind, Shapes},
 };
 
@@ -299,10 +303,17 @@ pub struct MysqlSink {
     payload_limit: usize,
     /// Since when the database has been unreachable, for logging state changes once.
     down_since: Option<Instant>,
+    last_check: Instant,
+    metrics: Arc<Metrics>,
 }
 
 impl MysqlSink {
-    pub fn new(cfg: DbConfig, client_id: &str, payload_limit: usize) -> Self {
+    pub fn new(
+        cfg: DbConfig,
+        client_id: &str,
+        payload_limit: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         MysqlSink {
             cfg,
             client_id: client_id.to_string(),
@@ -310,6 +321,8 @@ impl MysqlSink {
             stmts: Statements::default(),
             payload_limit,
             down_since: None,
+            last_check: Instant::now(),
+            metrics,
         }
     }
 
@@ -339,6 +352,41 @@ impl MysqlSink {
         self.retrying(stop, held, |sink| sink.try_commit(batch, shapes, position))
     }
 
+    /// While idle, checks now and then that the database is still reachable, so that
+    /// `/readyz` and the logs tell of an outage before the next message does.
+    pub fn check_alive(&mut self) {
+        const EVERY: Duration = Duration::from_secs(2);
+        if self.last_check.elapsed() < EVERY {
+            return;
+        }
+        self.last_check = Instant::now();
+        let result = self.connection().and_then(|c| c.query_drop("SELECT 1"));
+        match result {
+            Ok(()) => {
+                self.metrics.set_db_up(true);
+                if let Some(since) = self.down_since.take() {
+                    info!(
+                        "database {} reachable again after {:.1} s",
+                        self.cfg.target(),
+                        since.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            Err(e) => {
+                self.conn = None;
+                if self.down_since.is_none() {
+                    self.down_since = Some(Instant::now());
+                    self.metrics.set_db_up(false);
+                    self.metrics.db_outages.inc();
+                    warn!(
+                        "database {} unavailable ({e}); messages wait in the spool",
+                        self.cfg.target()
+                    );
+                }
+            }
+        }
+    }
+
     fn connection(&mut self) -> Result<&mut Conn, mysql::Error> {
         if self.conn.is_none() {
             self.conn = Some(connect(&self.cfg)?);
@@ -360,6 +408,7 @@ impl MysqlSink {
             attempts += 1;
             match attempt(self) {
                 Ok(done) => {
+                    self.metrics.set_db_up(true);
                     if let Some(since) = self.down_since.take() {
                         info!(
                             "database {} reachable again after {:.1} s and {attempts} attempts; resuming",
@@ -373,6 +422,8 @@ impl MysqlSink {
                     self.conn = None;
                     if self.down_since.is_none() {
                         self.down_since = Some(Instant::now());
+                        self.metrics.set_db_up(false);
+                        self.metrics.db_outages.inc();
                         warn!(
                             "database {} unavailable ({e}); {held} messages wait in the spool, retrying with back-off up to {} s",
                             self.cfg.target(),

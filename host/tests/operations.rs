@@ -1,0 +1,330 @@
+//! Running it in a plant: metrics, health endpoints, and secrets kept out of output.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{faults::TcpProxy, *};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The address the collector logged for its metrics endpoint.
+fn metrics_addr(collector: &Collector) -> String {
+    let log = collector.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("metrics on http://"))
+        .unwrap_or_else(|| panic!("no metrics line in:\n{log}"));
+    let start = line.find("http://").unwrap() + "http://".len();
+    line[start..].split('/').next().unwrap().to_string()
+}
+
+/// (status, body) of a plain HTTP/1.0 GET.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Checks the Prometheus text exposition format (0.0.4) line by line and returns the
+/// samples as (name{labels}, value).
+fn parse_exposition(text: &str) -> Vec<(String, f64)> {
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let kind = parts.next().unwrap();
+            let name = parts.next().expect("metric name after # HELP/# TYPE");
+            assert!(valid_name(name), "bad metric name in {line:?}");
+            if kind == "TYPE" {
+                let t = parts.next().unwrap_or("");
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
+                    "{line:?}"
+                );
+                typed.insert(name.to_string());
+            } else {
+                assert_eq!(kind, "HELP", "{line:?}");
+            }
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let name = series.split('{').next().unwrap();
+        assert!(valid_name(name), "bad name in {line:?}");
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line:?}");
+                for pair in labels[1..labels.len() - 1]
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                {
+                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line:?}"));
+                    assert!(
+                        valid_name(k) && v.starts_with('"'),
+                        "bad label {pair:?} in {line:?}"
+                    );
+                }
+            }
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "sample before its # TYPE: {line:?}");
+        samples.push((series.to_string(), value));
+    }
+    samples
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && !n.starts_with(|c: char| c.is_ascii_digit())
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn value(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(s, _)| s == series)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| {
+            panic!(
+                "{series} not exposed; have: {:#?}",
+                samples.iter().map(|s| &s.0).collect::<Vec<_>>()
+            )
+        })
+}
+
+#[test]
+fn metrics_count_known_traffic_and_parse_as_prometheus_text() {
+    let db = TestDb::new("metrics");
+    let classes = r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"},{"cnc_id":"CNC002","class_name":"CNCTypeB"},
+                      {"cnc_id":"CNC003","class_name":"CNCTypeA"}]"#;
+    let setup = Setup::new(&db, "metrics", classes, &["cnc-type-a", "cnc-type-b"]);
+    let collector = Collector::start(&setup);
+    let addr = metrics_addr(&collector);
+    let mut msgs: Vec<&[u8]> = SAMPLES.iter().map(|s| s.as_bytes()).collect();
+    msgs.push(b"not json at all");
+    msgs.push(br#"{"cnc_id":"CNC999","part_program":"p","timestamp":1,"payload":{}}"#);
+    setup.publish(&msgs);
+    db.wait_count("SELECT COUNT(*) FROM dead_letters", 2, WAIT);
+
+    let (status, text) = get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    let samples = parse_exposition(&text);
+    assert_eq!(value(&samples, "mes_messages_received_total"), 5.0);
+    assert_eq!(
+        value(
+            &samples,
+            r#"mes_messages_stored_total{class="CNCTypeA",cnc_id="CNC001"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            r#"mes_messages_stored_total{class="CNCTypeB",cnc_id="CNC002"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            r#"mes_messages_dead_lettered_total{class="unknown",cnc_id="unknown",reason="not_json"}"#
+        ),
+        1.0
+    );
+    // The unmapped cnc_id is counted, but does not become a label of its own.
+    assert_eq!(
+        value(
+            &samples,
+            r#"mes_messages_dead_lettered_total{class="unknown",cnc_id="unknown",reason="unknown_cnc_id"}"#
+        ),
+        1.0
+    );
+    assert!(!text.contains("CNC999"), "unbounded label value exposed");
+    assert_eq!(value(&samples, "mes_database_up"), 1.0);
+    assert_eq!(value(&samples, "mes_broker_up"), 1.0);
+    assert!(value(&samples, "mes_batch_messages_count") >= 1.0);
+    assert!(value(&samples, "mes_commit_seconds_count") >= 1.0);
+    assert_eq!(value(&samples, "mes_spool_records"), 0.0);
+    assert!(
+        value(
+            &samples,
+            r#"mes_cnc_seconds_since_last_seen{cnc_id="CNC001"}"#
+        ) < 30.0
+    );
+    // Never heard from: counted from the start.
+    let silent = value(
+        &samples,
+        r#"mes_cnc_seconds_since_last_seen{cnc_id="CNC003"}"#,
+    );
+    assert!(value(&samples, "mes_uptime_seconds") + 1.0 >= silent);
+    assert_eq!(
+        value(
+            &samples,
+            &format!(
+                r#"mes_build_info{{plugin_api="1.0.0",version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
+    assert!(value(&samples, "process_resident_memory_bytes") > 0.0);
+
+    assert_eq!(get(&addr, "/healthz").0, 200);
+    let (status, body) = get(&addr, "/readyz");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"broker":true,"database":true}"#)
+    );
+}
+
+#[test]
+fn readyz_turns_503_while_the_database_is_unreachable() {
+    let db = TestDb::new("readyz");
+    let proxy = TcpProxy::start("127.0.0.1:3306");
+    let setup = Setup::new(
+        &db,
+        "readyz",
+        r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
+        &["cnc-type-a"],
+    );
+    setup.write_db(&db, proxy.port);
+    let collector = Collector::start(&setup);
+    let addr = metrics_addr(&collector);
+    let wait_for = |want: u16| {
+        let until = Instant::now() + WAIT;
+        loop {
+            let (status, body) = get(&addr, "/readyz");
+            if status == want {
+                return body;
+            }
+            assert!(
+                Instant::now() < until,
+                "/readyz stayed {status} ({body}), wanted {want}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(200);
+    proxy.cut();
+    let body = wait_for(503);
+    assert_eq!(body, r#"{"broker":true,"database":false}"#);
+    proxy.restore();
+    wait_for(200);
+    // Data published during the outage is stored once it is over.
+    setup.publish(&[SAMPLES[0].as_bytes()]);
+    assert_eq!(db.wait_count("SELECT COUNT(*) FROM cnc_data", 1, WAIT), 1);
+}
+
+#[test]
+fn no_password_appears_in_logs_or_check_output() {
+    const DB_SECRET: &str = "Db-S3cret-7f3a";
+    const MQTT_SECRET: &str = "Mqtt-S3cret-91c2";
+    const ENV_DB_SECRET: &str = "Env-Db-S3cret-55e0";
+    let db = TestDb::new("secrets");
+    let mut setup = Setup::new(
+        &db,
+        "secrets",
+        r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
+        &["cnc-type-a"],
+    );
+    setup.write(
+        "db_config.json",
+        &serde_json::json!({"host":"127.0.0.1","port":3306,"user":"root","password":DB_SECRET,"database":db.name})
+            .to_string(),
+    );
+    let broker = setup.broker.clone();
+    setup.use_broker(
+        &broker,
+        &serde_json::json!({"broker": {"username": "collector", "password": MQTT_SECRET}}),
+    );
+
+    // From the files.
+    let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "the wrong database password must fail the check"
+    );
+    assert!(text.contains("Access denied"), "{text}");
+    for secret in [DB_SECRET, MQTT_SECRET] {
+        assert!(!text.contains(secret), "check printed a password:\n{text}");
+    }
+
+    // From the environment, in text and JSON logs.
+    for format in ["text", "json"] {
+        let log_path = setup.path().join(format!("run-{format}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = mes_collector(&[
+            "--log-format",
+            format,
+            "run",
+            "--config-dir",
+            setup.path().to_str().unwrap(),
+        ])
+        .env("MES_DB_PASSWORD", ENV_DB_SECRET)
+        .env("MES_MQTT_PASSWORD", MQTT_SECRET)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+        let until = Instant::now() + WAIT;
+        let text = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap();
+            if text.contains("database") && text.contains("unavailable") || Instant::now() > until {
+                break text;
+            }
+            thread::sleep(Duration::from_millis(100));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(text.contains("unavailable"), "{text}");
+        for secret in [DB_SECRET, MQTT_SECRET, ENV_DB_SECRET] {
+            assert!(
+                !text.contains(secret),
+                "the {format} log shows a password:\n{text}"
+            );
+        }
+        if format == "json" {
+            for line in text.lines() {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                assert!(v["msg"].is_string() && v["level"].is_string(), "{line}");
+            }
+        }
+    }
+}
