@@ -13,7 +13,13 @@ use crate::{
 };
 
 /// Tables the collector and the shipped plugins write.
-pub const TABLES: [&str; 4] = ["cnc_data", "cnc_status", "cnc_alarms", "dead_letters"];
+pub const TABLES: [&str; 5] = [
+    "cnc_data",
+    "cnc_status",
+    "cnc_alarms",
+    "dead_letters",
+    "collector_position",
+];
 
 /// Runs every check, printing a report to stdout. Returns the problems found.
 pub fn check(config_dir: &Path) -> Vec<String> {

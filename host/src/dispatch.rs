@@ -244,25 +244,49 @@ impl Dispatcher {
 
     /// Runs one message through its plugin, recording its writes or its dead letter.
     fn dispatch(&mut self, msg: Record, batch: &mut Batch) {
-        batch.begin(&msg.topic);
-        let dead = self.handle(&msg, batch).err();
-        batch.end(msg.payload, dead);
+        Self::dispatch_one(
+            &mut self.router,
+            &mut self.shapes,
+            &msg.topic,
+            msg.payload,
+            batch,
+        );
     }
 
-    fn handle(&mut self, msg: &Record, batch: &mut Batch) -> Result<(), DeadLetter> {
-        let env = envelope::parse(&msg.payload).map_err(|e| DeadLetter::new(e.reason, e.detail))?;
+    /// [`Dispatcher::dispatch`] without a dispatcher: `mes-collector replay` runs
+    /// recorded messages through it, so that they go exactly the way received ones do.
+    pub fn dispatch_one(
+        router: &mut Router,
+        shapes: &mut Shapes,
+        topic: &str,
+        payload: Vec<u8>,
+        batch: &mut Batch,
+    ) {
+        batch.begin(topic);
+        let dead = Self::handle(router, shapes, topic, &payload, batch).err();
+        batch.end(payload, dead);
+    }
+
+    fn handle(
+        router: &mut Router,
+        shapes: &mut Shapes,
+        topic: &str,
+        payload: &[u8],
+        batch: &mut Batch,
+    ) -> Result<(), DeadLetter> {
+        let env = envelope::parse(payload).map_err(|e| DeadLetter::new(e.reason, e.detail))?;
         batch.current().cnc_id = Some(env.cnc_id.to_string());
-        let instance = self.router.instance(&env.cnc_id)?;
+        let instance = router.instance(&env.cnc_id)?;
         batch.current().plugin = Some(instance.info.clone());
         debug!("cnc_id={} -> {}", env.cnc_id, instance.info.class_name);
         let message = Message::new(
-            &msg.topic,
+            topic,
             &env.cnc_id,
             &env.part_program,
             env.timestamp,
             env.payload(),
         );
-        let mut recorder = batch.recorder(&mut self.shapes);
+        let mut recorder = batch.recorder(shapes);
         let db = RawDatabase_TO::from_ptr(&mut recorder, TD_Opaque);
         match instance.plugin.handle(&message, db) {
             RResult::ROk(()) => Ok(()),

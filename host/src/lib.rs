@@ -13,7 +13,9 @@ pub mod intake;
 pub mod logging;
 pub mod metrics;
 pub mod plugins;
+pub mod replay;
 pub mod run;
+pub mod scaffold;
 pub mod sink;
 pub mod spool;
 

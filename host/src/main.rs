@@ -38,6 +38,52 @@ enum Command {
         #[arg(default_value = "run/plugins")]
         dir: PathBuf,
     },
+    /// Create a plugin crate for a new machine type: Cargo.toml, src/lib.rs with a
+    /// handler and its unit test, README.md. Inside a Cargo workspace the crate is
+    /// added to its members.
+    NewPlugin {
+        /// The crate's name, e.g. cnc-lathe; the library is lib<name>.so.
+        name: String,
+        /// The class name machines are mapped to in cnc_classes.json, e.g. CNCTypeC.
+        #[arg(long)]
+        class: String,
+        /// Directory the crate's directory is created in.
+        #[arg(long, default_value = "plugins")]
+        dir: PathBuf,
+        /// Depend on the mes-plugin-api at this path (the plugin-api directory of a
+        /// clone of the collector) rather than the workspace's or version "1".
+        #[arg(long, value_name = "DIR")]
+        api_path: Option<PathBuf>,
+    },
+    /// Run recorded messages (JSON lines, one MQTT payload each) through one plugin as
+    /// the collector would, and print each write and dead letter; --write commits them.
+    /// Exits 0 if every message was stored, 1 if some became dead letters, 2 on errors.
+    Replay {
+        /// The plugin library.
+        #[arg(long, value_name = "FILE")]
+        plugin: PathBuf,
+        /// A machine mapped to the plugin's class; repeat for several. Messages from
+        /// other machines are dead letters (unknown_cnc_id), as in the collector.
+        #[arg(long = "cnc-id", value_name = "ID", required = true)]
+        cnc_ids: Vec<String>,
+        /// The machines' settings object, as in cnc_classes.json.
+        #[arg(long, value_name = "JSON")]
+        settings: Option<String>,
+        /// The topic the plugin is told the messages arrived on.
+        #[arg(long, default_value = "sensor/CNC")]
+        topic: String,
+        /// Only print what would be written (the default).
+        #[arg(long, conflicts_with = "write")]
+        dry_run: bool,
+        /// Commit through the collector's MySQL sink to the database of --config-dir.
+        #[arg(long, requires = "config_dir")]
+        write: bool,
+        /// Directory holding collector.json, db_config.json and cnc_classes.json.
+        #[arg(long, requires = "write")]
+        config_dir: Option<PathBuf>,
+        /// The messages: a JSON-lines file, as `cnc-sim record` writes.
+        messages: PathBuf,
+    },
 }
 
 /// clap wants a `'static` string; this runs once per process.
@@ -63,6 +109,38 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::NewPlugin {
+            name,
+            class,
+            dir,
+            api_path,
+        } => ExitCode::from(mes_collector::scaffold::main(
+            &mes_collector::scaffold::Request {
+                name,
+                class,
+                dir,
+                api_path,
+            },
+        )),
+        Command::Replay {
+            plugin,
+            cnc_ids,
+            settings,
+            topic,
+            dry_run: _,
+            write,
+            config_dir,
+            messages,
+        } => ExitCode::from(mes_collector::replay::main(
+            &mes_collector::replay::Options {
+                plugin,
+                cnc_ids,
+                settings,
+                topic,
+                write: config_dir.filter(|_| write),
+                messages,
+            },
+        )),
         Command::Check { config_dir } => {
             let problems = mes_collector::check::check(&config_dir);
             if problems.is_empty() {

@@ -162,7 +162,8 @@ pub fn run(config_dir: &Path) -> i32 {
             }
         })
     };
-    let redelivery = Redelivery::new(recovery.tail);
+    let redelivery = Redelivery::new(recovery.tail, recovery.clean_stop);
+    let stop_spool = spool.clone();
     let intake = match MqttIntake::start(
         &cfg.collector.broker,
         spool,
@@ -188,7 +189,11 @@ pub fn run(config_dir: &Path) -> i32 {
     let _ = waiter.join();
     info!("stopping: no new messages; committing the batch in hand");
     if let Some(intake) = intake {
-        intake.stop();
+        if intake.stop() {
+            if let Err(e) = stop_spool.mark_clean_stop() {
+                warn!("cannot record the clean stop in the spool: {e}");
+            }
+        }
     }
     stop.store(true, Ordering::SeqCst);
     match worker.join() {

@@ -48,7 +48,8 @@ const ALARM_EVERY: u64 = 50;
         cnc-sim generate --machines 4 --rate 10 --count 600\n  \
         cnc-sim count --count 20000 --topic bench/cnc &\n  \
         cnc-sim generate --count 20000 --rate 0 --topic bench/cnc\n  \
-        cnc-sim publish --file samples.jsonl"
+        cnc-sim publish --file samples.jsonl\n  \
+        cnc-sim record --out recorded.jsonl --timeout-secs 60"
 )]
 struct Cli {
     #[command(flatten)]
@@ -156,6 +157,28 @@ enum Command {
         #[arg(long, default_value_t = 30, value_name = "T")]
         timeout_secs: u64,
     },
+
+    /// Subscribe and append each message, verbatim, as one line of a JSON-lines file
+    ///
+    /// The file is what `publish --file` sends and `mes-collector replay` reads.
+    /// Messages that are not UTF-8 or contain a line break cannot be one line: they
+    /// are skipped with a warning on stderr and counted. Prints `ready` on stdout once
+    /// subscribed, and a summary when --count messages have arrived, when none came
+    /// for --timeout-secs seconds, or on Ctrl-C.
+    Record {
+        /// The file to append to (created if missing)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+
+        /// Stop after this many messages (skipped ones included); exit status 1 if
+        /// fewer arrive
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+
+        /// Stop after this many seconds without a message
+        #[arg(long, default_value_t = 30, value_name = "T")]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(Args)]
@@ -219,6 +242,11 @@ fn run(cli: Cli) -> Result<()> {
             count,
             timeout_secs,
         } => count_messages(&cli.conn, count, Duration::from_secs(timeout_secs)),
+        Command::Record {
+            out,
+            count,
+            timeout_secs,
+        } => record_messages(&cli.conn, &out, count, Duration::from_secs(timeout_secs)),
     }
 }
 
@@ -956,6 +984,134 @@ fn count_messages(conn: &ConnArgs, count: u64, idle_timeout: Duration) -> Result
             idle_timeout.as_secs(),
             conn.topic
         ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Recording
+
+fn record_messages(
+    conn: &ConnArgs,
+    out: &Path,
+    count: Option<u64>,
+    idle_timeout: Duration,
+) -> Result<()> {
+    // Opened before connecting so that a wrong path is reported as such.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .or_else(|e| fail(format!("cannot open {} for appending: {e}", out.display())))?;
+    let mut file = io::BufWriter::new(file);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    // Ctrl-C ends the recording like the timeout does, with the file flushed.
+    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
+        eprintln!("cnc-sim: warning: Ctrl-C will not flush the file: {e}");
+    }
+    let cli = connect(conn, 100)?;
+    // Consuming starts before subscribing so that nothing published right
+    // after the subscription is confirmed can slip past the receiver.
+    let rx = cli.start_consuming();
+    match cli.subscribe(conn.topic.as_str(), conn.qos).wait() {
+        Ok(rsp) => {
+            if let Some(q) = rsp.subscribe_response() {
+                if !(0..=2).contains(&q) {
+                    return fail(format!(
+                        "the broker at {} refused the subscription to {} (code {q})",
+                        conn.broker, conn.topic
+                    ));
+                }
+            }
+        }
+        Err(e) => {
+            return fail(format!(
+                "cannot subscribe to {} on {}: {e}",
+                conn.topic, conn.broker
+            ))
+        }
+    }
+    println!("ready");
+    io::stdout()
+        .flush()
+        .or_else(|e| fail(format!("cannot write to stdout: {e}")))?;
+
+    let wanted = count.unwrap_or(u64::MAX);
+    let (mut received, mut recorded, mut skipped) = (0u64, 0u64, 0u64);
+    let mut last = Instant::now();
+    let mut lost = false;
+    let write_error = |e: io::Error| fail::<()>(format!("cannot write to {}: {e}", out.display()));
+    while received < wanted && !interrupted.load(Ordering::SeqCst) {
+        match rx.recv_timeout(POLL_SLICE.min(idle_timeout)) {
+            Ok(Some(msg)) => {
+                last = Instant::now();
+                received += 1;
+                let payload = msg.payload();
+                match std::str::from_utf8(payload) {
+                    Ok(text) if !text.contains('\n') => {
+                        if let Err(e) = file.write_all(payload).and_then(|()| file.write_all(b"\n"))
+                        {
+                            return write_error(e);
+                        }
+                        recorded += 1;
+                    }
+                    Ok(_) => {
+                        skipped += 1;
+                        eprintln!(
+                            "cnc-sim: warning: skipped message {received} ({} bytes on {}): it contains a line break",
+                            payload.len(),
+                            msg.topic()
+                        );
+                    }
+                    Err(e) => {
+                        skipped += 1;
+                        eprintln!(
+                            "cnc-sim: warning: skipped message {received} ({} bytes on {}): not UTF-8 ({e})",
+                            payload.len(),
+                            msg.topic()
+                        );
+                    }
+                }
+            }
+            Ok(None) => {
+                lost = true;
+                break;
+            }
+            Err(_) => {
+                if last.elapsed() >= idle_timeout {
+                    break;
+                }
+            }
+        }
+    }
+    if let Err(e) = file.flush() {
+        return write_error(e);
+    }
+    println!(
+        "recorded {recorded} messages to {} ({skipped} skipped: not UTF-8 or containing a line break)",
+        out.display()
+    );
+    if lost {
+        return fail(format!(
+            "connection to the broker at {} lost after {received} messages",
+            conn.broker
+        ));
+    }
+    if let Err(e) = cli.disconnect(None).wait() {
+        eprintln!(
+            "cnc-sim: warning: disconnect from {} failed: {e}",
+            conn.broker
+        );
+    }
+    if let Some(n) = count {
+        if received < n && !interrupted.load(Ordering::SeqCst) {
+            return fail(format!(
+                "no message for {} s on {}: received {received} of {n}",
+                idle_timeout.as_secs(),
+                conn.topic
+            ));
+        }
     }
     Ok(())
 }

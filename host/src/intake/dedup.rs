@@ -24,6 +24,9 @@ pub struct Redelivery {
     recent: VecDeque<(String, Vec<u8>)>,
     /// Set after a connect until the first message that is not a redelivery.
     armed: Option<Matcher>,
+    /// The previous run closed its connection cleanly: its last messages were
+    /// acknowledged, so the first connect expects no redelivery.
+    clean_start: bool,
     pub dropped: u64,
 }
 
@@ -35,17 +38,22 @@ struct Matcher {
 }
 
 impl Redelivery {
-    /// Starts with the spool's tail from before a restart.
-    pub fn new(tail: Vec<Record>) -> Self {
+    /// Starts with the spool's tail from before a restart; `clean_stop` when that run
+    /// closed its broker connection cleanly.
+    pub fn new(tail: Vec<Record>, clean_stop: bool) -> Self {
         Redelivery {
             recent: tail.into_iter().map(|r| (r.topic, r.payload)).collect(),
             armed: None,
+            clean_start: clean_stop,
             dropped: 0,
         }
     }
 
     /// A (re)connect: the next messages may be redeliveries.
     pub fn connected(&mut self) {
+        if std::mem::take(&mut self.clean_start) {
+            return;
+        }
         self.armed = (!self.recent.is_empty()).then(|| Matcher {
             snapshot: self.recent.iter().cloned().collect(),
             next: None,
@@ -97,6 +105,16 @@ impl Redelivery {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn after_a_clean_stop_the_first_connect_expects_nothing() {
+        let mut d = super::Redelivery::new(vec![rec("a")], true);
+        d.connected();
+        assert!(!d.is_redelivery("t", b"a"));
+        // A later reconnect (a dropped connection) is checked again.
+        d.connected();
+        assert!(d.is_redelivery("t", b"a"));
+    }
+
     use super::*;
 
     fn rec(p: &str) -> Record {
@@ -109,7 +127,7 @@ mod tests {
 
     #[test]
     fn drops_the_redelivered_suffix_then_stops_checking() {
-        let mut d = Redelivery::new(vec![rec("a"), rec("b"), rec("c")]);
+        let mut d = Redelivery::new(vec![rec("a"), rec("b"), rec("c")], false);
         d.connected();
         assert!(d.is_redelivery("t", b"b"));
         assert!(d.is_redelivery("t", b"c"));
@@ -121,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_first_message_that_is_new_ends_the_check() {
-        let mut d = Redelivery::new(vec![rec("a"), rec("b")]);
+        let mut d = Redelivery::new(vec![rec("a"), rec("b")], false);
         d.connected();
         assert!(!d.is_redelivery("t", b"z"));
         assert!(!d.is_redelivery("t", b"b"));
@@ -129,7 +147,7 @@ mod tests {
 
     #[test]
     fn only_after_a_connect_and_topic_counts() {
-        let mut d = Redelivery::new(vec![rec("a")]);
+        let mut d = Redelivery::new(vec![rec("a")], false);
         assert!(!d.is_redelivery("t", b"a"), "not armed before a connect");
         d.appended("t", b"x");
         d.connected();

@@ -174,17 +174,22 @@ impl MqttIntake {
     }
 
     /// Stops taking messages. The session stays on the broker, which keeps what
-    /// arrives until the collector is back.
-    pub fn stop(self) {
+    /// arrives until the collector is back. True when the connection was closed
+    /// cleanly, so that every spooled message's acknowledgement went out before it.
+    pub fn stop(self) -> bool {
         let opts = mqtt::DisconnectOptionsBuilder::new()
             .timeout(Duration::from_secs(2))
             .finalize();
-        if let Err(e) = self
+        match self
             .client
             .disconnect(opts)
             .wait_for(Duration::from_secs(5))
         {
-            warn!("disconnecting from the MQTT broker: {e}");
+            Ok(_) => true,
+            Err(e) => {
+                warn!("disconnecting from the MQTT broker: {e}");
+                false
+            }
         }
     }
 }

@@ -15,6 +15,8 @@ use std::{
 use abi_stable::library::lib_header_from_path;
 use mes_plugin_api::PluginModuleRef;
 
+use super::compat;
+
 /// What the host knows of a loaded plugin.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
@@ -42,6 +44,12 @@ pub struct LoadFailure {
     pub reason: String,
 }
 
+impl fmt::Display for LoadFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "plugin {} refused: {}", self.file.display(), self.reason)
+    }
+}
+
 /// Everything found in a plugins directory.
 #[derive(Debug, Default)]
 pub struct PluginSet {
@@ -60,12 +68,18 @@ fn is_library(path: &Path) -> bool {
         .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
 }
 
-/// Loads one plugin file.
-pub fn load_file(path: &Path) -> Result<LoadedPlugin, String> {
-    let header = lib_header_from_path(path).map_err(|e| first_lines(&e.to_string()))?;
+/// Loads one plugin file. A refusal names the file, says what differs from this host
+/// and what to rebuild against.
+pub fn load_file(path: &Path) -> Result<LoadedPlugin, LoadFailure> {
+    let refused = |reason: String| LoadFailure {
+        file: path.to_path_buf(),
+        reason,
+    };
+    let header = lib_header_from_path(path).map_err(|e| refused(compat::explain(&e, None)))?;
+    compat::check_api_version(header.version_strings()).map_err(refused)?;
     let module = header
         .init_root_module::<PluginModuleRef>()
-        .map_err(|e| first_lines(&e.to_string()))?;
+        .map_err(|e| refused(compat::explain(&e, Some(header))))?;
     Ok(LoadedPlugin {
         info: Arc::new(PluginInfo {
             file: path.to_path_buf(),
@@ -74,22 +88,6 @@ pub fn load_file(path: &Path) -> Result<LoadedPlugin, String> {
         }),
         module,
     })
-}
-
-/// abi_stable's layout mismatch reports run to hundreds of lines; the first ones say
-/// what differs.
-fn first_lines(text: &str) -> String {
-    const KEEP: usize = 12;
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.len() <= KEEP {
-        lines.join("\n")
-    } else {
-        format!(
-            "{}\n... ({} more lines)",
-            lines[..KEEP].join("\n"),
-            lines.len() - KEEP
-        )
-    }
 }
 
 /// Loads every library in `dir`, in file-name order.
@@ -113,7 +111,7 @@ pub fn load_dir(dir: &Path) -> Result<PluginSet, String> {
                 .entry(p.info.class_name.clone())
                 .or_default()
                 .push(p),
-            Err(reason) => set.failures.push(LoadFailure { file, reason }),
+            Err(failure) => set.failures.push(failure),
         }
     }
     for (class, mut plugins) in claimed {

@@ -1,5 +1,6 @@
 //! Plugin libraries: loading them, and routing each machine to its plugin instance.
 
+mod compat;
 mod loader;
 mod router;
 

@@ -131,7 +131,12 @@ pub struct Recovery {
     pub cut_bytes: u64,
     /// The last appended records, oldest first.
     pub tail: Vec<Record>,
+    /// The previous run stopped cleanly after its broker connection was closed, so
+    /// every spooled message was acknowledged: no redelivery to expect.
+    pub clean_stop: bool,
 }
+
+const CLEAN_STOP: &str = "clean-stop";
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.spool"))
@@ -208,6 +213,13 @@ impl Spool {
             f.sync_all()?;
         }
         last.bytes = good_bytes;
+        let marker = dir.join(CLEAN_STOP);
+        let clean_stop = fs::read_to_string(&marker)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            == Some(next_seq);
+        // Only valid for the start right after the stop that wrote it.
+        let _ = fs::remove_file(&marker);
         let file = OpenOptions::new().append(true).open(&last.path)?;
         let bytes = segments.iter().map(|s| s.bytes).sum();
         let recovery = Recovery {
@@ -217,6 +229,7 @@ impl Spool {
             bytes,
             cut_bytes,
             tail,
+            clean_stop,
         };
         let spool = Spool {
             inner: Arc::new(Inner {
@@ -314,6 +327,15 @@ impl Spool {
         if removed && inner.cfg.fsync == Fsync::Always {
             let _ = sync_dir(&inner.cfg.dir);
         }
+    }
+
+    /// Notes that the broker connection was closed cleanly: every message spooled so
+    /// far was acknowledged, so the next start expects no redelivery.
+    pub fn mark_clean_stop(&self) -> io::Result<()> {
+        let next = lock(&self.inner.state).next_seq;
+        let path = self.inner.cfg.dir.join(CLEAN_STOP);
+        fs::write(&path, next.to_string())?;
+        File::open(&path)?.sync_all()
     }
 
     /// Records waiting beyond `position`, and the bytes on disk.

@@ -1,0 +1,396 @@
+//! `mes-collector replay`: recorded messages through one plugin, exactly as the
+//! collector would run them (same envelope parsing, same recorder and identifier
+//! checks, same dead letters), so that a plugin can be tried on real traffic without
+//! a plant, a broker or, by default, a database.
+//!
+//! The messages are a JSON-lines file, one MQTT payload per line (what `cnc-sim record`
+//! writes). By default each write is printed as one line; with `--write` the messages
+//! are committed through the collector's own MySQL sink, batch by batch.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    fs::File,
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    sync::atomic::AtomicBool,
+};
+
+use mes_plugin_api::Value;
+use mysql::prelude::Queryable;
+
+use crate::{
+    config::{ClassMapping, Config},
+    dead_letter::Reason,
+    dispatch::Dispatcher,
+    metrics::Metrics,
+    plugins::{load_file, Router},
+    sink::{
+        batch::{Batch, Op, RowKind, Shapes},
+        mysql::{connect, MysqlSink},
+    },
+};
+
+/// What to replay, and where to.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The plugin library.
+    pub plugin: PathBuf,
+    /// The machines mapped to the plugin's class; messages from any other cnc_id are
+    /// dead letters (`unknown_cnc_id`), as in the collector.
+    pub cnc_ids: Vec<String>,
+    /// The machines' `settings` object, as in `cnc_classes.json`.
+    pub settings: Option<String>,
+    /// The topic the plugin is told the messages came on.
+    pub topic: String,
+    /// `Some(config dir)`: commit to the database of its `db_config.json`.
+    pub write: Option<PathBuf>,
+    /// The JSON-lines file.
+    pub messages: PathBuf,
+}
+
+/// Counts for the closing summary.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub messages: usize,
+    pub stored: usize,
+    pub writes: usize,
+    pub dead: usize,
+}
+
+impl Summary {
+    pub fn line(&self, wrote: bool) -> String {
+        format!(
+            "{} messages: {} {} ({} writes), {} dead letters{}",
+            self.messages,
+            self.stored,
+            if wrote { "stored" } else { "would be stored" },
+            self.writes,
+            self.dead,
+            if wrote {
+                " (in the dead_letters table)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// `mes-collector replay`: the exit code. 0: every message stored (or would be), 1:
+/// some became dead letters, 2: the replay could not run.
+pub fn main(opts: &Options) -> u8 {
+    let stdout = std::io::stdout();
+    match replay(opts, &mut stdout.lock()) {
+        Ok(summary) => {
+            eprintln!("{}", summary.line(opts.write.is_some()));
+            u8::from(summary.dead > 0)
+        }
+        Err(e) => {
+            eprintln!("replay: {e}");
+            2
+        }
+    }
+}
+
+/// Runs the replay, printing writes (dry run) and dead letters to `out`. `Err` is a
+/// problem with the inputs (plugin, file, settings, database) rather than with a
+/// message.
+pub fn replay(opts: &Options, out: &mut dyn Write) -> Result<Summary, String> {
+    if opts.cnc_ids.is_empty() {
+        return Err("give at least one --cnc-id: the machine the messages are from".into());
+    }
+    let settings = match &opts.settings {
+        None => None,
+        Some(text) => {
+            let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+                format!("--settings is not JSON ({e}); give an object like '{{\"key\": 1}}'")
+            })?;
+            if !v.is_object() {
+                return Err(
+                    "--settings must be a JSON object, as `settings` in cnc_classes.json".into(),
+                );
+            }
+            Some(v)
+        }
+    };
+    let plugin = load_file(&opts.plugin).map_err(|e| e.to_string())?;
+    let class = plugin.info.class_name.clone();
+    let classes: BTreeMap<String, ClassMapping> = opts
+        .cnc_ids
+        .iter()
+        .map(|id| {
+            let mapping = ClassMapping {
+                cnc_id: id.clone(),
+                class_name: class.clone(),
+                settings: settings.clone(),
+            };
+            (id.clone(), mapping)
+        })
+        .collect();
+    let mut router = Router::new(classes, BTreeMap::from([(class.clone(), plugin)]));
+    let file = File::open(&opts.messages)
+        .map_err(|e| format!("cannot open {}: {e}", opts.messages.display()))?;
+
+    let mut sink = match &opts.write {
+        Some(dir) => Some(Sink::open(dir)?),
+        None => None,
+    };
+    let batch_size = sink.as_ref().map_or(1, |s| s.batch_size);
+    let mut shapes = Shapes::default();
+    let mut batch = Batch::default();
+    // The file line of each message of the batch, for the dead-letter lines.
+    let mut lines: Vec<usize> = Vec::new();
+    let mut summary = Summary::default();
+    let mut flush = |batch: &mut Batch,
+                     lines: &mut Vec<usize>,
+                     shapes: &Shapes,
+                     summary: &mut Summary,
+                     sink: &mut Option<Sink>,
+                     last_line: usize|
+     -> Result<(), String> {
+        if let Some(sink) = sink {
+            sink.commit(batch, shapes, last_line)?;
+        }
+        report(batch, lines, shapes, opts, sink.is_none(), summary, out)?;
+        batch.clear();
+        lines.clear();
+        Ok(())
+    };
+    let mut last_line = 0;
+    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let mut line = line.map_err(|e| {
+            format!(
+                "cannot read {} at line {}: {e}",
+                opts.messages.display(),
+                i + 1
+            )
+        })?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        last_line = i + 1;
+        Dispatcher::dispatch_one(&mut router, &mut shapes, &opts.topic, line, &mut batch);
+        lines.push(last_line);
+        if batch.len() >= batch_size {
+            flush(
+                &mut batch,
+                &mut lines,
+                &shapes,
+                &mut summary,
+                &mut sink,
+                last_line,
+            )?;
+        }
+    }
+    if !batch.is_empty() {
+        flush(
+            &mut batch,
+            &mut lines,
+            &shapes,
+            &mut summary,
+            &mut sink,
+            last_line,
+        )?;
+    }
+    if let Some(sink) = sink {
+        sink.close();
+    }
+    Ok(summary)
+}
+
+/// Prints the batch's writes (dry run only) and dead letters, and counts them.
+fn report(
+    batch: &Batch,
+    lines: &[usize],
+    shapes: &Shapes,
+    opts: &Options,
+    dry_run: bool,
+    summary: &mut Summary,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("cannot print the output: {e}");
+    for (entry, &line) in batch.entries.iter().zip(lines) {
+        summary.messages += 1;
+        match &entry.dead {
+            None => {
+                summary.stored += 1;
+                summary.writes += entry.end_op - entry.first_op;
+                if dry_run {
+                    for op in &batch.ops[entry.first_op..entry.end_op] {
+                        writeln!(out, "{}", statement(op, shapes)).map_err(io)?;
+                    }
+                }
+            }
+            Some(dl) => {
+                summary.dead += 1;
+                let mut text = format!("DEAD LETTER line {line} ({})", dl.reason.as_str());
+                if let Some(id) = &dl.cnc_id {
+                    let _ = write!(text, " cnc_id={id}");
+                }
+                if let Some((class, version)) = &dl.plugin {
+                    let _ = write!(text, " plugin={class} {version}");
+                }
+                let _ = write!(text, ": {}", dl.detail.replace('\n', " "));
+                if dl.reason == Reason::UnknownCncId {
+                    let _ = write!(
+                        text,
+                        " (replay maps only --cnc-id {} to the plugin)",
+                        opts.cnc_ids.join(", ")
+                    );
+                }
+                writeln!(out, "{text}").map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One recorded write as one line of SQL-like text, values inline for reading (the
+/// collector binds them as parameters).
+pub fn statement(op: &Op, shapes: &Shapes) -> String {
+    match op {
+        Op::Row { shape, values } => {
+            let s = shapes.get(*shape);
+            let verb = match s.kind {
+                RowKind::Insert => "INSERT",
+                RowKind::Upsert => "UPSERT",
+            };
+            format!(
+                "{verb} {} ({}) VALUES ({})",
+                s.table,
+                s.columns.join(", "),
+                values.iter().map(literal).collect::<Vec<_>>().join(", ")
+            )
+        }
+        Op::Exec { sql, params } => format!(
+            "EXEC {} PARAMS ({})",
+            sql.split_whitespace().collect::<Vec<_>>().join(" "),
+            params.iter().map(literal).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// A value as SQL would write it; JSON as `json'...'`, so that it stands out from text.
+fn literal(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        // Debug keeps the decimal point: 200.0 is a float, 200 an integer.
+        Value::Float(f) => format!("{f:?}"),
+        Value::Text(s) => quoted(s),
+        Value::Json(s) => format!("json{}", quoted(s)),
+        Value::Bytes(b) => {
+            let mut hex = String::with_capacity(b.len() * 2 + 3);
+            hex.push_str("x'");
+            for byte in b.iter() {
+                let _ = write!(hex, "{byte:02x}");
+            }
+            hex.push('\'');
+            hex
+        }
+    }
+}
+
+/// Single-quoted, with the quote doubled and line breaks escaped so that each write
+/// stays on one line.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// `--write`: the collector's MySQL sink under a client id of the replay's own, so that
+/// the running collector's spool position is never touched.
+struct Sink {
+    sink: MysqlSink,
+    cfg: Config,
+    client_id: String,
+    batch_size: usize,
+    stop: AtomicBool,
+}
+
+impl Sink {
+    fn open(dir: &Path) -> Result<Sink, String> {
+        let cfg = Config::load(dir).map_err(|errors| {
+            let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            format!(
+                "--config-dir {}: {}; `mes-collector check --config-dir {}` says more",
+                dir.display(),
+                list.join("; "),
+                dir.display()
+            )
+        })?;
+        // Fails fast here, rather than in the sink, which waits for the database.
+        connect(&cfg.db)
+            .map_err(|e| format!("database {}: cannot connect: {e}", cfg.db.target()))?;
+        let client_id = format!("mes-collector-replay-{}", std::process::id());
+        let metrics = Metrics::new(std::iter::empty(), std::iter::empty());
+        let sink = MysqlSink::new(
+            cfg.db.clone(),
+            &client_id,
+            cfg.collector.dead_letter_payload_limit,
+            metrics,
+        );
+        Ok(Sink {
+            sink,
+            batch_size: cfg.collector.batch.max_messages,
+            cfg,
+            client_id,
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    fn commit(&mut self, batch: &mut Batch, shapes: &Shapes, line: usize) -> Result<(), String> {
+        self.sink
+            .commit(batch, shapes, line as u64, &self.stop)
+            .map(|_| ())
+            .map_err(|_| "stopped while the database was unreachable".to_string())
+    }
+
+    /// The sink records a spool position with every commit; a replay has no spool, so
+    /// its row goes when the replay is done.
+    fn close(self) {
+        let removed = connect(&self.cfg.db).and_then(|mut c| {
+            c.exec_drop(
+                "DELETE FROM collector_position WHERE client_id = ?",
+                (self.client_id.as_str(),),
+            )
+        });
+        if let Err(e) = removed {
+            log::warn!(
+                "could not remove the replay's row {:?} from collector_position: {e}",
+                self.client_id
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_stay_on_one_line_and_keep_their_kind() {
+        assert_eq!(literal(&Value::Float(200.0)), "200.0");
+        assert_eq!(literal(&Value::Int(200)), "200");
+        assert_eq!(literal(&Value::from("it's\na")), "'it''s\\na'");
+        assert_eq!(literal(&Value::json_text(r#"{"a":1}"#)), r#"json'{"a":1}'"#);
+        assert_eq!(literal(&Value::from(&b"\x00\xff"[..])), "x'00ff'");
+        assert_eq!(literal(&Value::Null), "NULL");
+    }
+}

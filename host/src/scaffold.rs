@@ -1,0 +1,821 @@
+//! `mes-collector new-plugin`: writes a plugin crate that builds, has a unit test and
+//! a README, so that a new machine type starts from working code.
+//!
+//! Inside a Cargo workspace (found upward from `--dir`, as Cargo finds it) the crate
+//! is added to the root manifest's `members` and `default-members`, editing only those
+//! lines so that the file keeps its layout and comments; `mes-plugin-api` is then
+//! depended on by path when the workspace holds it. Elsewhere the crate stands alone
+//! and depends on `mes-plugin-api` "1", or on `--api-path`.
+
+use std::{
+    fs,
+    path::{Component, Path, PathBuf},
+    process::Command,
+};
+
+const CARGO_TOML: &str = include_str!("scaffold/Cargo.toml.tmpl");
+const RELEASE_PROFILE: &str = include_str!("scaffold/release_profile.tmpl");
+const LIB_RS: &str = include_str!("scaffold/lib.rs.tmpl");
+const README: &str = include_str!("scaffold/README.md.tmpl");
+
+const API_PACKAGE: &str = "mes-plugin-api";
+/// `dead_letters.plugin_class` is VARCHAR(128).
+const MAX_CLASS_LEN: usize = 128;
+
+/// What `new-plugin` was asked for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The crate's (package's) name, e.g. `cnc-lathe`.
+    pub name: String,
+    /// The class name machines are mapped to in `cnc_classes.json`.
+    pub class: String,
+    /// The directory the crate directory is created in.
+    pub dir: PathBuf,
+    /// A `mes-plugin-api` checkout to depend on by path, instead of the workspace's
+    /// own or the registry's version 1.
+    pub api_path: Option<PathBuf>,
+}
+
+/// What `new-plugin` did.
+#[derive(Debug)]
+pub struct Created {
+    pub crate_dir: PathBuf,
+    pub lib_file: String,
+    /// The root manifest the crate was added to, and its member path.
+    pub workspace: Option<(PathBuf, String)>,
+    /// How `mes-plugin-api` is depended on, as written into Cargo.toml.
+    pub api_dependency: String,
+    pub class: String,
+    pub name: String,
+}
+
+impl Created {
+    /// What to do next, for the terminal.
+    pub fn next_steps(&self) -> String {
+        let mut s = format!(
+            "created {} (class {:?}), mes-plugin-api = {}\n",
+            self.crate_dir.display(),
+            self.class,
+            self.api_dependency
+        );
+        let (cd, package, target) = match &self.workspace {
+            Some((manifest, member)) => {
+                s.push_str(&format!(
+                    "added \"{member}\" to the workspace members in {}\n",
+                    manifest.display()
+                ));
+                let root = manifest.parent().unwrap_or(Path::new("."));
+                (
+                    root.display().to_string(),
+                    format!(" -p {}", self.name),
+                    root.join("target"),
+                )
+            }
+            None => (
+                self.crate_dir.display().to_string(),
+                String::new(),
+                self.crate_dir.join("target"),
+            ),
+        };
+        let lib = target.join("release").join(&self.lib_file);
+        s.push_str(&format!(
+            "\nnext:\n  cd {cd}\n  cargo test{package}\n  cargo build --release{package}\n  \
+             cp {} <the collector's plugins_dir>/\n  \
+             map machines to \"{}\" in cnc_classes.json, then: mes-collector check --config-dir <dir>\n  \
+             mes-collector replay --plugin {} --cnc-id <cnc_id> messages.jsonl\n",
+            lib.display(),
+            self.class,
+            lib.display()
+        ));
+        s
+    }
+}
+
+/// `mes-collector new-plugin`: the exit code.
+pub fn main(req: &Request) -> u8 {
+    match new_plugin(req) {
+        Ok(created) => {
+            print!("{}", created.next_steps());
+            0
+        }
+        Err(e) => {
+            eprintln!("new-plugin: {e}");
+            2
+        }
+    }
+}
+
+/// Writes the crate. Nothing is written unless every check passes first.
+pub fn new_plugin(req: &Request) -> Result<Created, String> {
+    check_crate_name(&req.name)?;
+    check_class_name(&req.class)?;
+    let dir = absolute(&req.dir)?;
+    let crate_dir = dir.join(&req.name);
+    if crate_dir.exists() {
+        return Err(format!(
+            "{} already exists; new-plugin never overwrites: choose another name or --dir, or remove it",
+            crate_dir.display()
+        ));
+    }
+    let workspace = find_workspace_root(&dir);
+    let member = workspace
+        .as_ref()
+        .map(|root| member_path(root, &crate_dir))
+        .transpose()?;
+    let api_dir = match (&req.api_path, &workspace) {
+        (Some(p), _) => Some(api_checkout(p)?),
+        (None, Some(root)) => workspace_api(root),
+        (None, None) => None,
+    };
+    if let (Some(root), Some(member)) = (&workspace, &member) {
+        check_unique_package(root, &req.name)?;
+        // Fails here, before anything is written, if the manifest cannot be edited.
+        add_member(&read(&root.join("Cargo.toml"))?, member)
+            .map_err(|e| format!("{}: {e}", root.join("Cargo.toml").display()))?;
+    }
+
+    let api_dependency = match &api_dir {
+        Some(api) => {
+            let path = relative_to(api, &crate_dir);
+            format!("{{ path = {}, version = \"1\" }}", toml_string(&path))
+        }
+        None => "\"1\"".to_string(),
+    };
+    let api_dev_dependency = match &api_dir {
+        Some(_) => api_dependency.replace(" }", ", features = [\"testing\"] }"),
+        None => "{ version = \"1\", features = [\"testing\"] }".to_string(),
+    };
+    let lib_name = req.name.replace('-', "_");
+    let lib_file = format!(
+        "{}{lib_name}.{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_EXTENSION
+    );
+    let in_workspace = workspace.is_some();
+    let vars: Vec<(&str, String)> = vec![
+        ("crate_name", req.name.clone()),
+        ("class_name", req.class.clone()),
+        ("type_name", type_name(&req.class)),
+        ("api_dependency", api_dependency.clone()),
+        ("api_dev_dependency", api_dev_dependency),
+        // Cargo reads profiles only from the workspace root's manifest.
+        (
+            "release_profile",
+            if in_workspace {
+                String::new()
+            } else {
+                RELEASE_PROFILE.to_string()
+            },
+        ),
+        ("lib_name", lib_name),
+        ("lib_file", lib_file.clone()),
+        (
+            "package_flag",
+            if in_workspace {
+                format!(" -p {}", req.name)
+            } else {
+                String::new()
+            },
+        ),
+        ("target_dir", "target".into()),
+        (
+            "build_where",
+            if in_workspace {
+                "From the workspace root:".into()
+            } else {
+                "In this directory:".into()
+            },
+        ),
+    ];
+
+    let written = write_crate(&crate_dir, &vars, !in_workspace);
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&crate_dir);
+        return Err(e);
+    }
+    let workspace = match (workspace, member) {
+        (Some(root), Some(member)) => {
+            let manifest = root.join("Cargo.toml");
+            // Read again just before writing: the manifest may have changed meanwhile.
+            let edited = read(&manifest).and_then(|text| {
+                add_member(&text, &member).map_err(|e| format!("{}: {e}", manifest.display()))
+            });
+            match edited.and_then(|text| {
+                fs::write(&manifest, text)
+                    .map_err(|e| format!("cannot write {}: {e}", manifest.display()))
+            }) {
+                Ok(()) => Some((manifest, member)),
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&crate_dir);
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+    Ok(Created {
+        crate_dir,
+        lib_file,
+        workspace,
+        api_dependency,
+        class: req.class.clone(),
+        name: req.name.clone(),
+    })
+}
+
+fn write_crate(crate_dir: &Path, vars: &[(&str, String)], standalone: bool) -> Result<(), String> {
+    let src = crate_dir.join("src");
+    fs::create_dir_all(&src).map_err(|e| format!("cannot create {}: {e}", src.display()))?;
+    let mut files = vec![
+        (crate_dir.join("Cargo.toml"), render(CARGO_TOML, vars)),
+        (src.join("lib.rs"), render(LIB_RS, vars)),
+        (crate_dir.join("README.md"), render(README, vars)),
+    ];
+    if standalone {
+        files.push((crate_dir.join(".gitignore"), "/target\n".into()));
+    }
+    for (path, text) in &files {
+        fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    // The template is formatted for names of usual length; a very long class name
+    // makes lines rustfmt would wrap, and `cargo fmt --check` would then fail. Best
+    // effort: without rustfmt the code is still valid.
+    let _ = Command::new("rustfmt")
+        .args(["--edition", "2021"])
+        .arg(src.join("lib.rs"))
+        .output();
+    Ok(())
+}
+
+fn render(template: &str, vars: &[(&str, String)]) -> String {
+    let mut out = template.to_string();
+    for (key, value) in vars {
+        out = out.replace(&format!("{{{{{key}}}}}"), value);
+    }
+    debug_assert!(!out.contains("{{"), "unrendered placeholder in:\n{out}");
+    out
+}
+
+/// Cargo's rules for a package name, plus what would clash in a target directory.
+pub fn check_crate_name(name: &str) -> Result<(), String> {
+    let fix = "use ASCII letters, digits, '-' and '_', starting with a letter, e.g. cnc-lathe";
+    let Some(first) = name.chars().next() else {
+        return Err(format!("the plugin name is empty; {fix}"));
+    };
+    if !first.is_ascii_alphabetic() {
+        return Err(format!("plugin name {name:?} starts with {first:?}; {fix}"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(format!("plugin name {name:?} contains {bad:?}; {fix}"));
+    }
+    if name.len() > 64 {
+        return Err(format!(
+            "plugin name {name:?} is longer than 64 characters; {fix}"
+        ));
+    }
+    let as_ident = name.replace('-', "_");
+    if RUST_KEYWORDS.contains(&as_ident.as_str()) {
+        return Err(format!(
+            "plugin name {name:?} is a Rust keyword, which cannot name a library; {fix}"
+        ));
+    }
+    if RESERVED.contains(&as_ident.as_str()) {
+        return Err(format!(
+            "plugin name {name:?} is taken by Rust, Cargo or this project; choose another, e.g. cnc-{name}"
+        ));
+    }
+    Ok(())
+}
+
+/// A class name is what `cnc_classes.json` says and what `dead_letters.plugin_class`
+/// stores; it also names the plugin's Rust type, so it is kept to identifier characters.
+pub fn check_class_name(class: &str) -> Result<(), String> {
+    let fix = "use ASCII letters, digits and '_', starting with a letter, e.g. CNCTypeC";
+    let Some(first) = class.chars().next() else {
+        return Err(format!("the class name (--class) is empty; {fix}"));
+    };
+    if !first.is_ascii_alphabetic() {
+        return Err(format!("class name {class:?} starts with {first:?}; {fix}"));
+    }
+    if let Some(bad) = class
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
+        return Err(format!("class name {class:?} contains {bad:?}; {fix}"));
+    }
+    if class.len() > MAX_CLASS_LEN {
+        return Err(format!(
+            "class name {class:?} is longer than {MAX_CLASS_LEN} characters, the most dead_letters.plugin_class holds"
+        ));
+    }
+    Ok(())
+}
+
+const RUST_KEYWORDS: &[&str] = &[
+    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate",
+    "do", "dyn", "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl",
+    "in", "let", "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref",
+    "return", "self", "static", "struct", "super", "trait", "true", "try", "type", "typeof",
+    "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
+];
+
+/// Names of the standard library's crates, of directories in a target directory, and
+/// of this project's crates.
+const RESERVED: &[&str] = &[
+    "std",
+    "core",
+    "alloc",
+    "proc_macro",
+    "test",
+    "build",
+    "deps",
+    "examples",
+    "incremental",
+    "mes_plugin_api",
+    "mes_collector",
+];
+
+/// The plugin's Rust type: the class name in UpperCamelCase (rustc warns about
+/// underscores in type names), kept clear of the names the template imports.
+fn type_name(class: &str) -> String {
+    let mut name = String::with_capacity(class.len());
+    for part in class.split('_').filter(|p| !p.is_empty()) {
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            name.push(first.to_ascii_uppercase());
+            name.extend(chars);
+        }
+    }
+    const TAKEN: &[&str] = &[
+        "Plugin",
+        "Db",
+        "Error",
+        "Message",
+        "Payload",
+        "Deserialize",
+        "Value",
+        "Write",
+        "RecordingDb",
+        "Self",
+        "Ok",
+        "Err",
+        "Some",
+        "None",
+        "Option",
+        "Result",
+        "String",
+        "Vec",
+        "Box",
+    ];
+    if TAKEN.contains(&name.as_str()) {
+        name.push_str("Plugin");
+    }
+    name
+}
+
+/// `path` made absolute and free of `.` and `..`, whether or not it exists yet.
+fn absolute(path: &Path) -> Result<PathBuf, String> {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("cannot read the current directory: {e}"))?
+            .join(path)
+    };
+    let mut clean = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    // Resolves symlinks in the part that exists, so that relative paths between this
+    // and the workspace root come out right.
+    let mut existing = clean.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match existing.file_name() {
+            Some(name) => rest.push(name.to_owned()),
+            None => break,
+        }
+        existing.pop();
+    }
+    let mut out = existing.canonicalize().unwrap_or(existing);
+    out.extend(rest.iter().rev());
+    Ok(out)
+}
+
+/// The nearest directory at or above `dir` whose Cargo.toml has a `[workspace]` table:
+/// the workspace Cargo would put a crate in `dir` into.
+pub fn find_workspace_root(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|d| {
+            fs::read_to_string(d.join("Cargo.toml"))
+                .map(|t| t.lines().any(|l| table_header(l) == Some("workspace")))
+                .unwrap_or(false)
+        })
+        .map(Path::to_path_buf)
+}
+
+fn member_path(root: &Path, crate_dir: &Path) -> Result<String, String> {
+    let rel = crate_dir.strip_prefix(root).map_err(|_| {
+        format!(
+            "{} is not below the workspace root {}",
+            crate_dir.display(),
+            root.display()
+        )
+    })?;
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    Ok(parts.join("/"))
+}
+
+/// The workspace's own `mes-plugin-api`, if one of its members is it.
+fn workspace_api(root: &Path) -> Option<PathBuf> {
+    let text = fs::read_to_string(root.join("Cargo.toml")).ok()?;
+    array_entries(&text, "members")
+        .ok()?
+        .into_iter()
+        .map(|m| root.join(m))
+        .find(|dir| package_name(dir).as_deref() == Some(API_PACKAGE))
+}
+
+fn api_checkout(path: &Path) -> Result<PathBuf, String> {
+    let dir = absolute(path)?;
+    match package_name(&dir) {
+        Some(name) if name == API_PACKAGE => Ok(dir),
+        Some(name) => Err(format!(
+            "--api-path {}: its Cargo.toml is package {name:?}, not {API_PACKAGE}; give the plugin-api directory of a clone of the collector",
+            path.display()
+        )),
+        None => Err(format!(
+            "--api-path {}: no Cargo.toml with a package name there; give the plugin-api directory of a clone of the collector",
+            path.display()
+        )),
+    }
+}
+
+/// `name = "..."` of the `[package]` table of `dir/Cargo.toml`.
+fn package_name(dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(dir.join("Cargo.toml")).ok()?;
+    let mut table = None;
+    for line in text.lines() {
+        if let Some(t) = table_header(line) {
+            table = Some(t.to_string());
+            continue;
+        }
+        if table.as_deref() == Some("package") {
+            if let Some(value) = key_value(line, "name") {
+                return Some(value.trim().trim_matches('"').to_string());
+            }
+        }
+    }
+    None
+}
+
+/// Two packages of one name cannot share a workspace; say so before Cargo does.
+fn check_unique_package(root: &Path, name: &str) -> Result<(), String> {
+    let text = read(&root.join("Cargo.toml"))?;
+    for member in array_entries(&text, "members").unwrap_or_default() {
+        if member.contains('*') {
+            continue;
+        }
+        if package_name(&root.join(&member)).as_deref() == Some(name) {
+            return Err(format!(
+                "the workspace {} already has a package named {name:?} ({member}); choose another name",
+                root.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// `to` relative to `from`, with `/` separators.
+fn relative_to(to: &Path, from: &Path) -> String {
+    let to: Vec<Component> = to.components().collect();
+    let from: Vec<Component> = from.components().collect();
+    let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return to.iter().collect::<PathBuf>().display().to_string();
+    }
+    let mut parts: Vec<String> = vec!["..".into(); from.len() - common];
+    parts.extend(
+        to[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    if parts.is_empty() {
+        ".".into()
+    } else {
+        parts.join("/")
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// `Some("workspace")` for a `[workspace]` line.
+fn table_header(line: &str) -> Option<&str> {
+    let t = line.trim();
+    let t = t.split('#').next().unwrap_or("").trim();
+    t.strip_prefix('[')?.strip_suffix(']').map(str::trim)
+}
+
+/// The value of `key = value` on this line, if that is what it is.
+fn key_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let rest = line.trim_start().strip_prefix(key)?;
+    rest.trim_start().strip_prefix('=')
+}
+
+/// Where the array `key = [ ... ]` of the `[workspace]` table is in `text`: the byte
+/// offsets of its `[` and `]`.
+fn find_array(text: &str, key: &str) -> Option<(usize, usize)> {
+    let mut in_workspace = false;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if let Some(t) = table_header(line) {
+            in_workspace = t == "workspace";
+        } else if in_workspace {
+            if let Some(value) = key_value(line, key) {
+                let open = offset + (line.len() - value.len()) + value.find('[')?;
+                let close = open + closing_bracket(&text[open..])?;
+                return Some((open, close));
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// Offset of the `]` closing the `[` that `s` starts with, skipping strings and comments.
+fn closing_bracket(s: &str) -> Option<usize> {
+    let mut in_string = false;
+    let mut in_comment = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices().skip(1) {
+        match (in_string, in_comment, c) {
+            (_, true, '\n') => in_comment = false,
+            (_, true, _) => {}
+            (true, _, '\\') if !escaped => {
+                escaped = true;
+                continue;
+            }
+            (true, _, '"') if !escaped => in_string = false,
+            (true, _, _) => {}
+            (false, _, '"') => in_string = true,
+            (false, _, '#') => in_comment = true,
+            (false, _, ']') => return Some(i),
+            _ => {}
+        }
+        escaped = false;
+    }
+    None
+}
+
+/// The strings of the `[workspace]` array `key`; empty when there is no such array.
+fn array_entries(text: &str, key: &str) -> Result<Vec<String>, String> {
+    let Some((open, close)) = find_array(text, key) else {
+        return Ok(Vec::new());
+    };
+    let inner = &text[open + 1..close];
+    let mut entries = Vec::new();
+    for line in inner.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        for part in line.split(',') {
+            let p = part.trim();
+            if p.is_empty() {
+                continue;
+            }
+            match p.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+                Some(s) => entries.push(s.to_string()),
+                None => return Err(format!("cannot read {key} entry {p}")),
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Whether a `members` entry (possibly `dir/*`) already covers `member`.
+fn covers(entry: &str, member: &str) -> bool {
+    if entry == member {
+        return true;
+    }
+    match entry.strip_suffix("/*") {
+        Some(parent) => member.rsplit_once('/').is_some_and(|(p, _)| p == parent),
+        None => false,
+    }
+}
+
+/// The manifest text with `member` added to `[workspace]` `members`, and to
+/// `default-members` if the manifest has that list (otherwise Cargo builds every
+/// member by default anyway). Only the lists' own lines change.
+pub fn add_member(text: &str, member: &str) -> Result<String, String> {
+    if find_array(text, "members").is_none() {
+        return Err(format!(
+            "no `members = [...]` in its [workspace] table; add \"{member}\" there by hand or scaffold outside the workspace"
+        ));
+    }
+    let mut out = text.to_string();
+    for key in ["members", "default-members"] {
+        let Some((open, close)) = find_array(&out, key) else {
+            continue;
+        };
+        let entries = array_entries(&out, key)?;
+        if entries.iter().any(|e| covers(e, member)) {
+            continue;
+        }
+        out = insert_entry(&out, open, close, member);
+    }
+    Ok(out)
+}
+
+fn insert_entry(text: &str, open: usize, close: usize, member: &str) -> String {
+    let quoted = toml_string(member);
+    let inner = &text[open + 1..close];
+    if !inner.contains('\n') {
+        // One line: `["a", "b"]` → `["a", "b", "new"]`.
+        let body = inner.trim_end();
+        let sep = if body.trim().is_empty() {
+            ""
+        } else if body.ends_with(',') {
+            " "
+        } else {
+            ", "
+        };
+        let body = if body.trim().is_empty() { "" } else { body };
+        return format!(
+            "{}{body}{sep}{quoted}]{}",
+            &text[..open + 1],
+            &text[close + 1..]
+        );
+    }
+    // One entry per line: a new line after the last entry, indented like it.
+    let last_quote = inner.rfind('"').map(|i| open + 1 + i);
+    let Some(last_quote) = last_quote else {
+        return format!("{}\n    {quoted},\n{}", &text[..open + 1], &text[close..]);
+    };
+    let line_start = text[..last_quote].rfind('\n').map_or(0, |i| i + 1);
+    let indent: String = text[line_start..]
+        .chars()
+        .take_while(|c| *c == ' ' || *c == '\t')
+        .collect();
+    let line_end = text[last_quote..]
+        .find('\n')
+        .map_or(close, |i| last_quote + i);
+    let after_quote = &text[last_quote + 1..line_end];
+    let needs_comma = !after_quote.trim_start().starts_with(',');
+    let mut out = String::with_capacity(text.len() + member.len() + 16);
+    out.push_str(&text[..last_quote + 1]);
+    if needs_comma {
+        out.push(',');
+    }
+    out.push_str(&text[last_quote + 1..line_end]);
+    out.push('\n');
+    out.push_str(&indent);
+    out.push_str(&quoted);
+    out.push(',');
+    out.push_str(&text[line_end..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOT: &str = r#"[workspace]
+resolver = "2"
+members = [
+    "plugin-api",
+    "host", # the collector
+]
+default-members = ["plugin-api", "host"]
+exclude = ["fuzz"]
+
+[workspace.package]
+edition = "2021"
+members = "not this one"
+"#;
+
+    #[test]
+    fn adds_to_both_lists_keeping_the_rest() {
+        let out = add_member(ROOT, "plugins/lathe").unwrap();
+        assert_eq!(
+            out,
+            ROOT.replace(
+                "    \"host\", # the collector\n",
+                "    \"host\", # the collector\n    \"plugins/lathe\",\n"
+            )
+            .replace(
+                "default-members = [\"plugin-api\", \"host\"]",
+                "default-members = [\"plugin-api\", \"host\", \"plugins/lathe\"]"
+            )
+        );
+    }
+
+    #[test]
+    fn adds_a_comma_where_the_last_entry_has_none_and_skips_globs() {
+        let text = "[workspace]\nmembers = [\n  \"a\"\n]\n";
+        assert_eq!(
+            add_member(text, "b").unwrap(),
+            "[workspace]\nmembers = [\n  \"a\",\n  \"b\",\n]\n"
+        );
+        let globbed = "[workspace]\nmembers = [\"plugins/*\"]\n";
+        assert_eq!(add_member(globbed, "plugins/x").unwrap(), globbed);
+        assert_eq!(
+            add_member("[workspace]\nmembers = []\n", "x").unwrap(),
+            "[workspace]\nmembers = [\"x\"]\n"
+        );
+        assert!(add_member("[workspace]\nresolver = \"2\"\n", "x").is_err());
+    }
+
+    #[test]
+    fn names_are_checked_like_cargo_does() {
+        for ok in ["cnc-lathe", "a", "fanuc_31i", "CncX"] {
+            check_crate_name(ok).unwrap();
+        }
+        for (bad, says) in [
+            ("", "empty"),
+            ("1lathe", "starts with '1'"),
+            ("my lathe", "contains ' '"),
+            ("tablé", "contains 'é'"),
+            ("fn", "keyword"),
+            ("test", "taken"),
+            ("mes-plugin-api", "taken"),
+        ] {
+            let e = check_crate_name(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+        check_class_name("CNCTypeC").unwrap();
+        for bad in ["", "CNC-C", "9x", "A B"] {
+            assert!(check_class_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_class_name(&"A".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn type_names_are_camel_case_and_clear_of_imports() {
+        assert_eq!(type_name("CNCTypeC"), "CNCTypeC");
+        assert_eq!(type_name("fanuc_31i"), "Fanuc31i");
+        assert_eq!(type_name("Message"), "MessagePlugin");
+    }
+
+    #[test]
+    fn relative_paths_walk_up_to_the_common_ancestor() {
+        assert_eq!(
+            relative_to(Path::new("/w/plugin-api"), Path::new("/w/plugins/lathe")),
+            "../../plugin-api"
+        );
+    }
+
+    #[test]
+    fn in_a_workspace_the_crate_is_a_member_depending_on_the_workspace_api() {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = root.path().canonicalize().unwrap();
+        fs::write(root_path.join("Cargo.toml"), ROOT).unwrap();
+        fs::create_dir(root_path.join("plugin-api")).unwrap();
+        fs::write(
+            root_path.join("plugin-api/Cargo.toml"),
+            "[package]\nname = \"mes-plugin-api\"\nversion = \"1.0.0\"\n",
+        )
+        .unwrap();
+        let req = Request {
+            name: "cnc-lathe".into(),
+            class: "Lathe".into(),
+            dir: root_path.join("plugins"),
+            api_path: None,
+        };
+        let made = new_plugin(&req).unwrap();
+        let manifest = fs::read_to_string(made.crate_dir.join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains(r#"mes-plugin-api = { path = "../../plugin-api", version = "1" }"#),
+            "{manifest}"
+        );
+        assert!(!manifest.contains("[profile"), "{manifest}");
+        let root_manifest = fs::read_to_string(root_path.join("Cargo.toml")).unwrap();
+        assert_eq!(root_manifest.matches("\"plugins/cnc-lathe\"").count(), 2);
+        let lib = fs::read_to_string(made.crate_dir.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("const CLASS_NAME: &'static str = \"Lathe\";"));
+
+        let again = new_plugin(&req).unwrap_err();
+        assert!(again.contains("already exists"), "{again}");
+        let dup = new_plugin(&Request {
+            dir: root_path.join("other"),
+            ..req
+        })
+        .unwrap_err();
+        assert!(dup.contains("already has a package named"), "{dup}");
+    }
+}
