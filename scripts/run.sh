@@ -17,9 +17,9 @@ log "building (release)"
 cargo build --release --workspace --quiet
 
 plugins_dir="run/plugins"
-mkdir -p "$plugins_dir"
+mkdir -p "$plugins_dir" && chmod 0755 "$plugins_dir"
 for crate in $(shipped_plugins); do
-    cp "target/release/lib${crate//-/_}.so" "$plugins_dir/"
+    install -m 0644 "target/release/lib${crate//-/_}.so" "$plugins_dir/"
 done
 log "plugins in $plugins_dir: $(ls "$plugins_dir" | tr '\n' ' ')"
 

@@ -8,7 +8,11 @@ use mysql::prelude::Queryable;
 use crate::{
     config::{Config, COLLECTOR_FILE},
     intake::mqtt::{connect_options, create_client},
-    plugins::{load_dir, new_instance, PluginSet},
+    plugins::{
+        load_dir, new_instance,
+        trust::{digest, PluginPolicy},
+        PluginSet,
+    },
     sink::mysql::connect,
 };
 
@@ -44,7 +48,7 @@ pub fn check(config_dir: &Path) -> Vec<String> {
     };
 
     println!("\nplugins in {}:", cfg.collector.plugins_dir.display());
-    let plugins = match load_dir(&cfg.collector.plugins_dir) {
+    let plugins = match load_dir(&cfg.collector.plugins_dir, &cfg.collector.plugins) {
         Ok(p) => p,
         Err(e) => {
             println!("  PROBLEM: {e}");
@@ -175,13 +179,28 @@ fn plugin_rows(plugins: &PluginSet) -> Vec<[String; 4]> {
 /// `mes-collector plugins DIR`: the plugin table alone. `Ok(false)` when some file
 /// was refused or a class is claimed twice.
 pub fn list_plugins(dir: &Path) -> Result<bool, String> {
-    let plugins = load_dir(dir)?;
+    let plugins = load_dir(dir, &PluginPolicy::default())?;
     println!(
         "plugins in {} (plugin API of this host: {}):",
         dir.display(),
         mes_plugin_api::API_VERSION
     );
     print_table(&["FILE", "CLASS", "VERSION", "ABI"], &plugin_rows(&plugins));
+    // For plugins.allow in collector.json.
+    println!("\nSHA-256:");
+    let mut files: Vec<&Path> = plugins
+        .by_class
+        .values()
+        .map(|p| p.info.file.as_path())
+        .collect();
+    files.extend(plugins.failures.iter().map(|f| f.file.as_path()));
+    files.sort();
+    for f in files {
+        match digest(f) {
+            Ok(d) => println!("  {d}  {}", file_name(f)),
+            Err(e) => println!("  (unreadable: {e})  {}", file_name(f)),
+        }
+    }
     for f in &plugins.failures {
         println!("\n{}: {}", file_name(&f.file), f.reason);
     }

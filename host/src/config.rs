@@ -11,7 +11,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::spool::SpoolConfig;
+use crate::{envelope::Limits, plugins::trust::PluginPolicy, spool::SpoolConfig};
 
 pub const COLLECTOR_FILE: &str = "collector.json";
 pub const DB_FILE: &str = "db_config.json";
@@ -46,11 +46,17 @@ pub struct CollectorConfig {
     pub broker: BrokerConfig,
     /// Directory of plugin libraries; relative paths are relative to the config dir.
     pub plugins_dir: PathBuf,
+    /// Which plugin files may load.
+    #[serde(default)]
+    pub plugins: PluginPolicy,
     #[serde(default)]
     pub batch: BatchConfig,
     /// The store-and-forward log between the MQTT callback and the dispatcher.
     #[serde(default)]
     pub spool: SpoolConfig,
+    /// Size and nesting bounds on incoming messages.
+    #[serde(default)]
+    pub limits: Limits,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; empty turns them off.
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: String,

@@ -4,6 +4,10 @@
 /// Why a message was not stored. The text form is what the `reason` column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
+    /// Larger than `limits.max_message_bytes`.
+    TooLarge,
+    /// Nested deeper than `limits.max_json_depth`.
+    TooDeep,
     /// Not UTF-8 or not JSON at all.
     NotJson,
     /// JSON, but a required field is missing, empty or of the wrong type.
@@ -25,6 +29,8 @@ pub enum Reason {
 impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
+            Reason::TooLarge => "too_large",
+            Reason::TooDeep => "too_deep",
             Reason::NotJson => "not_json",
             Reason::BadEnvelope => "bad_envelope",
             Reason::UnknownCncId => "unknown_cnc_id",

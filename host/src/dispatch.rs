@@ -274,6 +274,8 @@ impl Dispatcher {
         payload: &[u8],
         batch: &mut Batch,
     ) -> Result<(), DeadLetter> {
+        envelope::check_limits(payload, router.limits())
+            .map_err(|e| DeadLetter::new(e.reason, e.detail))?;
         let env = envelope::parse(payload).map_err(|e| DeadLetter::new(e.reason, e.detail))?;
         batch.current().cnc_id = Some(env.cnc_id.to_string());
         let instance = router.instance(&env.cnc_id)?;

@@ -40,6 +40,81 @@ impl fmt::Display for EnvelopeError {
     }
 }
 
+/// Bounds on what a message may be, checked before it is parsed (`limits` in
+/// `collector.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Larger messages are dead-lettered as `too_large`.
+    pub max_message_bytes: usize,
+    /// Deeper JSON nesting (objects and arrays) is dead-lettered as `too_deep`.
+    pub max_json_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 256 * 1024,
+            max_json_depth: 32,
+        }
+    }
+}
+
+/// Refuses a message over the size or nesting limits, before any parser (the host's
+/// or a plugin's) spends time or stack on it.
+pub fn check_limits(bytes: &[u8], limits: &Limits) -> Result<(), EnvelopeError> {
+    if bytes.len() > limits.max_message_bytes {
+        return Err(EnvelopeError {
+            reason: Reason::TooLarge,
+            detail: format!(
+                "message of {} bytes or more; the limit is {} (limits.max_message_bytes)",
+                bytes.len(),
+                limits.max_message_bytes
+            ),
+        });
+    }
+    if let Some(depth) = nesting_exceeds(bytes, limits.max_json_depth) {
+        return Err(EnvelopeError {
+            reason: Reason::TooDeep,
+            detail: format!(
+                "JSON nested {depth} levels deep; the limit is {} (limits.max_json_depth)",
+                limits.max_json_depth
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The depth at which `bytes` first nests deeper than `max`, counting `{` and `[`
+/// outside strings. Linear, no allocation, and indifferent to whether the rest is
+/// valid JSON (the parser says that afterwards).
+fn nesting_exceeds(bytes: &[u8], max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Some(depth);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 pub fn parse(bytes: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     let text = std::str::from_utf8(bytes).map_err(|e| EnvelopeError {
         reason: Reason::NotJson,
@@ -124,6 +199,27 @@ mod tests {
             r#"{"status": "running","spin":200,"X-Axis":30,"Y-Axis":80}"#
         );
         assert!(matches!(env.cnc_id, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn limits_refuse_oversize_and_deep_messages_only() {
+        let limits = Limits {
+            max_message_bytes: 200,
+            max_json_depth: 4,
+        };
+        assert!(check_limits(SAMPLE.as_bytes(), &limits).is_ok());
+        let big = "x".repeat(201);
+        assert_eq!(
+            check_limits(big.as_bytes(), &limits).unwrap_err().reason,
+            Reason::TooLarge
+        );
+        let deep = br#"{"a":{"b":[[{"c":1}]]}}"#;
+        let e = check_limits(deep, &limits).unwrap_err();
+        assert_eq!(e.reason, Reason::TooDeep);
+        assert!(e.detail.contains("5 levels"), "{e}");
+        // Brackets inside strings, escaped quotes included, do not count.
+        let quoted = br#"{"a":"[[[[[[\"{{{{{","b":[1]}"#;
+        assert!(check_limits(quoted, &limits).is_ok());
     }
 
     #[test]

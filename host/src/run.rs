@@ -37,7 +37,7 @@ pub fn run(config_dir: &Path) -> i32 {
             return 2;
         }
     };
-    let plugins = match load_dir(&cfg.collector.plugins_dir) {
+    let plugins = match load_dir(&cfg.collector.plugins_dir, &cfg.collector.plugins) {
         Ok(p) => p,
         Err(e) => {
             error!("{e}");
@@ -136,7 +136,8 @@ pub fn run(config_dir: &Path) -> i32 {
             error!("{e}");
         }
     }
-    let router = Router::new(cfg.classes.clone(), plugins.by_class.clone());
+    let router = Router::new(cfg.classes.clone(), plugins.by_class.clone())
+        .with_limits(cfg.collector.limits);
     let sink = MysqlSink::new(
         cfg.db.clone(),
         &cfg.collector.broker.client_id,
@@ -169,6 +170,7 @@ pub fn run(config_dir: &Path) -> i32 {
         spool,
         redelivery,
         metrics,
+        cfg.collector.limits.max_message_bytes,
         &connect_stop,
     ) {
         Ok(i) => i,

@@ -136,7 +136,12 @@ pub fn new_plugin(req: &Request) -> Result<Created, String> {
 
     let api_dependency = match &api_dir {
         Some(api) => {
-            let path = relative_to(api, &crate_dir);
+            // Relative inside a workspace, so that the checkout can move; absolute for
+            // a crate of its own, which lives wherever its author keeps it.
+            let path = match &workspace {
+                Some(root) if api.starts_with(root) => relative_to(api, &crate_dir),
+                _ => api.display().to_string(),
+            };
             format!("{{ path = {}, version = \"1\" }}", toml_string(&path))
         }
         None => "\"1\"".to_string(),
@@ -227,7 +232,10 @@ fn write_crate(crate_dir: &Path, vars: &[(&str, String)], standalone: bool) -> R
     let src = crate_dir.join("src");
     fs::create_dir_all(&src).map_err(|e| format!("cannot create {}: {e}", src.display()))?;
     let mut files = vec![
-        (crate_dir.join("Cargo.toml"), render(CARGO_TOML, vars)),
+        (
+            crate_dir.join("Cargo.toml"),
+            format!("{}\n", render(CARGO_TOML, vars).trim_end()),
+        ),
         (src.join("lib.rs"), render(LIB_RS, vars)),
         (crate_dir.join("README.md"), render(README, vars)),
     ];

@@ -136,3 +136,238 @@ fn the_collector_works_with_the_least_privileges_the_readme_grants() {
     );
     assert!(!collector.log().contains("denied"), "{}", collector.log());
 }
+
+fn check(setup: &Setup) -> (bool, String) {
+    let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn plugin_files_others_could_replace_or_not_on_the_allow_list_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new("trust");
+    let setup = Setup::new(
+        &db,
+        "trust",
+        r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"},{"cnc_id":"CNC002","class_name":"CNCTypeB"}]"#,
+        &["cnc-type-a", "cnc-type-b"],
+    );
+    let a = setup.plugins_dir().join("libcnc_type_a.so");
+    let b = setup.plugins_dir().join("libcnc_type_b.so");
+
+    // World-writable file: refused with the fix; the other plugin still loads.
+    std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (ok, text) = check(&setup);
+    assert!(!ok);
+    assert!(
+        text.contains("libcnc_type_b.so") && text.contains("writable by group or others"),
+        "{text}"
+    );
+    assert!(text.contains("chmod go-w"), "{text}");
+    assert!(
+        text.contains("CNCTypeA") && text.contains("1.0.0    ok"),
+        "{text}"
+    );
+
+    // Group-writable directory: nothing loads from it.
+    std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(setup.plugins_dir(), std::fs::Permissions::from_mode(0o775)).unwrap();
+    let (ok, text) = check(&setup);
+    assert!(
+        !ok && text.contains("writable by group or others"),
+        "{text}"
+    );
+    std::fs::set_permissions(setup.plugins_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // The allow list: digests from `mes-collector plugins`.
+    let out = mes_collector(&["plugins", setup.plugins_dir().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let digest_of = |file: &str| {
+        listing
+            .lines()
+            .find(|l| l.trim_end().ends_with(file) && l.trim().len() > 64)
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no digest for {file} in:\n{listing}"))
+    };
+    let digest_a = digest_of("libcnc_type_a.so");
+    assert_eq!(digest_a.len(), 64);
+    setup.write_collector(&serde_json::json!({"plugins": {"allow": [digest_a]}}));
+    let (ok, text) = check(&setup);
+    assert!(!ok);
+    assert!(
+        text.contains("libcnc_type_b.so") && text.contains("not in plugins.allow"),
+        "{text}"
+    );
+    assert!(text.contains("libcnc_type_a.so  CNCTypeA"), "{text}");
+
+    // Both allowed: all checks pass, and the collector stores through both.
+    let digest_b = digest_of("libcnc_type_b.so");
+    setup.write_collector(
+        &serde_json::json!({"plugins": {"allow": [digest_of("libcnc_type_a.so"), digest_b]}}),
+    );
+    let (ok, text) = check(&setup);
+    assert!(ok, "{text}");
+    let collector = Collector::start(&setup);
+    let msgs: Vec<&[u8]> = SAMPLES.iter().map(|s| s.as_bytes()).collect();
+    setup.publish(&msgs);
+    assert_eq!(
+        db.wait_count("SELECT COUNT(*) FROM cnc_data", 3, WAIT),
+        3,
+        "{}",
+        collector.log()
+    );
+    let _ = (a, b);
+}
+
+enum Want {
+    Stored,
+    Dead(&'static str),
+}
+
+#[test]
+fn hostile_input_is_stored_as_data_or_dead_lettered_and_never_executed() {
+    let db = TestDb::new("hostile");
+    let sql_id = "x'); DROP TABLE cnc_data; --";
+    let classes = serde_json::json!([
+        {"cnc_id": "CNC001", "class_name": "CNCTypeA"},
+        {"cnc_id": "CNCB", "class_name": "CNCTypeB"},
+        {"cnc_id": "CNCF", "class_name": "FaultyTest"},
+        {"cnc_id": sql_id, "class_name": "CNCTypeA"},
+    ]);
+    let setup = Setup::new(
+        &db,
+        "hostile",
+        &classes.to_string(),
+        &["cnc-type-a", "cnc-type-b", "faulty-plugin"],
+    );
+    let mut collector = Collector::start(&setup);
+
+    let env = |cnc: &str, program: &str, payload: &str| {
+        format!(
+            r#"{{"cnc_id":{},"part_program":{},"timestamp":1747379028,"payload":{payload}}}"#,
+            serde_json::to_string(cnc).unwrap(),
+            serde_json::to_string(program).unwrap()
+        )
+    };
+    let good_payload = r#"{"status":"idle","spin":0,"X-Axis":0,"Y-Axis":0}"#;
+    let mut many_keys = String::from(r#"{"status":"idle","spin":0,"X-Axis":0,"Y-Axis":0"#);
+    for i in 0..10_000 {
+        many_keys.push_str(&format!(r#","k{i}":{i}"#));
+    }
+    many_keys.push('}');
+    let deep = format!(
+        r#"{{"status":"idle","spin":0,"X-Axis":0,"Y-Axis":0,"d":{}1{}}}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let cases: Vec<(&str, Vec<u8>, Want)> = vec![
+        ("oversize", env("CNC001", "p", &format!(r#"{{"pad":"{}"}}"#, "x".repeat(300 * 1024))).into_bytes(), Want::Dead("too_large")),
+        ("deeply nested", env("CNC001", "p", &deep).into_bytes(), Want::Dead("too_deep")),
+        ("invalid UTF-8", b"{\"cnc_id\":\"CNC\xff\xfe\",\"part_program\":\"p\",\"timestamp\":1,\"payload\":{}}".to_vec(), Want::Dead("not_json")),
+        ("raw NUL byte", b"{\"cnc_id\":\"CNC001\0\",\"part_program\":\"p\",\"timestamp\":1,\"payload\":{}}".to_vec(), Want::Dead("not_json")),
+        ("escaped NUL in a field", env("CNC001", "prog\u{0}ram", good_payload).into_bytes(), Want::Stored),
+        ("huge number in the envelope", br#"{"cnc_id":"CNC001","part_program":"p","timestamp":1e400,"payload":{}}"#.to_vec(), Want::Dead("not_json")),
+        ("huge integer timestamp", br#"{"cnc_id":"CNC001","part_program":"p","timestamp":99999999999999999999999,"payload":{}}"#.to_vec(), Want::Dead("bad_envelope")),
+        ("huge but valid float", env("CNC001", "p", r#"{"status":"idle","spin":1e308,"X-Axis":-1e308,"Y-Axis":5e-324}"#).into_bytes(), Want::Stored),
+        ("duplicate envelope key", br#"{"cnc_id":"CNC001","cnc_id":"CNC002","part_program":"p","timestamp":1,"payload":{}}"#.to_vec(), Want::Dead("bad_envelope")),
+        ("duplicate payload key", env("CNC001", "p", r#"{"status":"idle","status":"run","spin":0,"X-Axis":0,"Y-Axis":0}"#).into_bytes(), Want::Dead("plugin_error")),
+        ("10,000-key payload", env("CNC001", "p", &many_keys).into_bytes(), Want::Stored),
+        ("SQL in every field", env(sql_id, "'; DELETE FROM cnc_status; --", r#"{"status":"' OR '1'='1","spin":0,"X-Axis":0,"Y-Axis":0,"note":"`; DROP DATABASE x; --"}"#).into_bytes(), Want::Stored),
+        ("SQL in alarm texts", env("CNCB", "p", r#"{"status":"error","spin":0,"X-Axis":0,"Y-Axis":0,"alarms":[{"code":"1' OR '1'='1","message":"\"); TRUNCATE cnc_alarms; --"}]}"#).into_bytes(), Want::Stored),
+        ("non-identifier column from a plugin", env("CNCF", "p", r#"{"action":"bad_identifier"}"#).into_bytes(), Want::Dead("plugin_error")),
+        ("unicode", env("CNC001", "Programm_ä_漢字_🛠", good_payload).into_bytes(), Want::Stored),
+        ("empty message", Vec::new(), Want::Dead("not_json")),
+        ("JSON but not an object", b"[1,2,3]".to_vec(), Want::Dead("bad_envelope")),
+    ];
+    for (_, bytes, _) in &cases {
+        setup.publish(&[bytes.as_slice()]);
+    }
+    let stored = cases.iter().filter(|c| matches!(c.2, Want::Stored)).count() as u64;
+    let dead = cases.len() as u64 - stored;
+    assert_eq!(
+        db.wait_count("SELECT COUNT(*) FROM cnc_data", stored, WAIT),
+        stored,
+        "{}",
+        collector.log()
+    );
+    assert_eq!(
+        db.wait_count("SELECT COUNT(*) FROM dead_letters", dead, WAIT),
+        dead,
+        "{}",
+        collector.log()
+    );
+
+    let mut want_reasons: Vec<&str> = cases
+        .iter()
+        .filter_map(|c| {
+            if let Want::Dead(r) = c.2 {
+                Some(r)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let mut got_reasons: Vec<String> = db.rows("SELECT reason FROM dead_letters");
+    want_reasons.sort();
+    got_reasons.sort();
+    assert_eq!(got_reasons, want_reasons, "{}", collector.log());
+
+    // Stored exactly as data.
+    let programs: Vec<String> = db.rows("SELECT part_program FROM cnc_data ORDER BY id");
+    assert!(
+        programs.contains(&"prog\u{0}ram".to_string()),
+        "{programs:?}"
+    );
+    assert!(
+        programs.contains(&"Programm_ä_漢字_🛠".to_string()),
+        "{programs:?}"
+    );
+    assert!(
+        programs.contains(&"'; DELETE FROM cnc_status; --".to_string()),
+        "{programs:?}"
+    );
+    let ids: Vec<String> = db.rows("SELECT cnc_id FROM cnc_status ORDER BY cnc_id");
+    assert!(ids.contains(&sql_id.to_string()), "{ids:?}");
+    let status: Vec<String> = db.rows(&format!(
+        "SELECT status FROM cnc_status WHERE cnc_id = {}",
+        mysql_quote(sql_id)
+    ));
+    assert_eq!(status, vec!["' OR '1'='1".to_string()]);
+    let alarm: Vec<(String, String)> = db.rows("SELECT code, message FROM cnc_alarms");
+    assert_eq!(
+        alarm,
+        vec![(
+            "1' OR '1'='1".to_string(),
+            "\"); TRUNCATE cnc_alarms; --".to_string()
+        )]
+    );
+    let wide: Vec<String> =
+        db.rows("SELECT json_data FROM cnc_data WHERE JSON_LENGTH(json_data) > 10000");
+    assert_eq!(wide.len(), 1);
+    let oversize: Vec<(u64, u64)> = db
+        .rows("SELECT LENGTH(payload), payload_bytes FROM dead_letters WHERE reason = 'too_large'");
+    assert_eq!(
+        oversize,
+        vec![(65_536, 256 * 1024 + 1)],
+        "spooled one byte past the limit, kept 64 KiB"
+    );
+
+    // Still alive, still storing, nothing executed.
+    setup.publish(&[SAMPLES[0].as_bytes()]);
+    assert_eq!(
+        db.wait_count("SELECT COUNT(*) FROM cnc_data", stored + 1, WAIT),
+        stored + 1
+    );
+    assert!(collector.stop().success(), "{}", collector.log());
+}
+
+fn mysql_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}

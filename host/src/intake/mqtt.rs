@@ -89,6 +89,7 @@ impl MqttIntake {
         spool: Spool,
         redelivery: Redelivery,
         metrics: Arc<Metrics>,
+        max_message_bytes: usize,
         stop: &AtomicBool,
     ) -> Result<Option<MqttIntake>, String> {
         let client = create_client(cfg, &cfg.client_id)?;
@@ -119,8 +120,12 @@ impl MqttIntake {
         });
         client.set_message_callback(move |_, msg| {
             if let Some(msg) = msg {
+                // An oversize message is dead-lettered by the dispatcher; spooling one
+                // byte past the limit is enough to tell, and keeps a hostile sender
+                // from filling the spool.
+                let payload = &msg.payload()[..msg.payload().len().min(max_message_bytes + 1)];
                 let mut dedup = lock(&redelivery);
-                if dedup.is_redelivery(msg.topic(), msg.payload()) {
+                if dedup.is_redelivery(msg.topic(), payload) {
                     metrics.redeliveries_dropped.inc();
                     debug!(
                         "dropped a redelivery of an already spooled message ({} so far)",
@@ -128,8 +133,8 @@ impl MqttIntake {
                     );
                     return;
                 }
-                append_until_stored(&spool, msg.topic(), msg.payload());
-                dedup.appended(msg.topic(), msg.payload());
+                append_until_stored(&spool, msg.topic(), payload);
+                dedup.appended(msg.topic(), payload);
                 metrics.received.inc();
             }
         });

@@ -13,6 +13,8 @@ use std::{
 };
 
 use abi_stable::library::lib_header_from_path;
+
+use super::trust::{admit, check_permissions, PluginPolicy};
 use mes_plugin_api::PluginModuleRef;
 
 use super::compat;
@@ -90,8 +92,12 @@ pub fn load_file(path: &Path) -> Result<LoadedPlugin, LoadFailure> {
     })
 }
 
-/// Loads every library in `dir`, in file-name order.
-pub fn load_dir(dir: &Path) -> Result<PluginSet, String> {
+/// Loads every library in `dir` that `policy` admits, in file-name order.
+pub fn load_dir(dir: &Path, policy: &PluginPolicy) -> Result<PluginSet, String> {
+    if !policy.allow_insecure_permissions {
+        // A writable directory lets anyone swap a file between the check and the load.
+        check_permissions(dir)?;
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| {
         format!(
             "cannot read plugins directory {} ({e}); set plugins_dir in collector.json",
@@ -106,6 +112,10 @@ pub fn load_dir(dir: &Path) -> Result<PluginSet, String> {
     let mut set = PluginSet::default();
     let mut claimed: BTreeMap<String, Vec<LoadedPlugin>> = BTreeMap::new();
     for file in files {
+        if let Err(reason) = admit(&file, policy) {
+            set.failures.push(LoadFailure { file, reason });
+            continue;
+        }
         match load_file(&file) {
             Ok(p) => claimed
                 .entry(p.info.class_name.clone())

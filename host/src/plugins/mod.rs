@@ -3,6 +3,7 @@
 mod compat;
 mod loader;
 mod router;
+pub mod trust;
 
 pub use loader::{load_dir, load_file, LoadFailure, LoadedPlugin, PluginInfo, PluginSet};
 pub use router::{new_instance, Instance, Router};

@@ -9,6 +9,7 @@ pub mod faults;
 use std::{
     fs,
     io::{Read, Write},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
@@ -146,14 +147,25 @@ impl Setup {
             broker: BROKER.to_string(),
         };
         fs::create_dir(setup.plugins_dir()).unwrap();
+        // The host refuses plugins that group or others could replace, whatever the
+        // umask of the machine running the tests.
+        fs::set_permissions(setup.plugins_dir(), fs::Permissions::from_mode(0o755)).unwrap();
         for p in plugins {
-            let lib = plugin_lib(p);
-            fs::copy(&lib, setup.plugins_dir().join(lib.file_name().unwrap())).unwrap();
+            setup.add_plugin(p);
         }
         setup.write_collector(&serde_json::json!({}));
         setup.write_db(db, 3306);
         setup.write("cnc_classes.json", classes);
         setup
+    }
+
+    /// Copies a plugin crate's library into the plugins dir, mode 0644.
+    pub fn add_plugin(&self, crate_name: &str) -> PathBuf {
+        let lib = plugin_lib(crate_name);
+        let dest = self.plugins_dir().join(lib.file_name().unwrap());
+        fs::copy(&lib, &dest).unwrap();
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o644)).unwrap();
+        dest
     }
 
     /// db_config.json for `db` reached through `port` (a proxy's, say).

@@ -1,0 +1,136 @@
+//! Which plugin files the host agrees to load. A plugin is native code running with
+//! the collector's rights and its database password, so a file that someone else
+//! could have replaced is refused, and a plant can pin the exact files it approved.
+
+use std::{
+    fs,
+    io::{self, Read},
+    os::unix::fs::MetadataExt,
+    path::Path,
+};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// The `plugins` section of `collector.json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginPolicy {
+    /// SHA-256 digests (hex) of the only plugin files that may load; absent: any file
+    /// that passes the permission check. `mes-collector plugins` prints each digest.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// Skip the ownership and permission checks (development only).
+    #[serde(default)]
+    pub allow_insecure_permissions: bool,
+}
+
+/// SHA-256 of a file, as lowercase hex.
+pub fn digest(path: &Path) -> io::Result<String> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Refuses a file or directory that is writable by group or others, or owned by
+/// anyone but the collector's user or root.
+pub fn check_permissions(path: &Path) -> Result<(), String> {
+    let meta = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by group or others (mode {mode:04o}), so anyone could replace the code the collector runs; fix with `chmod go-w {}` (or set plugins.allow_insecure_permissions in collector.json, for development only)",
+            path.display(),
+            path.display()
+        ));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "{} is owned by uid {}, neither the collector's user (uid {me}) nor root; fix with `chown root {}`",
+            path.display(),
+            meta.uid(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `file` (in `dir`) may be loaded under `policy`.
+pub fn admit(file: &Path, policy: &PluginPolicy) -> Result<(), String> {
+    if !policy.allow_insecure_permissions {
+        check_permissions(file)?;
+    }
+    if let Some(allow) = &policy.allow {
+        let d = digest(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        if !allow.iter().any(|a| a.trim().eq_ignore_ascii_case(&d)) {
+            return Err(format!(
+                "its SHA-256 {d} is not in plugins.allow of collector.json; add it there if you trust this file"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn group_or_world_writable_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("libx.so");
+        fs::write(&f, b"x").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(check_permissions(&f).is_ok());
+        for mode in [0o666, 0o664, 0o646] {
+            fs::set_permissions(&f, fs::Permissions::from_mode(mode)).unwrap();
+            let e = check_permissions(&f).unwrap_err();
+            assert!(e.contains("chmod go-w") && e.contains("libx.so"), "{e}");
+        }
+        let policy = PluginPolicy {
+            allow: None,
+            allow_insecure_permissions: true,
+        };
+        assert!(admit(&f, &policy).is_ok());
+    }
+
+    #[test]
+    fn allow_list_matches_the_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("liby.so");
+        fs::write(&f, b"abc").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        let d = digest(&f).unwrap();
+        assert_eq!(
+            d,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let allowed = PluginPolicy {
+            allow: Some(vec![d.to_uppercase()]),
+            allow_insecure_permissions: false,
+        };
+        assert!(admit(&f, &allowed).is_ok());
+        let other = PluginPolicy {
+            allow: Some(vec!["00".repeat(32)]),
+            allow_insecure_permissions: false,
+        };
+        assert!(admit(&f, &other)
+            .unwrap_err()
+            .contains("not in plugins.allow"));
+    }
+}
