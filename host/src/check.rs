@@ -126,7 +126,7 @@ pub fn check(config_dir: &Path) -> Vec<String> {
     // session.
     let probe_id = format!("{}-check-{}", b.client_id, std::process::id());
     match create_client(b, &probe_id).and_then(|c| {
-        c.connect(connect_options(b, false))
+        c.connect(connect_options(b, false)?)
             .wait_for(Duration::from_secs(10))
             .map_err(|e| e.to_string())?;
         let _ = c.disconnect(None).wait_for(Duration::from_secs(2));

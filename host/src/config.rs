@@ -76,9 +76,15 @@ pub struct BrokerConfig {
     pub qos: i32,
     #[serde(default)]
     pub username: Option<String>,
-    /// Prefer the `MES_MQTT_PASSWORD` environment variable.
+    /// Prefer the `MES_MQTT_PASSWORD` environment variable or `password_file`.
     #[serde(default)]
     pub password: Option<String>,
+    /// A file holding the password (readable by its owner only).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// TLS for `ssl://` and `mqtts://` URIs.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     #[serde(default = "default_keep_alive_secs")]
     pub keep_alive_secs: u64,
 }
@@ -131,6 +137,30 @@ fn default_dead_letter_payload_limit() -> usize {
     65_536
 }
 
+/// TLS settings of a connection (broker or database).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA(s) that signed the server's certificate. Without it the
+    /// system's trust store is used.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The client's certificate (PEM), for servers that require client certificates.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The client's private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Check that the server's certificate names the host connected to. Turning this
+    /// off lets anyone with a certificate from the same CA pose as the server.
+    #[serde(default = "yes")]
+    pub verify_hostname: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// `db_config.json`, with the original service's keys.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,10 +169,16 @@ pub struct DbConfig {
     #[serde(default = "default_db_port")]
     pub port: u16,
     pub user: String,
-    /// Prefer the `MES_DB_PASSWORD` environment variable.
+    /// Prefer the `MES_DB_PASSWORD` environment variable or `password_file`.
     #[serde(default)]
     pub password: String,
+    /// A file holding the password (readable by its owner only).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     pub database: String,
+    /// TLS to the server, with CA verification.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 impl fmt::Debug for DbConfig {
@@ -220,6 +256,23 @@ impl Config {
                 if collector.spool.dir.is_relative() {
                     collector.spool.dir = dir.join(&collector.spool.dir);
                 }
+                resolve_paths(dir, &mut collector, &mut db);
+                let mut errors = Vec::new();
+                if let Some(file) = &db.password_file {
+                    match read_secret(file) {
+                        Ok(pw) => db.password = pw,
+                        Err(e) => errors.push(err(&dir.join(DB_FILE), e)),
+                    }
+                }
+                if let Some(file) = &collector.broker.password_file {
+                    match read_secret(file) {
+                        Ok(pw) => collector.broker.password = Some(pw),
+                        Err(e) => errors.push(err(&dir.join(COLLECTOR_FILE), e)),
+                    }
+                }
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
                 if let Some(pw) = env.get("MES_DB_PASSWORD") {
                     db.password = pw.clone();
                 }
@@ -236,6 +289,49 @@ impl Config {
             _ => Err(errors),
         }
     }
+}
+
+/// Relative file paths in the configuration are relative to the config dir.
+fn resolve_paths(dir: &Path, collector: &mut CollectorConfig, db: &mut DbConfig) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = dir.join(&*p);
+        }
+    };
+    for tls in [collector.broker.tls.as_mut(), db.tls.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        for p in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
+    }
+    for p in [&mut collector.broker.password_file, &mut db.password_file]
+        .into_iter()
+        .flatten()
+    {
+        fix(p);
+    }
+}
+
+/// Reads a password file, refusing one that others can read.
+pub fn read_secret(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).map_err(|e| format!("password file {}: {e}", path.display()))?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "password file {} can be read by group or others (mode {mode:04o}); fix with `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    let text =
+        fs::read_to_string(path).map_err(|e| format!("password file {}: {e}", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
@@ -370,6 +466,36 @@ mod tests {
             text[1].contains(CLASSES_FILE) && text[1].contains("cannot read"),
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn password_files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = valid_dir();
+        write(dir.path(), "db.secret", "from-file\n");
+        fs::set_permissions(
+            dir.path().join("db.secret"),
+            fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        write(
+            dir.path(),
+            DB_FILE,
+            r#"{"host":"h","user":"u","password_file":"db.secret","database":"d"}"#,
+        );
+        let e = Config::load_with_env(dir.path(), &HashMap::new()).unwrap_err();
+        assert!(
+            e[0].message.contains("chmod 600") && e[0].message.contains("db.secret"),
+            "{}",
+            e[0]
+        );
+        fs::set_permissions(
+            dir.path().join("db.secret"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let c = Config::load_with_env(dir.path(), &HashMap::new()).unwrap();
+        assert_eq!(c.db.password, "from-file");
     }
 
     #[test]

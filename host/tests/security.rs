@@ -371,3 +371,239 @@ fn hostile_input_is_stored_as_data_or_dead_lettered_and_never_executed() {
 fn mysql_quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
+
+mod tls {
+    use std::{
+        os::unix::fs::PermissionsExt,
+        path::{Path, PathBuf},
+        process::Command,
+    };
+
+    use super::*;
+    use common::faults::PrivateBroker;
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl CLI");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A CA, a server certificate from it for `names`, and an unrelated CA.
+    pub struct Certs {
+        pub dir: tempfile::TempDir,
+    }
+
+    impl Certs {
+        pub fn new() -> Certs {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let ec = [
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ];
+            for ca in ["ca", "other-ca"] {
+                let (key, crt, subj) = (
+                    format!("{ca}.key"),
+                    format!("{ca}.crt"),
+                    format!("/CN=test {ca}"),
+                );
+                let mut args = vec!["req", "-x509"];
+                args.extend(ec);
+                args.extend(["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]);
+                openssl(d, &args);
+            }
+            for (name, san) in [
+                ("server", "DNS:localhost,IP:127.0.0.1"),
+                ("wrong-name", "DNS:elsewhere.example"),
+            ] {
+                let (key, csr, crt, ext) = (
+                    format!("{name}.key"),
+                    format!("{name}.csr"),
+                    format!("{name}.crt"),
+                    format!("{name}.ext"),
+                );
+                std::fs::write(d.join(&ext), format!("subjectAltName={san}\n")).unwrap();
+                let mut args = vec!["req"];
+                args.extend(ec);
+                args.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=broker"]);
+                openssl(d, &args);
+                openssl(
+                    d,
+                    &[
+                        "x509",
+                        "-req",
+                        "-in",
+                        &csr,
+                        "-CA",
+                        "ca.crt",
+                        "-CAkey",
+                        "ca.key",
+                        "-CAcreateserial",
+                        "-out",
+                        &crt,
+                        "-days",
+                        "2",
+                        "-extfile",
+                        &ext,
+                    ],
+                );
+            }
+            let passwd = d.join("passwd");
+            let out = Command::new("mosquitto_passwd")
+                .args([
+                    "-b",
+                    "-c",
+                    passwd.to_str().unwrap(),
+                    "collector",
+                    "broker-pass",
+                ])
+                .output()
+                .expect("mosquitto_passwd");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Mosquitto reads them after dropping to its own user.
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+            for f in std::fs::read_dir(d).unwrap() {
+                std::fs::set_permissions(f.unwrap().path(), std::fs::Permissions::from_mode(0o644))
+                    .unwrap();
+            }
+            Certs { dir }
+        }
+
+        pub fn path(&self, file: &str) -> PathBuf {
+            self.dir.path().join(file)
+        }
+
+        /// A broker with a TLS listener using `server` (a certificate name above) and
+        /// the password file.
+        pub fn broker(&self, server: &str) -> PrivateBroker {
+            let (ca, crt, key, pw) = (
+                self.path("ca.crt"),
+                self.path(&format!("{server}.crt")),
+                self.path(&format!("{server}.key")),
+                self.path("passwd"),
+            );
+            PrivateBroker::start_with(move |_| {
+                format!(
+                    "cafile {}\ncertfile {}\nkeyfile {}\npassword_file {}\n",
+                    ca.display(),
+                    crt.display(),
+                    key.display(),
+                    pw.display()
+                )
+            })
+        }
+    }
+
+    fn broker_line(text: &str) -> String {
+        let start = text
+            .find("\nbroker ")
+            .unwrap_or_else(|| panic!("no broker section:\n{text}"));
+        text[start..].lines().take(3).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn the_collector_connects_over_tls_only_to_the_right_broker_with_the_right_password() {
+        let certs = Certs::new();
+        let good = certs.broker("server");
+        let wrong_name = certs.broker("wrong-name");
+        let db = TestDb::new("tls");
+        let mut setup = Setup::new(
+            &db,
+            "tls",
+            r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
+            &["cnc-type-a"],
+        );
+        let uri = |b: &PrivateBroker| format!("ssl://localhost:{}", b.port);
+        let tls = |ca: &str| serde_json::json!({"ca_file": certs.path(ca)});
+        let run_check = |setup: &Setup| {
+            let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+
+        // The right CA and password: connected, and data flows.
+        let good_cfg = serde_json::json!({"broker": {"tls": tls("ca.crt"), "username": "collector", "password": "broker-pass"}});
+        setup.use_broker(&uri(&good), &good_cfg);
+        let (ok, text) = run_check(&setup);
+        assert!(ok, "{text}");
+        let collector = Collector::start(&setup);
+        let out = Command::new("mosquitto_pub")
+            .args(["-h", "localhost", "-p", &good.port.to_string(), "--cafile"])
+            .arg(certs.path("ca.crt"))
+            .args([
+                "-u",
+                "collector",
+                "-P",
+                "broker-pass",
+                "-q",
+                "1",
+                "-t",
+                &setup.topic,
+                "-m",
+                SAMPLES[0],
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            db.wait_count("SELECT COUNT(*) FROM cnc_data", 1, WAIT),
+            1,
+            "{}",
+            collector.log()
+        );
+        drop(collector);
+
+        // A certificate from another CA: refused.
+        setup.use_broker(
+            &uri(&good),
+            &serde_json::json!({"broker": {"tls": tls("other-ca.crt"), "username": "collector", "password": "broker-pass"}}),
+        );
+        let (ok, text) = run_check(&setup);
+        assert!(!ok && broker_line(&text).contains("PROBLEM"), "{text}");
+
+        // The right CA, but a certificate for another host name: refused...
+        setup.use_broker(&uri(&wrong_name), &good_cfg);
+        let (ok, text) = run_check(&setup);
+        assert!(!ok && broker_line(&text).contains("PROBLEM"), "{text}");
+        // ...because of the name alone.
+        let mut lax = good_cfg.clone();
+        lax["broker"]["tls"]["verify_hostname"] = false.into();
+        setup.use_broker(&uri(&wrong_name), &lax);
+        let (ok, text) = run_check(&setup);
+        assert!(ok, "{text}");
+
+        // The wrong password: refused.
+        setup.use_broker(
+            &uri(&good),
+            &serde_json::json!({"broker": {"tls": tls("ca.crt"), "username": "collector", "password": "not-it"}}),
+        );
+        let (ok, text) = run_check(&setup);
+        assert!(!ok && broker_line(&text).contains("PROBLEM"), "{text}");
+        assert!(
+            !text.contains("not-it") && !text.contains("broker-pass"),
+            "{text}"
+        );
+    }
+}

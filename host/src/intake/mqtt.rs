@@ -34,8 +34,54 @@ pub fn create_client(cfg: &BrokerConfig, client_id: &str) -> Result<mqtt::AsyncC
         .map_err(|e| format!("cannot create MQTT client for {}: {e}", cfg.uri))
 }
 
-pub fn connect_options(cfg: &BrokerConfig, persistent_session: bool) -> mqtt::ConnectOptions {
+/// Whether the URI asks for TLS.
+fn is_tls(uri: &str) -> bool {
+    ["ssl://", "mqtts://", "wss://"]
+        .iter()
+        .any(|p| uri.starts_with(p))
+}
+
+/// paho's TLS options: the CA file (or the system's trust store), an optional client
+/// certificate, and server certificate and host name verification, always on unless
+/// `verify_hostname` is explicitly false.
+fn ssl_options(cfg: &BrokerConfig) -> Result<mqtt::SslOptions, String> {
+    let mut b = mqtt::SslOptionsBuilder::new();
+    b.enable_server_cert_auth(true);
+    if let Some(tls) = &cfg.tls {
+        let path_err = |what: &str, p: &std::path::Path, e: mqtt::Error| {
+            format!("broker.tls.{what} {}: {e}", p.display())
+        };
+        if let Some(ca) = &tls.ca_file {
+            b.trust_store(ca).map_err(|e| path_err("ca_file", ca, e))?;
+        }
+        if let Some(cert) = &tls.cert_file {
+            b.key_store(cert)
+                .map_err(|e| path_err("cert_file", cert, e))?;
+        }
+        if let Some(key) = &tls.key_file {
+            b.private_key(key)
+                .map_err(|e| path_err("key_file", key, e))?;
+        }
+        b.verify(tls.verify_hostname);
+    } else {
+        b.verify(true);
+    }
+    Ok(b.finalize())
+}
+
+pub fn connect_options(
+    cfg: &BrokerConfig,
+    persistent_session: bool,
+) -> Result<mqtt::ConnectOptions, String> {
     let mut b = mqtt::ConnectOptionsBuilder::new();
+    if is_tls(&cfg.uri) {
+        b.ssl_options(ssl_options(cfg)?);
+    } else if cfg.tls.is_some() {
+        return Err(format!(
+            "broker.tls is set but broker.uri {} is not a TLS URI; use ssl://host:8883 or mqtts://host:8883",
+            cfg.uri
+        ));
+    }
     b.clean_session(!persistent_session)
         .keep_alive_interval(Duration::from_secs(cfg.keep_alive_secs))
         .connect_timeout(Duration::from_secs(5));
@@ -48,7 +94,7 @@ pub fn connect_options(cfg: &BrokerConfig, persistent_session: bool) -> mqtt::Co
     if let Some(pw) = &cfg.password {
         b.password(pw.as_str());
     }
-    b.finalize()
+    Ok(b.finalize())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -138,7 +184,7 @@ impl MqttIntake {
                 metrics.received.inc();
             }
         });
-        let opts = connect_options(cfg, true);
+        let opts = connect_options(cfg, true)?;
         let mut backoff = Duration::from_millis(500);
         let mut warned = false;
         loop {

@@ -5,7 +5,7 @@ use std::{
     fs,
     io::{self, Read, Write},
     net::{Shutdown, TcpListener, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -123,10 +123,26 @@ fn free_port() -> u16 {
 
 impl PrivateBroker {
     pub fn start() -> PrivateBroker {
+        Self::start_with(|_| String::new())
+    }
+
+    /// Starts with extra settings for its listener; `extra` gets the broker's own
+    /// directory (for certificates, password files).
+    pub fn start_with(extra: impl FnOnce(&Path) -> String) -> PrivateBroker {
         let dir = tempfile::tempdir().unwrap();
+        // Started as root, Mosquitto drops to its own user, which cannot write to a
+        // 0700 root temp dir: persistence would silently fail, and a restart would
+        // forget the collector's session and the messages queued for it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        }
         let port = free_port();
+        let extra = extra(dir.path());
+        let anonymous = !extra.contains("password_file");
         let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+            "listener {port} 127.0.0.1\n{extra}allow_anonymous {anonymous}\npersistence true\npersistence_location {}/\n\
              autosave_interval 1\nmax_queued_messages 0\nmax_inflight_messages 100\nlog_dest file {}/mosquitto.log\n",
             dir.path().display(),
             dir.path().display()
@@ -143,6 +159,10 @@ impl PrivateBroker {
 
     pub fn uri(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     fn conf(&self) -> PathBuf {
