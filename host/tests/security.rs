@@ -508,6 +508,196 @@ mod tls {
         }
     }
 
+    /// A MariaDB of the test's own on a free port, serving TLS with a certificate
+    /// from `certs` and refusing plain connections.
+    struct PrivateMariaDb {
+        port: u16,
+        dir: tempfile::TempDir,
+        child: std::process::Child,
+    }
+
+    impl PrivateMariaDb {
+        fn start(certs: &Certs, server: &str) -> PrivateMariaDb {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
+            let out = Command::new("mariadb-install-db")
+                .args([
+                    "--no-defaults",
+                    "--auth-root-authentication-method=normal",
+                    "--user=root",
+                    "--skip-test-db",
+                ])
+                .arg(format!("--datadir={}", data.display()))
+                .output()
+                .expect("mariadb-install-db (scripts/test.sh installs mariadb-server)");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mariadbd = ["/usr/sbin/mariadbd", "/usr/sbin/mysqld"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .expect("mariadbd");
+            let child = Command::new(mariadbd)
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--port={port}"))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--socket={}", dir.path().join("sock").display()))
+                .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+                .args([
+                    "--user=root",
+                    "--skip-log-bin",
+                    "--require-secure-transport=ON",
+                ])
+                .arg(format!("--ssl-ca={}", certs.path("ca.crt").display()))
+                .arg(format!(
+                    "--ssl-cert={}",
+                    certs.path(&format!("{server}.crt")).display()
+                ))
+                .arg(format!(
+                    "--ssl-key={}",
+                    certs.path(&format!("{server}.key")).display()
+                ))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("error.log")).unwrap())
+                .spawn()
+                .unwrap();
+            let until = std::time::Instant::now() + Duration::from_secs(30);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < until,
+                    "private mariadbd did not listen"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let db = PrivateMariaDb { port, dir, child };
+            let ssl = mysql::SslOpts::default().with_root_cert_path(Some(certs.path("ca.crt")));
+            let mut conn = db.conn(Some(ssl.with_danger_skip_domain_validation(true)));
+            for stmt in schema_for("cnc_database") {
+                conn.query_drop(&stmt).unwrap();
+            }
+            db
+        }
+
+        fn conn(&self, ssl: Option<mysql::SslOpts>) -> mysql::Conn {
+            mysql::Conn::new(
+                mysql::OptsBuilder::new()
+                    .ip_or_hostname(Some("127.0.0.1"))
+                    .tcp_port(self.port)
+                    .prefer_socket(false)
+                    .user(Some("root"))
+                    .ssl_opts(ssl),
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}: {}",
+                    std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+                )
+            })
+        }
+    }
+
+    impl Drop for PrivateMariaDb {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    fn the_collector_reaches_mysql_over_tls_only_with_a_certificate_it_trusts() {
+        let certs = Certs::new();
+        let server = PrivateMariaDb::start(&certs, "server");
+        let db = TestDb::new("dbtls"); // only for the Setup's defaults
+        let mut setup = Setup::new(
+            &db,
+            "dbtls",
+            r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
+            &["cnc-type-a"],
+        );
+        let db_config = |host: &str, ca: &str, verify: bool| {
+            serde_json::json!({"host": host, "port": server.port, "user": "root", "password": "", "database": "cnc_database",
+                               "tls": {"ca_file": certs.path(ca), "verify_hostname": verify}})
+            .to_string()
+        };
+        let run_check = |setup: &Setup| {
+            let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        let broker = setup.broker.clone();
+        setup.use_broker(&broker, &serde_json::json!({}));
+
+        // Trusted CA, matching name: connected, rows stored, over TLS.
+        setup.write("db_config.json", &db_config("localhost", "ca.crt", true));
+        let (ok, text) = run_check(&setup);
+        assert!(ok, "{text}");
+        let collector = Collector::start(&setup);
+        setup.publish(&[SAMPLES[0].as_bytes()]);
+        let mut conn = server.conn(Some(
+            mysql::SslOpts::default()
+                .with_root_cert_path(Some(certs.path("ca.crt")))
+                .with_danger_skip_domain_validation(true),
+        ));
+        let until = std::time::Instant::now() + WAIT;
+        loop {
+            let n: u64 = conn
+                .query_first("SELECT COUNT(*) FROM cnc_database.cnc_data")
+                .unwrap()
+                .unwrap();
+            if n == 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < until, "{}", collector.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(collector);
+
+        // Plain connections are refused by this server: the collector used TLS.
+        assert!(mysql::Conn::new(
+            mysql::OptsBuilder::new()
+                .ip_or_hostname(Some("127.0.0.1"))
+                .tcp_port(server.port)
+                .prefer_socket(false)
+                .user(Some("root"))
+        )
+        .is_err());
+
+        // A CA the server's certificate does not come from: refused.
+        setup.write(
+            "db_config.json",
+            &db_config("localhost", "other-ca.crt", true),
+        );
+        let (ok, text) = run_check(&setup);
+        assert!(!ok && text.contains("cannot connect"), "{text}");
+
+        // The right CA but a certificate for another name: refused, unless the name
+        // check is turned off.
+        let elsewhere = PrivateMariaDb::start(&certs, "wrong-name");
+        let elsewhere_config = |verify: bool| {
+            serde_json::json!({"host": "localhost", "port": elsewhere.port, "user": "root", "password": "",
+                               "database": "cnc_database", "tls": {"ca_file": certs.path("ca.crt"), "verify_hostname": verify}})
+            .to_string()
+        };
+        setup.write("db_config.json", &elsewhere_config(true));
+        let (ok, text) = run_check(&setup);
+        assert!(!ok && text.contains("cannot connect"), "{text}");
+        setup.write("db_config.json", &elsewhere_config(false));
+        let (ok, text) = run_check(&setup);
+        assert!(ok, "{text}");
+    }
+
     fn broker_line(text: &str) -> String {
         let start = text
             .find("\nbroker ")

@@ -17,10 +17,12 @@ use std::{
 
 use log::{debug, info, warn};
 use mes_plugin_api::Value;
-use mysql::{prelude::Queryable, Conn, Opts, OptsBuilder, Transaction, TxOpts};
+use mysql::{
+    prelude::Queryable, ClientIdentity, Conn, Opts, OptsBuilder, SslOpts, Transaction, TxOpts,
+};
 
 use crate::{
-    config::DbConfig,
+    config::{DbConfig, TlsConfig},
     dead_letter::{truncate_payload, DeadLetter, Reason},
     metrics::Metrics,
     sink::batch::{Batch, Op, RowKind, Shapes},
@@ -36,8 +38,22 @@ const MAX_STATEMENT_BYTES: usize = 4 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const DETAIL_LIMIT: usize = 8_000;
 
+/// The driver's TLS settings: CA verification always, the host name check unless
+/// `verify_hostname` is false, a client certificate if given.
+fn ssl_opts(tls: &TlsConfig) -> SslOpts {
+    let mut ssl = SslOpts::default().with_danger_skip_domain_validation(!tls.verify_hostname);
+    if let Some(ca) = &tls.ca_file {
+        ssl = ssl.with_root_cert_path(Some(ca.clone()));
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        ssl = ssl.with_client_identity(Some(ClientIdentity::new(cert.clone(), key.clone())));
+    }
+    ssl
+}
+
 pub fn opts(cfg: &DbConfig) -> Opts {
     OptsBuilder::new()
+        .ssl_opts(cfg.tls.as_ref().map(ssl_opts))
         .ip_or_hostname(Some(cfg.host.clone()))
         .tcp_port(cfg.port)
         .user(Some(cfg.user.clone()))
