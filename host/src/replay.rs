@@ -127,76 +127,69 @@ pub fn replay(opts: &Options, out: &mut dyn Write) -> Result<Summary, String> {
             (id.clone(), mapping)
         })
         .collect();
-    let mut router = Router::new(classes, BTreeMap::from([(class.clone(), plugin)]));
     let file = File::open(&opts.messages)
         .map_err(|e| format!("cannot open {}: {e}", opts.messages.display()))?;
-
     let mut sink = match &opts.write {
         Some(dir) => Some(Sink::open(dir)?),
         None => None,
     };
+    // The message limits of the collector being written for, else its defaults.
+    let limits = sink
+        .as_ref()
+        .map(|s| s.cfg.collector.limits)
+        .unwrap_or_default();
+    let mut router =
+        Router::new(classes, BTreeMap::from([(class.clone(), plugin)])).with_limits(limits);
+    // Dry runs report message by message; writes commit in the collector's batches.
     let batch_size = sink.as_ref().map_or(1, |s| s.batch_size);
+    let mut messages = BufReader::new(file)
+        .split(b'\n')
+        .enumerate()
+        .filter_map(|(i, line)| match line {
+            Err(e) => Some(Err(format!(
+                "cannot read {} at line {}: {e}",
+                opts.messages.display(),
+                i + 1
+            ))),
+            Ok(mut line) => {
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                let blank = line.iter().all(u8::is_ascii_whitespace);
+                (!blank).then_some(Ok((i + 1, line)))
+            }
+        });
     let mut shapes = Shapes::default();
     let mut batch = Batch::default();
     // The file line of each message of the batch, for the dead-letter lines.
     let mut lines: Vec<usize> = Vec::new();
     let mut summary = Summary::default();
-    let mut flush = |batch: &mut Batch,
-                     lines: &mut Vec<usize>,
-                     shapes: &Shapes,
-                     summary: &mut Summary,
-                     sink: &mut Option<Sink>,
-                     last_line: usize|
-     -> Result<(), String> {
-        if let Some(sink) = sink {
-            sink.commit(batch, shapes, last_line)?;
+    loop {
+        while batch.len() < batch_size {
+            let Some(message) = messages.next() else {
+                break;
+            };
+            let (line, payload) = message?;
+            Dispatcher::dispatch_one(&mut router, &mut shapes, &opts.topic, payload, &mut batch);
+            lines.push(line);
         }
-        report(batch, lines, shapes, opts, sink.is_none(), summary, out)?;
+        let Some(&last_line) = lines.last() else {
+            break;
+        };
+        if let Some(sink) = sink.as_mut() {
+            sink.commit(&mut batch, &shapes, last_line)?;
+        }
+        report(
+            &batch,
+            &lines,
+            &shapes,
+            opts,
+            sink.is_none(),
+            &mut summary,
+            out,
+        )?;
         batch.clear();
         lines.clear();
-        Ok(())
-    };
-    let mut last_line = 0;
-    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
-        let mut line = line.map_err(|e| {
-            format!(
-                "cannot read {} at line {}: {e}",
-                opts.messages.display(),
-                i + 1
-            )
-        })?;
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        last_line = i + 1;
-        Dispatcher::dispatch_one(&mut router, &mut shapes, &opts.topic, line, &mut batch);
-        lines.push(last_line);
-        if batch.len() >= batch_size {
-            flush(
-                &mut batch,
-                &mut lines,
-                &shapes,
-                &mut summary,
-                &mut sink,
-                last_line,
-            )?;
-        }
-    }
-    if !batch.is_empty() {
-        flush(
-            &mut batch,
-            &mut lines,
-            &shapes,
-            &mut summary,
-            &mut sink,
-            last_line,
-        )?;
-    }
-    if let Some(sink) = sink {
-        sink.close();
     }
     Ok(summary)
 }
@@ -361,10 +354,12 @@ impl Sink {
             .map(|_| ())
             .map_err(|_| "stopped while the database was unreachable".to_string())
     }
+}
 
-    /// The sink records a spool position with every commit; a replay has no spool, so
-    /// its row goes when the replay is done.
-    fn close(self) {
+/// The sink records a spool position with every commit; a replay has no spool, so its
+/// row goes when the replay ends, however it ends.
+impl Drop for Sink {
+    fn drop(&mut self) {
         let removed = connect(&self.cfg.db).and_then(|mut c| {
             c.exec_drop(
                 "DELETE FROM collector_position WHERE client_id = ?",

@@ -18,7 +18,7 @@ pub enum RowKind {
 }
 
 /// A (kind, table, columns) combination: rows of one shape share one statement.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Shape {
     pub kind: RowKind,
     pub table: String,
@@ -36,6 +36,16 @@ pub struct Shapes {
 impl Shapes {
     pub fn get(&self, id: usize) -> &Shape {
         &self.list[id]
+    }
+
+    /// The shapes numbered `from` and up, for a mirror in another thread.
+    pub fn since(&self, from: usize) -> Vec<Shape> {
+        self.list[from..].to_vec()
+    }
+
+    /// Appends shapes numbered from the mirror's current length on.
+    pub fn extend(&mut self, more: Vec<Shape>) {
+        self.list.extend(more);
     }
 
     fn intern(

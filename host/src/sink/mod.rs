@@ -2,3 +2,4 @@
 
 pub mod batch;
 pub mod mysql;
+pub mod writer;

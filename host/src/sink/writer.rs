@@ -1,0 +1,204 @@
+//! Where batches are written: a thread of its own commits each batch the dispatcher
+//! seals, so that MySQL works on one batch while the plugins fill the next. Per-cnc_id
+//! order is kept: there is one dispatcher and batches commit in order.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{atomic::AtomicBool, Arc},
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use log::{debug, info, warn};
+
+use crate::{
+    metrics::Metrics,
+    sink::{
+        batch::{Batch, Shape, Shapes},
+        mysql::{MysqlSink, Stopped},
+    },
+    spool::Spool,
+};
+
+/// Totals since start, for the periodic and final summaries.
+#[derive(Debug, Default, Clone)]
+pub struct Totals {
+    pub received: u64,
+    pub stored: u64,
+    pub dead: BTreeMap<&'static str, u64>,
+}
+
+impl Totals {
+    pub fn summary(&self) -> String {
+        let dead: u64 = self.dead.values().sum();
+        let mut s = format!(
+            "{} received, {} stored, {} dead letters",
+            self.received, self.stored, dead
+        );
+        if dead > 0 {
+            let by: Vec<String> = self.dead.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            s.push_str(&format!(" ({})", by.join(", ")));
+        }
+        s
+    }
+}
+
+/// A batch ready to commit: its messages, the spool position it reaches, and the
+/// row shapes first seen in it.
+pub struct Sealed {
+    pub batch: Batch,
+    pub position: u64,
+    pub new_shapes: Vec<Shape>,
+}
+
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+pub struct Writer {
+    sink: MysqlSink,
+    spool: Spool,
+    metrics: Arc<Metrics>,
+    /// The dispatcher's shapes, mirrored from what each sealed batch brings.
+    shapes: Shapes,
+    totals: Totals,
+}
+
+impl Writer {
+    pub fn new(sink: MysqlSink, spool: Spool, metrics: Arc<Metrics>) -> Self {
+        Writer {
+            sink,
+            spool,
+            metrics,
+            shapes: Shapes::default(),
+            totals: Totals::default(),
+        }
+    }
+
+    /// Commits sealed batches in order until the dispatcher hangs up (or `stop` is set
+    /// while the database is unreachable), sending each emptied batch back for reuse.
+    pub fn spawn(
+        mut self,
+        sealed: Receiver<Sealed>,
+        emptied: Sender<Batch>,
+        stop: Arc<AtomicBool>,
+    ) -> thread::JoinHandle<Totals> {
+        thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || {
+                let mut last_summary = Instant::now();
+                let mut since_summary = Totals::default();
+                loop {
+                    match sealed.recv_timeout(Duration::from_millis(100)) {
+                        Ok(Sealed { mut batch, position, new_shapes }) => {
+                            self.shapes.extend(new_shapes);
+                            if self.commit(&mut batch, position, &stop, &mut since_summary).is_err() {
+                                info!(
+                                    "stopped with {} messages uncommitted; they stay in the spool for the next start",
+                                    batch.len()
+                                );
+                                break;
+                            }
+                            self.spool.release(position);
+                            let (records, bytes) = self.spool.depth(position);
+                            self.metrics.spool_records.set(records as i64);
+                            self.metrics.spool_bytes.set(bytes as i64);
+                            batch.clear();
+                            let _ = emptied.try_send(batch);
+                        }
+                        Err(RecvTimeoutError::Timeout) => self.sink.check_alive(),
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                    self.maybe_summary(&mut last_summary, &mut since_summary);
+                }
+                info!("writer stopped: {}", self.totals.summary());
+                self.totals
+            })
+            .expect("spawn writer thread")
+    }
+
+    fn maybe_summary(&self, last: &mut Instant, since: &mut Totals) {
+        if last.elapsed() >= SUMMARY_EVERY {
+            if since.received > 0 {
+                info!("last {} s: {}", last.elapsed().as_secs(), since.summary());
+            }
+            *last = Instant::now();
+            *since = Totals::default();
+        }
+    }
+
+    fn commit(
+        &mut self,
+        batch: &mut Batch,
+        position: u64,
+        stop: &AtomicBool,
+        since: &mut Totals,
+    ) -> Result<(), Stopped> {
+        let started = Instant::now();
+        let done = self.sink.commit(batch, &self.shapes, position, stop)?;
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_size.observe(batch.len() as f64);
+        self.count(batch);
+        debug!(
+            "committed {} messages ({} dead letters) in {:.1} ms",
+            batch.len(),
+            done.dead,
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        for (entry, dl) in batch.dead_letters() {
+            warn!(
+                "dead letter ({}) cnc_id={} plugin={} topic={}: {}",
+                dl.reason.as_str(),
+                dl.cnc_id.as_deref().unwrap_or("-"),
+                dl.plugin
+                    .as_ref()
+                    .map(|(c, v)| format!("{c} {v}"))
+                    .unwrap_or_else(|| "-".into()),
+                entry.topic,
+                dl.detail
+            );
+            for t in [&mut self.totals, &mut *since] {
+                *t.dead.entry(dl.reason.as_str()).or_default() += 1;
+            }
+        }
+        for t in [&mut self.totals, &mut *since] {
+            t.received += batch.len() as u64;
+            t.stored += done.stored as u64;
+        }
+        Ok(())
+    }
+
+    /// Counts the committed batch per (class, cnc_id), and when each machine was
+    /// last heard from.
+    fn count(&self, batch: &Batch) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let m = &*self.metrics;
+        let mut stored: HashMap<(&str, &str), u64> = HashMap::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        for e in &batch.entries {
+            let cnc = m.cnc_label(e.cnc_id.as_deref());
+            let class = m.class_label(e.plugin.as_ref().map(|p| p.class_name.as_str()));
+            if let Some(id) = e.cnc_id.as_deref() {
+                seen.insert(id);
+            }
+            match &e.dead {
+                None => *stored.entry((class, cnc)).or_default() += 1,
+                Some(dl) => m
+                    .dead_lettered
+                    .with_label_values(&[dl.reason.as_str(), class, cnc])
+                    .inc(),
+            }
+        }
+        for ((class, cnc), n) in stored {
+            m.stored.with_label_values(&[class, cnc]).inc_by(n);
+        }
+        for id in seen {
+            m.heard_from(id, now);
+        }
+    }
+
+}
