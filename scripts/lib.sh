@@ -82,3 +82,10 @@ shipped_plugins() {
         sed -n 's/^name = "\(.*\)"/\1/p' "$d/Cargo.toml" | head -1
     done
 }
+
+# Everything a script needs before it builds: packages, Rust, running services.
+prepare() {
+    ensure_packages
+    ensure_rust
+    ensure_services
+}

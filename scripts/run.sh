@@ -6,9 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_packages
-ensure_rust
-ensure_services
+prepare
 
 log "applying database.sql"
 mariadb -h127.0.0.1 -uroot < database.sql

@@ -5,9 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_packages
-ensure_rust
-ensure_services
+prepare
 
 log "cargo fmt --check"
 cargo fmt --all --check

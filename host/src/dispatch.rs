@@ -84,10 +84,12 @@ impl Dispatcher {
         // One batch being filled, one being committed, one waiting between them.
         let (to_writer, sealed) = crossbeam_channel::bounded::<Sealed>(1);
         let (emptied, recycled) = crossbeam_channel::bounded::<Batch>(2);
-        let writer = Writer::new(sink, spool, self.metrics.clone()).spawn(sealed, emptied, stop.clone());
+        let writer =
+            Writer::new(sink, spool, self.metrics.clone()).spawn(sealed, emptied, stop.clone());
         let mut shapes_sent = 0;
         while !stop.load(Ordering::Relaxed) {
-            let Some(first) = self.read(&mut reader, Instant::now() + Duration::from_millis(100)) else {
+            let Some(first) = self.read(&mut reader, Instant::now() + Duration::from_millis(100))
+            else {
                 continue;
             };
             let mut batch = recycled.try_recv().unwrap_or_default();
@@ -105,7 +107,14 @@ impl Dispatcher {
             }
             let new_shapes = self.shapes.since(shapes_sent);
             shapes_sent += new_shapes.len();
-            if to_writer.send(Sealed { batch, position, new_shapes }).is_err() {
+            if to_writer
+                .send(Sealed {
+                    batch,
+                    position,
+                    new_shapes,
+                })
+                .is_err()
+            {
                 break; // the writer stopped: told to stop while the database was down
             }
         }

@@ -80,7 +80,7 @@ impl Created {
         let lib = target.join("release").join(&self.lib_file);
         s.push_str(&format!(
             "\nnext:\n  cd {cd}\n  cargo test{package}\n  cargo build --release{package}\n  \
-             cp {} <the collector's plugins_dir>/\n  \
+             install -m 0644 {} <the collector's plugins_dir>/\n  \
              map machines to \"{}\" in cnc_classes.json, then: mes-collector check --config-dir <dir>\n  \
              mes-collector replay --plugin {} --cnc-id <cnc_id> messages.jsonl\n",
             lib.display(),

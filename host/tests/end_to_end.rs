@@ -369,16 +369,6 @@ fn a_non_plugin_library_is_reported_by_name_and_the_valid_one_loads() {
     );
 }
 
-fn check(setup: &Setup) -> (bool, String) {
-    let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[test]
 fn check_passes_on_a_good_config_and_names_each_problem() {
     let db = TestDb::new("check");

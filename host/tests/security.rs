@@ -137,16 +137,6 @@ fn the_collector_works_with_the_least_privileges_the_readme_grants() {
     assert!(!collector.log().contains("denied"), "{}", collector.log());
 }
 
-fn check(setup: &Setup) -> (bool, String) {
-    let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[test]
 fn plugin_files_others_could_replace_or_not_on_the_allow_list_are_refused() {
     use std::os::unix::fs::PermissionsExt;
@@ -627,21 +617,12 @@ mod tls {
                                "tls": {"ca_file": certs.path(ca), "verify_hostname": verify}})
             .to_string()
         };
-        let run_check = |setup: &Setup| {
-            let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
-                .output()
-                .unwrap();
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-            )
-        };
         let broker = setup.broker.clone();
         setup.use_broker(&broker, &serde_json::json!({}));
 
         // Trusted CA, matching name: connected, rows stored, over TLS.
         setup.write("db_config.json", &db_config("localhost", "ca.crt", true));
-        let (ok, text) = run_check(&setup);
+        let (ok, text) = check(&setup);
         assert!(ok, "{text}");
         let collector = Collector::start(&setup);
         setup.publish(&[SAMPLES[0].as_bytes()]);
@@ -679,7 +660,7 @@ mod tls {
             "db_config.json",
             &db_config("localhost", "other-ca.crt", true),
         );
-        let (ok, text) = run_check(&setup);
+        let (ok, text) = check(&setup);
         assert!(!ok && text.contains("cannot connect"), "{text}");
 
         // The right CA but a certificate for another name: refused, unless the name
@@ -691,10 +672,10 @@ mod tls {
             .to_string()
         };
         setup.write("db_config.json", &elsewhere_config(true));
-        let (ok, text) = run_check(&setup);
+        let (ok, text) = check(&setup);
         assert!(!ok && text.contains("cannot connect"), "{text}");
         setup.write("db_config.json", &elsewhere_config(false));
-        let (ok, text) = run_check(&setup);
+        let (ok, text) = check(&setup);
         assert!(ok, "{text}");
     }
 
@@ -719,20 +700,11 @@ mod tls {
         );
         let uri = |b: &PrivateBroker| format!("ssl://localhost:{}", b.port);
         let tls = |ca: &str| serde_json::json!({"ca_file": certs.path(ca)});
-        let run_check = |setup: &Setup| {
-            let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
-                .output()
-                .unwrap();
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-            )
-        };
 
         // The right CA and password: connected, and data flows.
         let good_cfg = serde_json::json!({"broker": {"tls": tls("ca.crt"), "username": "collector", "password": "broker-pass"}});
         setup.use_broker(&uri(&good), &good_cfg);
-        let (ok, text) = run_check(&setup);
+        let (ok, text) = check(&setup);
         assert!(ok, "{text}");
         let collector = Collector::start(&setup);
         let out = Command::new("mosquitto_pub")
@@ -770,18 +742,18 @@ mod tls {
             &uri(&good),
             &serde_json::json!({"broker": {"tls": tls("other-ca.crt"), "username": "collector", "password": "broker-pass"}}),
         );
-        let (ok, text) = run_check(&setup);
+        let (ok, text) = check(&setup);
         assert!(!ok && broker_line(&text).contains("PROBLEM"), "{text}");
 
         // The right CA, but a certificate for another host name: refused...
         setup.use_broker(&uri(&wrong_name), &good_cfg);
-        let (ok, text) = run_check(&setup);
+        let (ok, text) = check(&setup);
         assert!(!ok && broker_line(&text).contains("PROBLEM"), "{text}");
         // ...because of the name alone.
         let mut lax = good_cfg.clone();
         lax["broker"]["tls"]["verify_hostname"] = false.into();
         setup.use_broker(&uri(&wrong_name), &lax);
-        let (ok, text) = run_check(&setup);
+        let (ok, text) = check(&setup);
         assert!(ok, "{text}");
 
         // The wrong password: refused.
@@ -789,7 +761,7 @@ mod tls {
             &uri(&good),
             &serde_json::json!({"broker": {"tls": tls("ca.crt"), "username": "collector", "password": "not-it"}}),
         );
-        let (ok, text) = run_check(&setup);
+        let (ok, text) = check(&setup);
         assert!(!ok && broker_line(&text).contains("PROBLEM"), "{text}");
         assert!(
             !text.contains("not-it") && !text.contains("broker-pass"),

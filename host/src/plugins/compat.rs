@@ -7,6 +7,8 @@
 //! refusal names the first difference. The host adds one rule abi_stable lacks: a
 //! plugin built against a newer minor version than the host's is refused too.
 
+// `abi_checking` is `#[doc(hidden)]` in abi_stable 0.11.3 but public: it gives the
+// layout report as data, where `LibraryError` only carries it as text.
 use abi_stable::{
     abi_stability::abi_checking::{check_layout_compatibility, AbiInstability},
     library::{LibHeader, LibraryError, RootModule},
@@ -112,8 +114,9 @@ pub(super) fn explain(error: &LibraryError, header: Option<&LibHeader>) -> Strin
     }
 }
 
-/// The first difference between the host's root module and the library's, as
-/// "in `Type.field`: what differs", or `None` if the layouts check out here.
+/// The first difference between the host's root module and the library's, as "in
+/// `Type.field`, the plugin has ... where this host has ...", or `None` if the layouts
+/// check out here.
 fn first_difference(found: &'static TypeLayout) -> Option<String> {
     let report = check_layout_compatibility(<PluginModuleRef as StableAbi>::LAYOUT, found).err()?;
     // Errors of nested types come before those of the types containing them, so the

@@ -376,30 +376,37 @@ impl MysqlSink {
             return;
         }
         self.last_check = Instant::now();
-        let result = self.connection().and_then(|c| c.query_drop("SELECT 1"));
-        match result {
-            Ok(()) => {
-                self.metrics.set_db_up(true);
-                if let Some(since) = self.down_since.take() {
-                    info!(
-                        "database {} reachable again after {:.1} s",
-                        self.cfg.target(),
-                        since.elapsed().as_secs_f64()
-                    );
-                }
-            }
-            Err(e) => {
-                self.conn = None;
-                if self.down_since.is_none() {
-                    self.down_since = Some(Instant::now());
-                    self.metrics.set_db_up(false);
-                    self.metrics.db_outages.inc();
-                    warn!(
-                        "database {} unavailable ({e}); messages wait in the spool",
-                        self.cfg.target()
-                    );
-                }
-            }
+        match self.connection().and_then(|c| c.query_drop("SELECT 1")) {
+            Ok(()) => self.mark_up(""),
+            Err(e) => self.mark_down(&e, "messages wait in the spool"),
+        }
+    }
+
+    /// Records that the database answered; logs the end of an outage once.
+    fn mark_up(&mut self, how: &str) {
+        self.metrics.set_db_up(true);
+        if let Some(since) = self.down_since.take() {
+            info!(
+                "database {} reachable again after {:.1} s{how}",
+                self.cfg.target(),
+                since.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    /// Records that the database did not answer; logs the start of an outage once.
+    fn mark_down(&mut self, e: &mysql::Error, consequence: &str) {
+        self.conn = None;
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            self.metrics.set_db_up(false);
+            self.metrics.db_outages.inc();
+            warn!(
+                "database {} unavailable ({e}); {consequence}",
+                self.cfg.target()
+            );
+        } else {
+            debug!("database still unavailable: {e}");
         }
     }
 
@@ -424,30 +431,15 @@ impl MysqlSink {
             attempts += 1;
             match attempt(self) {
                 Ok(done) => {
-                    self.metrics.set_db_up(true);
-                    if let Some(since) = self.down_since.take() {
-                        info!(
-                            "database {} reachable again after {:.1} s and {attempts} attempts; resuming",
-                            self.cfg.target(),
-                            since.elapsed().as_secs_f64()
-                        );
-                    }
+                    self.mark_up(&format!(" and {attempts} attempts; resuming"));
                     return Ok(done);
                 }
                 Err(e) => {
-                    self.conn = None;
-                    if self.down_since.is_none() {
-                        self.down_since = Some(Instant::now());
-                        self.metrics.set_db_up(false);
-                        self.metrics.db_outages.inc();
-                        warn!(
-                            "database {} unavailable ({e}); {held} messages wait in the spool, retrying with back-off up to {} s",
-                            self.cfg.target(),
-                            MAX_BACKOFF.as_secs()
-                        );
-                    } else {
-                        debug!("database still unavailable: {e}");
-                    }
+                    let consequence = format!(
+                        "{held} messages wait in the spool, retrying with back-off up to {} s",
+                        MAX_BACKOFF.as_secs()
+                    );
+                    self.mark_down(&e, &consequence);
                     let until = Instant::now() + backoff;
                     while Instant::now() < until {
                         if stop.load(Ordering::Relaxed) {

@@ -200,5 +200,4 @@ impl Writer {
             m.heard_from(id, now);
         }
     }
-
 }

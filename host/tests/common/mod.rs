@@ -454,6 +454,17 @@ pub const SAMPLES: [&str; 3] = [
     r#"{"cnc_id": "CNC001","part_program": "program_03","timestamp": "1747379035","payload":{"status": "error","spin":100,"X-Axis":25,"Y-Axis":75}}"#,
 ];
 
+/// `mes-collector check` on the setup: (passed, stdout).
+pub fn check(setup: &Setup) -> (bool, String) {
+    let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// Runs `cnc-sim` with these arguments.
 pub fn cnc_sim(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cnc-sim"));
