@@ -259,3 +259,43 @@ fn sigterm_commits_the_batch_in_hand_and_exits_promptly() {
         collector.log()
     );
 }
+
+#[test]
+fn a_connection_lost_while_committing_does_not_store_the_batch_twice() {
+    const N: u64 = 2_000;
+    let db = TestDb::new("indoubt");
+    let proxy = TcpProxy::start("127.0.0.1:3306");
+    let setup = Setup::new(&db, "indoubt", &sim_classes(10), &plugins());
+    setup.write_db(&db, proxy.port);
+    let collector = Collector::start(&setup);
+    // Let the first batches through, then lose the answer to a COMMIT the server ran.
+    let publisher = generate(&setup, N, 2_000, 0, 10);
+    thread::sleep(Duration::from_millis(300));
+    proxy.cut_after_next_commit();
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !proxy.trap_sprung() {
+        assert!(
+            std::time::Instant::now() < until,
+            "no COMMIT went through the proxy"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::sleep(Duration::from_millis(1_000));
+    proxy.restore();
+    finish(publisher);
+    db.wait_count("SELECT COUNT(*) FROM cnc_data", N, WAIT);
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        seq_stats(&db),
+        (N, N, 0, N as i64 - 1),
+        "{}",
+        collector.log()
+    );
+    assert!(
+        collector
+            .log()
+            .contains("was committed before the connection dropped"),
+        "{}",
+        collector.log()
+    );
+}

@@ -82,19 +82,38 @@
 //!
 //! ## Compatibility
 //!
-//! The host checks every plugin when it loads it, and refuses, naming the file, a
-//! plugin whose ABI does not match:
+//! The host checks every plugin library when it loads it, and refuses one that does not
+//! match with a message naming the file, what differs and what to rebuild against
+//! (`mes-collector check` and `mes-collector plugins DIR` show it). The rules, as
+//! abi_stable 0.11.3 applies them and `host/tests/plugin_authoring.rs` verifies:
 //!
-//! - A plugin built against `mes-plugin-api` 1.x loads into any host built against
-//!   1.y with y ≥ x. A plugin built against a newer minor version than the host's is
-//!   refused (it may rely on fields the host lacks).
-//! - Minor releases may only append: new fields at the end of [`PluginModule`] (read
-//!   as absent from older plugins), new methods at the end of [`RawDatabase`] and
-//!   [`PluginInstance`], new free functions and types.
-//! - Anything else (a changed [`Value`] or [`Message`], a removed or reordered field or
-//!   method, a changed signature) needs a new major version.
-//! - A plugin's own version ([`PluginModule::plugin_version`]) is informational: the
-//!   host shows it in `check` and in dead letters.
+//! - **Major version.** The plugin records the `mes-plugin-api` version it was built
+//!   against. Another major version than the host's is refused: rebuild the plugin
+//!   against the host's `mes-plugin-api` major version.
+//! - **Minor version: the oldest host a plugin runs on.** A plugin built against 1.y
+//!   loads into hosts built against 1.y or any later 1.x, and is refused by older ones.
+//!   abi_stable compares major versions only; the host adds this rule, so that a minor
+//!   release may add host behaviour that plugins built against it rely on. A plugin
+//!   declares the oldest host it needs by the version it is built against: to run on
+//!   1.0 hosts, keep `mes-plugin-api = "~1.0"` in its Cargo.toml.
+//! - **Layout.** Every type reachable from the root module ([`PluginModule`], the
+//!   [`PluginInstance`] and [`RawDatabase`] vtables, [`Message`], [`Value`],
+//!   [`PluginFailure`]) is compared field by field with the host's: names, order,
+//!   types, sizes. Any difference refuses the plugin, whatever its version says.
+//!
+//! So a minor release may only add what does not cross the boundary: new functions and
+//! helpers like [`standard`], compiled into the plugins that use them. It may **not**
+//! append fields to [`PluginModule`] or methods to [`PluginInstance`] or
+//! [`RawDatabase`], although they are abi_stable prefix types: abi_stable accepts a
+//! plugin whose prefix type has more fields than the host's (a newer plugin, which the
+//! host refuses by the rule above anyway), but refuses one with fewer ("too many
+//! fields"), so an appended field would lock every existing 1.x plugin out of the new
+//! host. That, and any other change to a boundary type (a new [`Value`] variant, a
+//! changed [`Message`], a removed, reordered or retyped field or method), needs a new
+//! major version.
+//!
+//! A plugin's own version ([`PluginModule::plugin_version`]) is informational: the host
+//! shows it in `check` and in dead letters.
 
 mod db;
 mod error;

@@ -87,8 +87,9 @@ pub type PluginInstanceBox = PluginInstance_TO<'static, RBox<()>>;
 
 /// The root module every plugin library exports (through [`export_plugin!`]).
 ///
-/// It is a prefix type: fields may be appended in minor versions of this crate, and a
-/// host reads fields an older plugin lacks as absent.
+/// It is an abi_stable prefix type, but fields cannot be appended in a minor version:
+/// a host whose module has more fields than a plugin's refuses that plugin (see
+/// "Compatibility" in the crate docs). A new field needs a new major version.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
@@ -110,8 +111,9 @@ impl RootModule for PluginModuleRef {
     declare_root_module_statics! {PluginModuleRef}
     const BASE_NAME: &'static str = "mes_plugin";
     const NAME: &'static str = "mes_plugin";
-    // The version of this crate: a host refuses plugins built against another major
-    // version, or a newer minor version, of `mes-plugin-api`.
+    // The version of this crate, recorded in every plugin: abi_stable refuses plugins
+    // built against another major version, and the host refuses those built against a
+    // newer minor version than its own (see "Compatibility" in the crate docs).
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
 }
 

@@ -345,13 +345,7 @@ impl MysqlSink {
     /// The spool position this collector committed last, waiting for the database
     /// if it is unreachable. `None` with no row yet; `Err` when told to stop.
     pub fn read_position(&mut self, stop: &AtomicBool) -> Result<Option<u64>, Stopped> {
-        self.retrying(stop, 0, |sink| {
-            let client_id = sink.client_id.clone();
-            sink.connection()?.exec_first(
-                "SELECT last_seq FROM collector_position WHERE client_id = ?",
-                (client_id,),
-            )
-        })
+        self.retrying(stop, 0, |sink| sink.committed_position())
     }
 
     /// Commits the batch with the spool position it reaches, retrying through outages
@@ -365,7 +359,36 @@ impl MysqlSink {
         stop: &AtomicBool,
     ) -> Result<Committed, Stopped> {
         let held = batch.len();
-        self.retrying(stop, held, |sink| sink.try_commit(batch, shapes, position))
+        // Set when a COMMIT was sent but its answer lost: the batch may be in MySQL.
+        let mut marked_in_doubt: Option<Vec<usize>> = None;
+        self.retrying(stop, held, |sink| {
+            if let Some(marked) = &marked_in_doubt {
+                // The position commits with the rows, so it tells whether they did.
+                // Until it can be read, the batch stays in doubt.
+                if sink.committed_position()? >= Some(position) {
+                    info!("the batch up to spool record {position} was committed before the connection dropped; not writing it again");
+                    return Ok(Committed::of(batch));
+                }
+                for &i in marked {
+                    batch.entries[i].dead = None;
+                }
+                marked_in_doubt = None;
+            }
+            sink.try_commit(batch, shapes, position).map_err(|failure| {
+                if let Failure::InDoubt(_, marked) = &failure {
+                    marked_in_doubt = Some(marked.clone());
+                }
+                failure.into_error()
+            })
+        })
+    }
+
+    fn committed_position(&mut self) -> Result<Option<u64>, mysql::Error> {
+        let client_id = self.client_id.clone();
+        self.connection()?.exec_first(
+            "SELECT last_seq FROM collector_position WHERE client_id = ?",
+            (client_id,),
+        )
     }
 
     /// While idle, checks now and then that the database is still reachable, so that
@@ -453,19 +476,21 @@ impl MysqlSink {
         }
     }
 
+    /// One attempt. The messages it finds MySQL refusing are marked as dead letters;
+    /// the marks are undone if the attempt surely did not commit.
     fn try_commit(
         &mut self,
         batch: &mut Batch,
         shapes: &Shapes,
         position: u64,
-    ) -> Result<Committed, mysql::Error> {
+    ) -> Result<Committed, Failure> {
         let client_id = self.client_id.clone();
         let payload_limit = self.payload_limit;
-        if self.conn.is_none() {
-            self.conn = Some(connect(&self.cfg)?);
-        }
+        self.connection().map_err(Failure::NotCommitted)?;
         let conn = self.conn.as_mut().expect("connected above");
-        let mut tx = conn.start_transaction(TxOpts::default())?;
+        let mut tx = conn
+            .start_transaction(TxOpts::default())
+            .map_err(Failure::NotCommitted)?;
         let live: Vec<usize> = (0..batch.len())
             .filter(|&i| batch.entries[i].dead.is_none())
             .collect();
@@ -478,7 +503,8 @@ impl MysqlSink {
             &live,
             0,
             &mut refused,
-        )?;
+        )
+        .map_err(Failure::NotCommitted)?;
         let mut marked = Vec::with_capacity(refused.len());
         for (i, reason) in refused {
             let e = &mut batch.entries[i];
@@ -491,26 +517,55 @@ impl MysqlSink {
             e.dead = Some(dl);
             marked.push(i);
         }
-        let result = write_dead_letters(&mut tx, batch, payload_limit)
-            .and_then(|()| {
-                tx.exec_drop(
-                    "INSERT INTO collector_position (client_id, last_seq) VALUES (?, ?) \
-                     ON DUPLICATE KEY UPDATE last_seq = VALUES(last_seq)",
-                    (client_id.as_str(), position),
-                )
-            })
-            .and_then(|()| tx.commit());
-        if let Err(e) = result {
-            // Not committed: the refused messages are tried again with the batch.
+        let written = write_dead_letters(&mut tx, batch, payload_limit).and_then(|()| {
+            tx.exec_drop(
+                "INSERT INTO collector_position (client_id, last_seq) VALUES (?, ?) \
+                 ON DUPLICATE KEY UPDATE last_seq = VALUES(last_seq)",
+                (client_id.as_str(), position),
+            )
+        });
+        if let Err(e) = written {
             for i in marked {
                 batch.entries[i].dead = None;
             }
-            return Err(e);
+            return Err(Failure::NotCommitted(e));
         }
+        match tx.commit() {
+            Ok(()) => Ok(Committed::of(batch)),
+            Err(e) if is_rejection(&e) => {
+                for i in marked {
+                    batch.entries[i].dead = None;
+                }
+                Err(Failure::NotCommitted(e))
+            }
+            // The server may have committed before the connection broke.
+            Err(e) => Err(Failure::InDoubt(e, marked)),
+        }
+    }
+}
+
+/// Why an attempt to commit failed.
+enum Failure {
+    NotCommitted(mysql::Error),
+    /// COMMIT was sent and its answer lost; the indices are the messages the attempt
+    /// marked as refused by MySQL.
+    InDoubt(mysql::Error, Vec<usize>),
+}
+
+impl Failure {
+    fn into_error(self) -> mysql::Error {
+        match self {
+            Failure::NotCommitted(e) | Failure::InDoubt(e, _) => e,
+        }
+    }
+}
+
+impl Committed {
+    fn of(batch: &Batch) -> Committed {
         let dead = batch.dead_letters().count();
-        Ok(Committed {
+        Committed {
             stored: batch.len() - dead,
             dead,
-        })
+        }
     }
 }

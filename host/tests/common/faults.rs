@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU8, Ordering},
         Arc, Mutex,
     },
     thread,
@@ -19,9 +19,28 @@ use std::{
 /// new ones until `restore`, as a pulled cable or a restarting server would.
 pub struct TcpProxy {
     pub port: u16,
-    up: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
+    line: Arc<Line>,
     done: Arc<AtomicBool>,
+}
+
+/// What the proxy's threads share: whether the line is up, the open connections, and
+/// the commit trap (see [`TcpProxy::cut_after_next_commit`]).
+#[derive(Default)]
+struct Line {
+    up: AtomicBool,
+    conns: Mutex<Vec<TcpStream>>,
+    /// 0: off; 1: waiting for a client's COMMIT; 2: COMMIT forwarded, the server's
+    /// answer is to be swallowed and the line cut.
+    trap: AtomicU8,
+}
+
+impl Line {
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
 }
 
 impl TcpProxy {
@@ -29,28 +48,32 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let up = Arc::new(AtomicBool::new(true));
+        let line = Arc::new(Line::default());
+        line.up.store(true, Ordering::SeqCst);
         let done = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (up2, done2, conns2, target) =
-            (up.clone(), done.clone(), conns.clone(), target.to_string());
+        let (line2, done2, target) = (line.clone(), done.clone(), target.to_string());
         thread::spawn(move || {
             while !done2.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((client, _)) => {
                         client.set_nonblocking(false).unwrap();
-                        if !up2.load(Ordering::SeqCst) {
+                        if !line2.up.load(Ordering::SeqCst) {
                             let _ = client.shutdown(Shutdown::Both);
                             continue;
                         }
                         let Ok(server) = TcpStream::connect(&target) else {
                             continue;
                         };
-                        let mut list = conns2.lock().unwrap();
+                        let mut list = line2.conns.lock().unwrap();
                         list.push(client.try_clone().unwrap());
                         list.push(server.try_clone().unwrap());
-                        pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                        pipe(server, client);
+                        pipe(
+                            client.try_clone().unwrap(),
+                            server.try_clone().unwrap(),
+                            line2.clone(),
+                            true,
+                        );
+                        pipe(server, client, line2.clone(), false);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         thread::sleep(Duration::from_millis(5))
@@ -59,40 +82,58 @@ impl TcpProxy {
                 }
             }
         });
-        TcpProxy {
-            port,
-            up,
-            conns,
-            done,
-        }
+        TcpProxy { port, line, done }
     }
 
     pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
+        self.line.cut();
     }
 
     pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
+        self.line.up.store(true, Ordering::SeqCst);
+    }
+
+    /// The next COMMIT a client sends reaches the server, but the server's answer is
+    /// swallowed and the line cut: the client cannot know whether it committed.
+    /// (MySQL protocol: a COM_QUERY packet, command byte 3, with the text COMMIT.)
+    pub fn cut_after_next_commit(&self) {
+        self.line.trap.store(1, Ordering::SeqCst);
+    }
+
+    /// Whether the trap has gone off.
+    pub fn trap_sprung(&self) -> bool {
+        self.line.trap.load(Ordering::SeqCst) == 0 && !self.line.up.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.done.store(true, Ordering::SeqCst);
-        self.cut();
+        self.line.cut();
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, line: Arc<Line>, from_client: bool) {
     thread::spawn(move || {
         let mut buf = [0u8; 16 << 10];
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    if from_client
+                        && line.trap.load(Ordering::SeqCst) == 1
+                        && buf[..n].windows(7).any(|w| w == b"\x03COMMIT")
+                    {
+                        line.trap.store(2, Ordering::SeqCst);
+                    } else if !from_client
+                        && line
+                            .trap
+                            .compare_exchange(2, 0, Ordering::SeqCst, Ordering::SeqCst)
+                            .is_ok()
+                    {
+                        line.cut();
+                        break;
+                    }
                     if to.write_all(&buf[..n]).is_err() {
                         break;
                     }

@@ -1,0 +1,58 @@
+//! Test fixture: the real `mes-plugin-api` (its modules are compiled from
+//! `plugin-api/src` itself), except for the root module in `plugin.rs`, which differs
+//! as the enabled feature says. Only `host/tests/plugin_authoring.rs` builds it.
+
+#[path = "../../../../plugin-api/src/db.rs"]
+mod db;
+#[path = "../../../../plugin-api/src/error.rs"]
+mod error;
+#[path = "../../../../plugin-api/src/ident.rs"]
+mod ident;
+#[path = "../../../../plugin-api/src/message.rs"]
+mod message;
+mod plugin;
+#[path = "../../../../plugin-api/src/standard.rs"]
+pub mod standard;
+#[path = "../../../../plugin-api/src/value.rs"]
+mod value;
+
+pub use db::{Db, RawDatabase, RawDatabaseRef, RawDatabase_TO};
+pub use error::{Error, FailureKind, PluginFailure};
+pub use ident::{check_identifier, check_row, MAX_IDENTIFIER_LEN};
+pub use message::Message;
+pub use plugin::{
+    Plugin, PluginInstance, PluginInstanceBox, PluginInstance_TO, PluginModule, PluginModuleRef,
+};
+pub use value::Value;
+
+/// The same export as the real crate's `export_plugin!`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
+        pub static __MES_PLUGIN_LIB_HEADER: $crate::__private::LibHeader = {
+            extern "C" fn load_root_module() -> $crate::__private::RootModuleResult {
+                $crate::__private::call_root_module_loader(|| {
+                    $crate::__private::root_module::<$plugin>(env!("CARGO_PKG_VERSION"))
+                })
+            }
+            // SAFETY: the constructor returns the root module of type PluginModuleRef.
+            unsafe {
+                $crate::__private::LibHeader::from_constructor::<$crate::PluginModuleRef>(
+                    load_root_module,
+                    $crate::__private::CheckTypeLayout::Yes,
+                )
+            }
+        };
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::plugin::root_module;
+    pub use abi_stable::library::{
+        __call_root_module_loader as call_root_module_loader, CheckTypeLayout, LibHeader,
+        RootModuleResult,
+    };
+}
