@@ -96,10 +96,18 @@ impl Redelivery {
     }
 
     pub fn appended(&mut self, topic: &str, payload: &[u8]) {
-        if self.recent.len() == TAIL_RECORDS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((topic.to_string(), payload.to_vec()));
+        // Reuses the oldest entry's buffers once the ring is full: no allocation per
+        // message.
+        let (mut t, mut p) = if self.recent.len() == TAIL_RECORDS {
+            self.recent.pop_front().expect("full")
+        } else {
+            (String::new(), Vec::new())
+        };
+        t.clear();
+        t.push_str(topic);
+        p.clear();
+        p.extend_from_slice(payload);
+        self.recent.push_back((t, p));
     }
 }
 

@@ -4,7 +4,11 @@
 
 #![allow(non_local_definitions)] // sabi_trait emits its impls inside a const block
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    sync::Arc,
+};
 
 use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 use mes_plugin_api::{check_row, RawDatabase, Value};
@@ -30,7 +34,8 @@ pub struct Shape {
 #[derive(Debug, Default)]
 pub struct Shapes {
     list: Vec<Shape>,
-    index: HashMap<String, usize>,
+    /// Hash of (kind, table, columns) → shapes with that hash.
+    index: HashMap<u64, Vec<usize>>,
 }
 
 impl Shapes {
@@ -54,15 +59,23 @@ impl Shapes {
         table: &str,
         columns: &[RStr<'_>],
     ) -> Result<usize, String> {
-        let mut key = String::with_capacity(64);
-        key.push(if kind == RowKind::Insert { 'i' } else { 'u' });
-        key.push_str(table);
+        // Looked up by hash and compared in place: no allocation per row.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (kind, table).hash(&mut h);
         for c in columns {
-            key.push('\0');
-            key.push_str(c.as_str());
+            c.as_str().hash(&mut h);
         }
-        if let Some(&id) = self.index.get(&key) {
-            return Ok(id);
+        let key = h.finish();
+        if let Some(ids) = self.index.get(&key) {
+            let same = |s: &Shape| {
+                s.kind == kind
+                    && s.table == table
+                    && s.columns.len() == columns.len()
+                    && s.columns.iter().zip(columns).all(|(a, b)| a == b.as_str())
+            };
+            if let Some(&id) = ids.iter().find(|&&id| same(&self.list[id])) {
+                return Ok(id);
+            }
         }
         let cols: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
         check_row(table, &cols, cols.len())?;
@@ -77,21 +90,29 @@ impl Shapes {
             table: table.to_string(),
             columns: cols.into_iter().map(String::from).collect(),
         });
-        self.index.insert(key, self.list.len() - 1);
+        self.index.entry(key).or_default().push(self.list.len() - 1);
         Ok(self.list.len() - 1)
     }
 }
 
 #[derive(Debug)]
 pub enum Op {
-    Row { shape: usize, values: Vec<Value> },
-    Exec { sql: String, params: Vec<Value> },
+    /// Kept as the plugin's `RVec`: converting to a `Vec` would copy it, since the
+    /// plugin's allocation comes with its own vtable.
+    Row {
+        shape: usize,
+        values: RVec<Value>,
+    },
+    Exec {
+        sql: String,
+        params: Vec<Value>,
+    },
 }
 
 /// One message of the batch.
 #[derive(Debug)]
 pub struct Entry {
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Known once the envelope parsed.
     pub cnc_id: Option<String>,
     /// The plugin that handled it, if any.
@@ -125,9 +146,14 @@ impl Batch {
 
     /// Starts a message; its writes follow through [`Batch::recorder`].
     pub fn begin(&mut self, topic: &str) {
+        // Messages mostly share a topic: keep one copy of it per batch.
+        let topic: Arc<str> = match self.entries.last() {
+            Some(prev) if &*prev.topic == topic => prev.topic.clone(),
+            _ => Arc::from(topic),
+        };
         let at = self.ops.len();
         self.entries.push(Entry {
-            topic: topic.to_string(),
+            topic,
             cnc_id: None,
             plugin: None,
             raw: Vec::new(),
@@ -206,10 +232,7 @@ impl Recorder<'_> {
                     .into(),
             );
         }
-        self.batch.ops.push(Op::Row {
-            shape,
-            values: values.into_vec(),
-        });
+        self.batch.ops.push(Op::Row { shape, values });
         RResult::ROk(())
     }
 }
