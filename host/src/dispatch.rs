@@ -93,16 +93,24 @@ impl Dispatcher {
                 continue;
             };
             let mut batch = recycled.try_recv().unwrap_or_default();
-            let deadline = Instant::now() + self.batch.max_wait();
+            let full_by = Instant::now() + self.batch.max_wait();
             let mut position = first.seq;
             self.dispatch(first, &mut batch);
+            // Adaptive batching: while the writer has nothing waiting, a batch goes as
+            // soon as no further message is at hand, so a quiet line is stored within
+            // one commit; while it is busy, the batch grows (up to max_messages, or
+            // max_wait after its first message), so a busy line makes few, large
+            // commits.
             while batch.len() < self.batch.max_messages {
-                match self.read(&mut reader, deadline) {
+                let writer_idle = to_writer.is_empty();
+                let until = if writer_idle { Instant::now() } else { full_by };
+                match self.read(&mut reader, until) {
                     Some(r) => {
                         position = r.seq;
                         self.dispatch(r, &mut batch);
                     }
-                    None => break,
+                    None if writer_idle || Instant::now() >= full_by => break,
+                    None => {}
                 }
             }
             let new_shapes = self.shapes.since(shapes_sent);

@@ -283,10 +283,11 @@ fn a_poison_message_inside_a_batch_costs_one_dead_letter() {
         &classes(&[("CNCF", "FaultyTest")]),
         &["faulty-plugin"],
     );
-    // A long wait so that all messages land in one batch.
-    setup.write_collector(
-        &serde_json::json!({"batch": {"max_messages": 1000, "max_wait_ms": 1500}}),
-    );
+    // All messages wait in the spool while the database is away, so that they are
+    // dispatched as one batch when it is back.
+    let proxy = common::faults::TcpProxy::start("127.0.0.1:3306");
+    setup.write_db(&db, proxy.port);
+    proxy.cut();
     let collector = Collector::start(&setup);
     let mut msgs = Vec::new();
     for i in 0..60 {
@@ -297,6 +298,16 @@ fn a_poison_message_inside_a_batch_costs_one_dead_letter() {
     }
     let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
     setup.publish(&refs);
+    let spooled: u64 = msgs
+        .iter()
+        .map(|m| (18 + setup.topic.len() + m.len()) as u64)
+        .sum();
+    let until = std::time::Instant::now() + WAIT;
+    while setup.spool_bytes() < spooled {
+        assert!(std::time::Instant::now() < until, "messages not spooled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proxy.restore();
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM cnc_data", 59, WAIT),
         59,
@@ -315,6 +326,11 @@ fn a_poison_message_inside_a_batch_costs_one_dead_letter() {
     assert!(payload.contains("\"p37\""), "{payload}");
     let missing = db.count("SELECT COUNT(*) FROM cnc_data WHERE part_program = 'p37'");
     assert_eq!(missing, 0);
+    assert!(
+        collector.log().contains("a batch of 60 messages"),
+        "the poison message was not isolated within one batch:\n{}",
+        collector.log()
+    );
 }
 
 #[test]

@@ -18,7 +18,8 @@ use std::{
 use log::{debug, info, warn};
 use mes_plugin_api::Value;
 use mysql::{
-    prelude::Queryable, ClientIdentity, Conn, Opts, OptsBuilder, SslOpts, Transaction, TxOpts,
+    prelude::Queryable, ClientIdentity, Conn, Opts, OptsBuilder, SslOpts, Statement, Transaction,
+    TxOpts,
 };
 
 use crate::{
@@ -90,6 +91,8 @@ fn is_rejection(e: &mysql::Error) -> bool {
             | 1053 | 1927 | 1040 | 1290 | 1836
             // query interrupted, out of memory or disk
             | 1317 | 1037 | 1041 | 1021
+            // unknown prepared statement: prepared again on a new connection
+            | 1243
         ),
         _ => false,
     }
@@ -99,9 +102,28 @@ fn is_rejection(e: &mysql::Error) -> bool {
 #[derive(Default)]
 struct Statements {
     cache: HashMap<(usize, usize), String>,
+    /// Prepared on the current connection: executing a prepared statement skips the
+    /// driver's parsing of the SQL text on every call.
+    prepared: HashMap<(usize, usize), Statement>,
 }
 
 impl Statements {
+    /// The prepared statement for `rows` rows of `shape`.
+    fn get(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        shapes: &Shapes,
+        shape: usize,
+        rows: usize,
+    ) -> Result<Statement, mysql::Error> {
+        if let Some(stmt) = self.prepared.get(&(shape, rows)) {
+            return Ok(stmt.clone());
+        }
+        let stmt = tx.prep(self.sql(shapes, shape, rows))?;
+        self.prepared.insert((shape, rows), stmt.clone());
+        Ok(stmt)
+    }
+
     fn sql(&mut self, shapes: &Shapes, shape: usize, rows: usize) -> &str {
         self.cache.entry((shape, rows)).or_insert_with(|| {
             let s = shapes.get(shape);
@@ -203,7 +225,8 @@ impl<'b> Pending<'b> {
                     .iter()
                     .flat_map(|row| row.iter().map(to_mysql))
                     .collect();
-                tx.exec_drop(stmts.sql(shapes, shape, n), params)?;
+                let stmt = stmts.get(tx, shapes, shape, n)?;
+                tx.exec_drop(&stmt, params)?;
                 rest = &rest[n..];
             }
         }
@@ -256,6 +279,12 @@ fn write_isolating(
         Ok(()) => Ok(()),
         Err(e) if is_rejection(&e) => {
             tx.query_drop(format!("ROLLBACK TO SAVEPOINT s{depth}"))?;
+            if depth == 0 {
+                info!(
+                    "MySQL refused a statement of a batch of {} messages ({e}); isolating the messages responsible",
+                    which.len()
+                );
+            }
             if which.len() == 1 {
                 refused.push((which[0], e.to_string()));
                 return Ok(());
@@ -436,6 +465,8 @@ impl MysqlSink {
     fn connection(&mut self) -> Result<&mut Conn, mysql::Error> {
         if self.conn.is_none() {
             self.conn = Some(connect(&self.cfg)?);
+            // Statements belong to the connection they were prepared on.
+            self.stmts.prepared.clear();
         }
         Ok(self.conn.as_mut().expect("connected above"))
     }

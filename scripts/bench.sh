@@ -1,0 +1,632 @@
+#!/usr/bin/env bash
+# Throughput at the broker's limit: how close the collector gets to what the broker
+# alone can carry, what batching buys, latency at a steady rate, and what it costs in
+# memory and CPU. One command, a few minutes; prints a table and writes it to
+# target/bench/results.md.
+#
+#   scripts/bench.sh                    # the defaults below
+#   BENCH_N=20000 BENCH_REPS=1 scripts/bench.sh   # a quick look
+#
+# What it does (all against a private Mosquitto it starts on a free port, and
+# databases of its own on the local MariaDB/MySQL; everything is removed on exit):
+#   (1) raw broker path: `cnc-sim count` subscribed, `cnc-sim generate --rate 0`
+#       publishes N messages at QoS 1; msg/s as `count` reports it (first to last).
+#   (2) collector path, right after (1), same N: the release collector subscribed,
+#       the same publisher; msg/s from the first message's send time (sent_at_us)
+#       to the last row's stored_at, read from MySQL. (1) and (2) alternate
+#       BENCH_REPS times; the table shows each run and the median.
+#   (3) the collector with batching off (batch.max_messages 1) for N/10 messages,
+#       and the speed-up of (2) over it.
+#   (4) latency at a steady rate: p50/p99/max of stored_at - sent_at_us.
+#   (5) for every collector run: peak RSS (VmHWM) and CPU seconds (utime+stime) per
+#       100,000 messages, and the same CPU figure for the publisher, the broker, the
+#       counter and the database server (the latter server-wide: anything else using
+#       it counts too), so that each path's whole CPU cost can be compared; and from
+#       the collector's /metrics, the batches it committed and the time they took.
+#   Every run checks that nothing was lost: rows = messages published, distinct
+#   seq = rows, no dead letters.
+#
+# Environment (defaults in brackets):
+#   BENCH_N              messages per run of (1) and (2)                  [100000]
+#   BENCH_REPS           alternating repetitions of (1) and (2)           [3]
+#   BENCH_MACHINES       simulated machines (half CNCTypeA, half B)       [100]
+#   BENCH_UNBATCHED_N    messages for (3), batching off                   [BENCH_N/10]
+#   BENCH_RATE           msg/s for the latency run (4)                    [2000]
+#   BENCH_DURATION       seconds of the latency run (4)                   [30]
+#   BENCH_BATCH          batch.max_messages for (2) and (4)               [500]
+#   BENCH_BATCH_WAIT_MS  batch.max_wait_ms for (2), (3) and (4)           [50]
+#   BENCH_SPOOL_FSYNC    spool.fsync: never | always                      [never]
+#   BENCH_WINDOW         publisher's unacknowledged-message window        [1000]
+#   BENCH_MAX_INFLIGHT   Mosquitto max_inflight_messages (0 = no limit)   [20, its default]
+#   BENCH_STALL_SECS     give up on a run after this long without progress [60]
+#   BENCH_RUST_LOG       RUST_LOG of the collector (its documented default) [info]
+#   BENCH_DB_HOST, BENCH_DB_PORT, BENCH_DB_USER, BENCH_DB_PASSWORD
+#                        where to create the scratch databases   [127.0.0.1, 3306, root, ""]
+#   BENCH_OUT            directory of results.md (and perf output)        [target/bench]
+#   CARGO_TARGET_DIR     where the release build is (as for cargo)        [target]
+#   BENCH_SKIP_BUILD=1   use the existing target/release binaries
+#   BENCH_SKIP_SETUP=1   do not check packages/toolchain/services (scripts/lib.sh)
+#   BENCH_KEEP=1         keep the scratch directory (configs, logs) instead of deleting it
+#   BENCH_PERF=1         after the measured runs, one more collector-path run under
+#                        `perf record -a -g` (whole machine; not in the table); the
+#                        report (by thread, collector and database symbols) goes to
+#                        BENCH_OUT/perf.txt
+#
+# The private broker: `max_queued_messages 0` (the default of 1,000 silently drops
+# QoS 1 messages queued for a slower subscriber: see DESIGN.md), `persistence true`
+# in its own directory (the collector uses a persistent session, as a plant would),
+# max_inflight_messages left at Mosquitto's default unless BENCH_MAX_INFLIGHT says.
+#
+# Time: stored_at is DATETIME(3) filled with CURRENT_TIMESTAMP(3) in the collector's
+# session, i.e. in the server's default time zone (the collector does not set one).
+# UNIX_TIMESTAMP(stored_at) is computed in a session that also uses the server's
+# default, so both sides agree; a sanity check fails the run if latencies come out
+# negative or hours long (a time zone mismatch, or clocks of different hosts).
+# CURRENT_TIMESTAMP in a transaction is the time of the statement, so "committed"
+# means "the batch's INSERT ran"; the COMMIT follows within milliseconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+N=${BENCH_N:-100000}
+REPS=${BENCH_REPS:-3}
+MACHINES=${BENCH_MACHINES:-100}
+UNBATCHED_N=${BENCH_UNBATCHED_N:-$((N / 10))}
+RATE=${BENCH_RATE:-2000}
+DURATION=${BENCH_DURATION:-30}
+BATCH=${BENCH_BATCH:-500}
+BATCH_WAIT_MS=${BENCH_BATCH_WAIT_MS:-50}
+SPOOL_FSYNC=${BENCH_SPOOL_FSYNC:-never}
+WINDOW=${BENCH_WINDOW:-1000}
+MAX_INFLIGHT=${BENCH_MAX_INFLIGHT:-20}
+STALL_SECS=${BENCH_STALL_SECS:-60}
+COLLECTOR_LOG=${BENCH_RUST_LOG:-info}
+DB_HOST=${BENCH_DB_HOST:-127.0.0.1}
+DB_PORT=${BENCH_DB_PORT:-3306}
+DB_USER=${BENCH_DB_USER:-root}
+DB_PASSWORD=${BENCH_DB_PASSWORD:-}
+OUT=${BENCH_OUT:-target/bench}
+LATENCY_N=$(awk -v r="$RATE" -v d="$DURATION" 'BEGIN { printf "%d", r * d }')
+
+for v in N REPS MACHINES UNBATCHED_N BATCH BATCH_WAIT_MS WINDOW MAX_INFLIGHT STALL_SECS LATENCY_N; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+done
+[ "$N" -gt 0 ] && [ "$REPS" -gt 0 ] && [ "$UNBATCHED_N" -gt 0 ] && [ "$LATENCY_N" -gt 0 ] \
+    || die "BENCH_N, BENCH_REPS, BENCH_UNBATCHED_N and BENCH_RATE*BENCH_DURATION must be > 0"
+case "$SPOOL_FSYNC" in never | always) ;; *) die "BENCH_SPOOL_FSYNC must be never or always" ;; esac
+
+# ---------------------------------------------------------------------------
+# Set-up and clean-up
+
+if [ "${BENCH_SKIP_SETUP:-0}" != 1 ]; then
+    ensure_packages
+    ensure_rust
+    case "$DB_HOST" in 127.0.0.1 | localhost) ensure_services ;; esac
+else
+    [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+fi
+
+MYSQL=$(command -v mariadb || command -v mysql) || die "no mariadb or mysql client"
+MOSQUITTO=$(command -v mosquitto || ls /usr/sbin/mosquitto /usr/local/sbin/mosquitto 2>/dev/null | head -1) \
+    || die "no mosquitto"
+export MYSQL_PWD="$DB_PASSWORD"
+sql() { "$MYSQL" -h"$DB_HOST" -P"$DB_PORT" -u"$DB_USER" -N -B "$@"; }
+sql -e 'SELECT 1' >/dev/null || die "cannot log in to MySQL at $DB_HOST:$DB_PORT as $DB_USER"
+
+mkdir -p "$OUT"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/mes-bench.XXXXXX")
+TAG="b$$"
+DATABASES=()
+BROKER_PID=""
+COLLECTOR_PID=""
+COUNT_PID=""
+GEN_PID=""
+PERF_PID=""
+
+stop_pid() { # pid [signal]: signal it, wait up to 20 s, then SIGKILL
+    local pid=$1 sig=${2:-TERM}
+    [ -n "$pid" ] || return 0
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for _ in $(seq 1 200); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_pid "$PERF_PID" INT
+    stop_pid "$GEN_PID"
+    stop_pid "$COUNT_PID"
+    stop_pid "$COLLECTOR_PID"
+    stop_pid "$BROKER_PID"
+    for db in "${DATABASES[@]}"; do
+        sql -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
+    done
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------
+# Build
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    log "building (release)"
+    cargo build --release --workspace --quiet
+fi
+BIN=${CARGO_TARGET_DIR:-target}/release
+for f in mes-collector cnc-sim libcnc_type_a.so libcnc_type_b.so; do
+    [ -e "$BIN/$f" ] || die "$BIN/$f is missing: run without BENCH_SKIP_BUILD"
+done
+"$BIN/cnc-sim" classes --machines "$MACHINES" >"$WORK/cnc_classes.json"
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# utime+stime of a process (all its threads), in clock ticks; 0 if it is gone.
+cpu_ticks() {
+    local stat rest
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+    rest=${stat##*) }
+    read -r -a f <<<"$rest"
+    echo $((f[11] + f[12]))
+}
+
+# Peak resident memory of a process in KiB.
+peak_rss_kib() {
+    awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+# "name<TAB>seconds" per thread name of a process (threads of one name summed), busiest first.
+thread_cpu() {
+    local t stat rest name
+    for t in /proc/"$1"/task/*; do
+        stat=$(cat "$t/stat" 2>/dev/null) || continue
+        name=${stat#*(}
+        name=${name%)*}
+        rest=${stat##*) }
+        read -r -a f <<<"$rest"
+        printf '%s\t%s\n' "$name" $((f[11] + f[12]))
+    done | awk -F'\t' -v hz="$CLK_TCK" '{ s[$1] += $2; n[$1]++ }
+        END { for (k in s) printf "%s%s\t%.2f\n", k, (n[k] > 1 ? " (x" n[k] ")" : ""), s[k] / hz }' |
+        sort -t$'\t' -k2 -g -r
+}
+
+DB_SERVER_PID=""
+case "$DB_HOST" in
+127.0.0.1 | localhost)
+    DB_SERVER_PID=$(pgrep -xo mariadbd 2>/dev/null || pgrep -xo mysqld 2>/dev/null || true)
+    [ -r "/proc/$DB_SERVER_PID/stat" ] || DB_SERVER_PID=""
+    ;;
+esac
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+fmt0() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
+fmt1() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
+fmt2() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.4f", a / b; else print 0 }'; }
+per100k() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 100000 / n; else print 0 }'; }
+
+start_broker() {
+    local port conf dir="$WORK/broker"
+    mkdir -p "$dir"
+    for _ in $(seq 1 20); do
+        port=$((20000 + RANDOM % 40000))
+        port_open "$port" && continue
+        conf="$dir/mosquitto.conf"
+        cat >"$conf" <<EOF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $dir/
+max_queued_messages 0
+max_inflight_messages $MAX_INFLIGHT
+log_dest file $dir/mosquitto.log
+EOF
+        "$MOSQUITTO" -c "$conf" >/dev/null 2>&1 &
+        BROKER_PID=$!
+        for _ in $(seq 1 100); do
+            if port_open "$port"; then
+                BROKER_URI="tcp://127.0.0.1:$port"
+                return 0
+            fi
+            kill -0 "$BROKER_PID" 2>/dev/null || break
+            sleep 0.05
+        done
+        stop_pid "$BROKER_PID"
+        BROKER_PID=""
+    done
+    die "could not start a private Mosquitto (see $dir/mosquitto.log)"
+}
+
+free_port() {
+    local port
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 40000))
+        port_open "$port" || { echo "$port"; return; }
+    done
+    die "no free port found"
+}
+
+# The value of an unlabelled metric in a Prometheus text file, or "".
+metric() { awk -v m="$2" '$1 == m { print $2; exit }' "$1" 2>/dev/null; }
+
+new_database() { # name: database.sql applied under that name
+    local db=$1
+    DATABASES+=("$db")
+    sed "s/cnc_database/$db/g" database.sql | sql
+}
+
+# Runs a command and then writes the CPU ticks it used (utime+stime, as the
+# children's times of a wrapping shell) to the file $1. SIGTERM or SIGINT to the
+# wrapper stops the command too.
+measured() {
+    local stat=$1
+    shift
+    STAT="$stat" sh -c 'trap "kill \$c 2>/dev/null; wait \$c; exit 143" TERM INT
+        "$@" <&0 &
+        c=$!
+        wait $c
+        rc=$?
+        set -- $(sed "s/.*) //" /proc/$$/stat)
+        echo $((${14} + ${15})) >"$STAT"
+        exit $rc' sh "$@"
+}
+
+# Parses "... in S s (R msg/s)..." lines printed by cnc-sim.
+rate_from() { sed -n 's/.* (\([0-9.]*\) msg\/s).*/\1/p' "$1" | tail -1; }
+
+declare -A R # results: R[run.key]=value
+
+# (1) one raw broker run: RUN is a label.
+raw_run() {
+    local run=$1 topic="bench/$TAG/$1" out="$WORK/$1.count" pub="$WORK/$1.pub"
+    log "$run: raw broker path, $N messages"
+    measured "$WORK/$run.count.cpu" \
+        "$BIN/cnc-sim" --broker "$BROKER_URI" --topic "$topic" count --count "$N" --timeout-secs "$STALL_SECS" \
+        >"$out" 2>"$WORK/$run.count.err" &
+    COUNT_PID=$!
+    for _ in $(seq 1 300); do
+        grep -q '^ready' "$out" && break
+        kill -0 "$COUNT_PID" 2>/dev/null || die "cnc-sim count exited: $(cat "$WORK/$run.count.err")"
+        sleep 0.05
+    done
+    grep -q '^ready' "$out" || die "cnc-sim count did not subscribe"
+    local b0 b1 rc=0
+    b0=$(cpu_ticks "$BROKER_PID")
+    measured "$WORK/$run.pub.cpu" \
+        "$BIN/cnc-sim" --broker "$BROKER_URI" --topic "$topic" generate --machines "$MACHINES" \
+        --count "$N" --rate 0 --window "$WINDOW" --seed 1 >"$pub" 2>"$WORK/$run.pub.err" \
+        || die "$run: publisher failed: $(tail -3 "$WORK/$run.pub.err") $(cat "$pub")"
+    wait "$COUNT_PID" || rc=$?
+    COUNT_PID=""
+    b1=$(cpu_ticks "$BROKER_PID")
+    local received
+    received=$(sed -n 's/^received \([0-9]*\) messages.*/\1/p' "$out")
+    R[$run.published]=$N
+    R[$run.received]=${received:-0}
+    R[$run.rate]=$(rate_from "$out")
+    R[$run.pub_rate]=$(rate_from "$pub")
+    R[$run.broker_cpu]=$(per100k $((b1 - b0)) "$N")
+    R[$run.pub_cpu]=$(per100k "$(cat "$WORK/$run.pub.cpu" 2>/dev/null || echo 0)" "$N")
+    R[$run.count_cpu]=$(per100k "$(cat "$WORK/$run.count.cpu" 2>/dev/null || echo 0)" "$N")
+    R[$run.path_cpu]=$(awk -v a="${R[$run.pub_cpu]}" -v b="${R[$run.broker_cpu]}" -v c="${R[$run.count_cpu]}" \
+        'BEGIN { printf "%.2f", a + b + c }')
+    R[$run.ok]=$([ "$rc" = 0 ] && [ "${received:-0}" = "$N" ] && echo yes || echo NO)
+    log "$run: ${R[$run.rate]} msg/s (received ${R[$run.received]} of $N)"
+}
+
+# (2)/(3)/(4) one collector run: label, messages, batch.max_messages, publish rate (0 = max).
+collector_run() {
+    local run=$1 count=$2 batch=$3 rate=$4
+    local dir="$WORK/$run" db="mes_bench_${TAG}_$1" topic="bench/$TAG/$1" mport
+    mport=$(free_port)
+    log "$run: collector path, $count messages, batch.max_messages $batch, $([ "$rate" = 0 ] && echo "full speed" || echo "$rate msg/s")"
+    mkdir -p "$dir/plugins"
+    cp "$BIN/libcnc_type_a.so" "$BIN/libcnc_type_b.so" "$dir/plugins/"
+    cp "$WORK/cnc_classes.json" "$dir/"
+    cat >"$dir/collector.json" <<EOF
+{
+  "broker": { "uri": "$BROKER_URI", "client_id": "mes-bench-$TAG-$run", "topic": "$topic", "qos": 1 },
+  "plugins_dir": "plugins",
+  "batch": { "max_messages": $batch, "max_wait_ms": $BATCH_WAIT_MS },
+  "spool": { "dir": "spool", "fsync": "$SPOOL_FSYNC" },
+  "metrics_addr": "127.0.0.1:$mport"
+}
+EOF
+    cat >"$dir/db_config.json" <<EOF
+{ "host": "$DB_HOST", "port": $DB_PORT, "user": "$DB_USER", "password": "", "database": "$db" }
+EOF
+    new_database "$db"
+
+    MES_DB_PASSWORD="$DB_PASSWORD" RUST_LOG="$COLLECTOR_LOG" "$BIN/mes-collector" run --config-dir "$dir" \
+        >"$dir/collector.log" 2>&1 &
+    COLLECTOR_PID=$!
+    for _ in $(seq 1 600); do
+        grep -q 'subscribed to' "$dir/collector.log" && break
+        kill -0 "$COLLECTOR_PID" 2>/dev/null || die "$run: collector exited:\n$(cat "$dir/collector.log")"
+        sleep 0.05
+    done
+    grep -q 'subscribed to' "$dir/collector.log" || die "$run: collector did not subscribe in 30 s"
+
+    local c0 b0 d0
+    c0=$(cpu_ticks "$COLLECTOR_PID")
+    b0=$(cpu_ticks "$BROKER_PID")
+    d0=$([ -n "$DB_SERVER_PID" ] && cpu_ticks "$DB_SERVER_PID" || echo 0)
+    measured "$dir/pub.cpu" \
+        "$BIN/cnc-sim" --broker "$BROKER_URI" --topic "$topic" generate --machines "$MACHINES" \
+        --count "$count" --rate "$rate" --window "$WINDOW" --seed 1 >"$dir/pub.out" 2>"$dir/pub.err" &
+    GEN_PID=$!
+    if [ "${PERF_THIS:-0}" = 1 ]; then
+        perf record -a -g -F 499 -o "$OUT/perf.data" >"$dir/perf.log" 2>&1 &
+        PERF_PID=$!
+    fi
+
+    # Wait until every message is a row (or a dead letter). MAX(id) is cheap to poll;
+    # ids can have gaps, so the exact count is checked once it is reached.
+    local seen=-1 progress_at=$SECONDS done_rows=0 exact=0 q
+    q="SELECT (SELECT COALESCE(MAX(id),0) FROM cnc_data) + (SELECT COALESCE(MAX(id),0) FROM dead_letters)"
+    while :; do
+        if [ "$exact" = 1 ]; then
+            q="SELECT (SELECT COUNT(*) FROM cnc_data) + (SELECT COUNT(*) FROM dead_letters)"
+        fi
+        done_rows=$(sql "$db" -e "$q")
+        if [ "$done_rows" -ge "$count" ]; then
+            [ "$exact" = 1 ] && break
+            exact=1
+            continue
+        fi
+        if [ "$done_rows" != "$seen" ]; then
+            seen=$done_rows
+            progress_at=$SECONDS
+        elif [ $((SECONDS - progress_at)) -ge "$STALL_SECS" ] && ! kill -0 "$GEN_PID" 2>/dev/null; then
+            log "$run: no progress for $STALL_SECS s at $done_rows of $count; giving up"
+            break
+        fi
+        kill -0 "$COLLECTOR_PID" 2>/dev/null || { log "$run: the collector exited"; break; }
+        sleep 0.5
+    done
+    local gen_rc=0
+    wait "$GEN_PID" || gen_rc=$?
+    GEN_PID=""
+    if [ -n "$PERF_PID" ]; then
+        stop_pid "$PERF_PID" INT
+        PERF_PID=""
+    fi
+
+    R[$run.rss_mib]=$(fmt1 "$(awk -v k="$(peak_rss_kib "$COLLECTOR_PID")" 'BEGIN { print k / 1024 }')")
+    local c1 b1 d1
+    c1=$(cpu_ticks "$COLLECTOR_PID")
+    b1=$(cpu_ticks "$BROKER_PID")
+    d1=$([ -n "$DB_SERVER_PID" ] && cpu_ticks "$DB_SERVER_PID" || echo 0)
+    R[$run.pid]=$COLLECTOR_PID
+    thread_cpu "$COLLECTOR_PID" >"$dir/threads.txt"
+    curl -sf --max-time 5 "http://127.0.0.1:$mport/metrics" >"$dir/metrics.txt" 2>/dev/null || true
+    stop_pid "$COLLECTOR_PID"
+    COLLECTOR_PID=""
+
+    R[$run.published]=$(sed -n 's/^published \([0-9]*\) messages.*/\1/p' "$dir/pub.out")
+    [ "$gen_rc" = 0 ] || log "$run: publisher failed: $(tail -2 "$dir/pub.err")"
+    R[$run.pub_rate]=$(rate_from "$dir/pub.out")
+    R[$run.cpu]=$(per100k "$c1" "$count")
+    R[$run.broker_cpu]=$(per100k $((b1 - b0)) "$count")
+    R[$run.db_cpu]=$([ -n "$DB_SERVER_PID" ] && per100k $((d1 - d0)) "$count" || echo "n/a")
+    R[$run.pub_cpu]=$(per100k "$(cat "$dir/pub.cpu" 2>/dev/null || echo 0)" "$count")
+    R[$run.path_cpu]=$(awk -v a="${R[$run.pub_cpu]}" -v b="${R[$run.broker_cpu]}" -v c="${R[$run.cpu]}" \
+        -v d="${R[$run.db_cpu]}" 'BEGIN { printf "%.2f", a + b + c + d }')
+    R[$run.threads]="$dir/threads.txt"
+    # The collector's own account of its commits (its /metrics): how many batches,
+    # and how much of the run MySQL spent committing them.
+    local csum ccount bsum
+    csum=$(metric "$dir/metrics.txt" mes_commit_seconds_sum)
+    ccount=$(metric "$dir/metrics.txt" mes_commit_seconds_count)
+    bsum=$(metric "$dir/metrics.txt" mes_batch_messages_sum)
+    if [ -n "$csum" ] && [ -n "$ccount" ] && [ "$ccount" != 0 ]; then
+        R[$run.batches]=$ccount
+        R[$run.mean_batch]=$(fmt0 "$(div "${bsum:-0}" "$ccount")")
+        R[$run.commit_s]=$(fmt2 "$csum")
+        R[$run.commit_ms]=$(fmt1 "$(awk -v s="$csum" -v n="$ccount" 'BEGIN { print s * 1000 / n }')")
+    else
+        R[$run.batches]="n/a" R[$run.mean_batch]="n/a" R[$run.commit_s]="n/a" R[$run.commit_ms]="n/a"
+    fi
+
+    # rows, distinct seq, dead letters, first send (s), last store (s), DB clock - local clock.
+    local stats
+    stats=$(sql "$db" -e "
+        SELECT COUNT(*),
+               COUNT(DISTINCT CAST(JSON_EXTRACT(json_data, '\$.seq') AS UNSIGNED)),
+               (SELECT COUNT(*) FROM dead_letters),
+               MIN(CAST(JSON_EXTRACT(json_data, '\$.sent_at_us') AS UNSIGNED)) / 1000000,
+               MAX(UNIX_TIMESTAMP(stored_at)),
+               MIN(UNIX_TIMESTAMP(stored_at)),
+               UNIX_TIMESTAMP(NOW(6)) - $(date +%s.%N)
+        FROM cnc_data")
+    local rows distinct dead t0 t1 s0 skew
+    read -r rows distinct dead t0 t1 s0 skew <<<"$stats"
+    R[$run.rows]=$rows
+    R[$run.distinct]=$distinct
+    R[$run.dead]=$dead
+    R[$run.secs]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    R[$run.rate]=$(awk -v n="$rows" -v s="${R[$run.secs]}" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print 0 }')
+    # Rows over the span of stored_at alone: the sink's rate once it has work.
+    R[$run.db_rate]=$(awk -v n="$rows" -v a="$s0" -v b="$t1" 'BEGIN { if (b > a) printf "%.0f", n / (b - a); else print 0 }')
+    R[$run.ok]=$([ "$gen_rc" = 0 ] && [ "${R[$run.published]:-0}" = "$count" ] && [ "$rows" = "$count" ] \
+        && [ "$distinct" = "$rows" ] && [ "$dead" = 0 ] && echo yes || echo NO)
+
+    # Latency of every row, ms: p50 (nearest rank), p99, max, min.
+    local lat
+    lat=$(sql "$db" -e "
+        WITH l AS (
+            SELECT (CAST(UNIX_TIMESTAMP(stored_at) * 1000000 AS SIGNED)
+                    - CAST(JSON_EXTRACT(json_data, '\$.sent_at_us') AS SIGNED)) / 1000 AS ms
+            FROM cnc_data),
+        r AS (SELECT ms, ROW_NUMBER() OVER (ORDER BY ms) AS k, COUNT(*) OVER () AS n FROM l)
+        SELECT MAX(CASE WHEN k = CEIL(0.50 * n) THEN ms END),
+               MAX(CASE WHEN k = CEIL(0.99 * n) THEN ms END),
+               MAX(ms), MIN(ms)
+        FROM r")
+    local p50 p99 pmax pmin
+    read -r p50 p99 pmax pmin <<<"$lat"
+    R[$run.p50]=$(fmt0 "$p50") R[$run.p99]=$(fmt0 "$p99") R[$run.max]=$(fmt0 "$pmax") R[$run.min]=$pmin
+    # Milliseconds of resolution on stored_at, microseconds on sent_at_us: a row can
+    # look up to 1 ms older than it is. Anything worse is a clock or time zone problem.
+    if awk -v m="${R[$run.min]}" -v x="${R[$run.max]}" 'BEGIN { exit !(m < -1000 || x > 3600000) }'; then
+        die "$run: latencies from ${R[$run.min]} to ${R[$run.max]} ms: stored_at and sent_at_us disagree \
+(time zone of the MySQL session, or the DB server's clock is ${skew} s off this machine's)"
+    fi
+    sql -e "DROP DATABASE IF EXISTS \`$db\`"
+    log "$run: ${R[$run.rate]} msg/s end to end (${rows} rows in ${R[$run.secs]} s; publisher ${R[$run.pub_rate]} msg/s), p50 ${R[$run.p50]} ms, rss ${R[$run.rss_mib]} MiB, cpu ${R[$run.cpu]} s/100k"
+}
+
+# ---------------------------------------------------------------------------
+# The runs
+
+start_broker
+log "private broker $BROKER_URI (max_queued_messages 0, max_inflight_messages $MAX_INFLIGHT, persistence in $WORK/broker)"
+
+RAW=() COL=() RATIO=()
+for i in $(seq 1 "$REPS"); do
+    raw_run "raw$i"
+    collector_run "col$i" "$N" "$BATCH" 0
+    RAW+=("${R[raw$i.rate]}")
+    COL+=("${R[col$i.rate]}")
+    RATIO+=("$(fmt2 "$(div "${R[col$i.rate]}" "${R[raw$i.rate]}")")")
+done
+collector_run unbatched "$UNBATCHED_N" 1 0
+collector_run steady "$LATENCY_N" "$BATCH" "$RATE"
+
+if [ "${BENCH_PERF:-0}" = 1 ]; then
+    if command -v perf >/dev/null; then
+        PERF_THIS=1 collector_run perf "$N" "$BATCH" 0
+        {
+            echo "# Whole machine during the run, by thread name (swapper = idle)"
+            perf report -i "$OUT/perf.data" --stdio --no-children --sort comm -g none --percent-limit 0.5 2>/dev/null
+            echo "# The collector (pid ${R[perf.pid]}), by thread and symbol"
+            perf report -i "$OUT/perf.data" --stdio --no-children --pid "${R[perf.pid]}" --sort comm,dso,sym \
+                -g none --percent-limit 0.5 2>/dev/null
+            if [ -n "$DB_SERVER_PID" ]; then
+                echo "# The database server (pid $DB_SERVER_PID), by symbol"
+                perf report -i "$OUT/perf.data" --stdio --no-children --pid "$DB_SERVER_PID" --sort dso,sym \
+                    -g none --percent-limit 0.5 2>/dev/null
+            fi
+        } | grep -v '^$' >"$OUT/perf.txt" || true
+        log "perf profile of the collector: $OUT/perf.txt (perf.data beside it)"
+    else
+        log "BENCH_PERF=1 but perf is not installed (apt-get install linux-perf); skipped"
+    fi
+fi
+
+# ---------------------------------------------------------------------------
+# The table
+
+runs_row() { # label key runs...: one table row with each run's value and the median
+    local label=$1 key=$2
+    shift 2
+    local vals=() cells=""
+    for r in "$@"; do
+        vals+=("${R[$r.$key]}")
+        cells+=" ${R[$r.$key]} |"
+    done
+    printf '| %s |%s **%s** |\n' "$label" "$cells" "$(median "${vals[@]}")"
+}
+
+cols=() raws=()
+for i in $(seq 1 "$REPS"); do cols+=("col$i"); raws+=("raw$i"); done
+for i in $(seq 1 "$REPS"); do R[col$i.ratio]=${RATIO[$((i - 1))]}; done
+
+COL_MED=$(median "${COL[@]}")
+RAW_MED=$(median "${RAW[@]}")
+RATIO_MED=$(median "${RATIO[@]}")
+SPEEDUP=$(div "$COL_MED" "${R[unbatched.rate]}")
+
+ALL_OK=yes
+for r in "${raws[@]}" "${cols[@]}" unbatched steady; do
+    [ "${R[$r.ok]}" = yes ] || ALL_OK=NO
+done
+
+db_version=$(sql -e 'SELECT VERSION()')
+head_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || head_rev="$head_rev (with uncommitted changes)"
+busiest() { head -4 "$1" | awk -F'\t' '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }'; }
+busiest=$(busiest "${R[col$REPS.threads]}")
+busiest_steady=$(busiest "${R[steady.threads]}")
+
+{
+    echo "## Benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'))"
+    echo
+    echo "Machine: $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), Linux $(uname -r)."
+    echo "Versions: $("$BIN/mes-collector" --version | head -1), commit $head_rev; $(rustc --version 2>/dev/null || echo rustc ?);"
+    echo "Mosquitto $("$MOSQUITTO" -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -1); MySQL server $db_version."
+    echo "Settings: N=$N messages, $MACHINES machines, batch $BATCH messages / ${BATCH_WAIT_MS} ms, spool fsync $SPOOL_FSYNC, RUST_LOG=$COLLECTOR_LOG,"
+    echo "publisher window $WINDOW, private Mosquitto with max_queued_messages 0 and max_inflight_messages $MAX_INFLIGHT."
+    echo
+    printf '| %s |' "(1) and (2), alternating"
+    for i in $(seq 1 "$REPS"); do printf ' run %s |' "$i"; done
+    printf ' median |\n|---|'
+    for _ in $(seq 1 "$REPS"); do printf -- '---:|'; done
+    printf -- '---:|\n'
+    runs_row "(1) raw broker path: msg/s (cnc-sim count, first to last message)" rate "${raws[@]}"
+    runs_row "(2) collector path: msg/s (first sent_at_us to last stored_at)" rate "${cols[@]}"
+    runs_row "(2) / (1)" ratio "${cols[@]}"
+    runs_row "(2) publisher's rate while the collector took the messages, msg/s" pub_rate "${cols[@]}"
+    runs_row "(2) sink's rate: rows / (last stored_at - first stored_at), msg/s" db_rate "${cols[@]}"
+    runs_row "(2) batches committed" batches "${cols[@]}"
+    runs_row "(2) mean commit time per batch, ms (collector's mes_commit_seconds)" commit_ms "${cols[@]}"
+    runs_row "(2) end-to-end time, s" secs "${cols[@]}"
+    runs_row "(2) of which MySQL was committing batches (sum of mes_commit_seconds), s" commit_s "${cols[@]}"
+    runs_row "(2) latency p50, ms (of a backlog at full speed, not a steady state)" p50 "${cols[@]}"
+    runs_row "(2) latency max, ms" max "${cols[@]}"
+    runs_row "(2) collector peak RSS (VmHWM), MiB" rss_mib "${cols[@]}"
+    runs_row "(2) collector CPU s per 100k messages" cpu "${cols[@]}"
+    runs_row "(2) broker CPU s per 100k messages" broker_cpu "${cols[@]}"
+    runs_row "(2) database server CPU s per 100k messages (server-wide)" db_cpu "${cols[@]}"
+    runs_row "(2) publisher CPU s per 100k messages" pub_cpu "${cols[@]}"
+    runs_row "(2) CPU s per 100k messages, whole path (publisher + broker + collector + database)" path_cpu "${cols[@]}"
+    runs_row "(1) broker CPU s per 100k messages" broker_cpu "${raws[@]}"
+    runs_row "(1) publisher CPU s per 100k messages" pub_cpu "${raws[@]}"
+    runs_row "(1) counter CPU s per 100k messages" count_cpu "${raws[@]}"
+    runs_row "(1) CPU s per 100k messages, whole path (publisher + broker + counter)" path_cpu "${raws[@]}"
+    echo
+    echo "| other runs | value |"
+    echo "|---|---:|"
+    echo "| (3) batching off (batch.max_messages 1), $UNBATCHED_N messages: msg/s | ${R[unbatched.rate]} |"
+    echo "| speed-up of (2) (median) over (3) | **$(fmt1 "$SPEEDUP")x** |"
+    echo "| (3) collector CPU s per 100k messages / peak RSS MiB | ${R[unbatched.cpu]} / ${R[unbatched.rss_mib]} |"
+    echo "| (3) database server CPU s per 100k messages | ${R[unbatched.db_cpu]} |"
+    echo "| (4) steady $RATE msg/s for $DURATION s ($LATENCY_N messages; publisher achieved ${R[steady.pub_rate]} msg/s): latency p50 / p99 / max | **${R[steady.p50]} / ${R[steady.p99]} / ${R[steady.max]} ms** |"
+    echo "| (4) collector CPU s per 100k messages / peak RSS MiB | ${R[steady.cpu]} / ${R[steady.rss_mib]} |"
+    echo "| (4) database server CPU s per 100k messages | ${R[steady.db_cpu]} |"
+    echo
+    echo "Busiest collector threads (CPU s) in (2) run $REPS: $busiest;"
+    echo "in (4): $busiest_steady."
+    echo
+    echo "Nothing lost: **$ALL_OK**"
+    echo
+    echo "| run | published | received / rows | distinct seq | dead letters | ok |"
+    echo "|---|---:|---:|---:|---:|:--:|"
+    for r in "${raws[@]}"; do
+        echo "| $r (count) | ${R[$r.published]} | ${R[$r.received]} | - | - | ${R[$r.ok]} |"
+    done
+    for r in "${cols[@]}" unbatched steady; do
+        echo "| $r (collector) | ${R[$r.published]} | ${R[$r.rows]} | ${R[$r.distinct]} | ${R[$r.dead]} | ${R[$r.ok]} |"
+    done
+} >"$OUT/results.md"
+
+echo
+cat "$OUT/results.md"
+echo
+log "written to $OUT/results.md"
+[ "$ALL_OK" = yes ] || die "messages were lost or duplicated (table above)"
