@@ -9,14 +9,22 @@ pub enum LogFormat {
     Json,
 }
 
-/// paho-mqtt turns the C library's tracing up to match the Rust log level, and at
-/// `info` that formats a trace line (time, `snprintf`) for every packet only to drop
-/// it: a third of the collector's CPU in the benchmark. Its warnings still show.
-const DEFAULT_FILTER: &str = "info,paho_mqtt_c=warn";
+/// `RUST_LOG` (default `info`), with paho's C library held at `warn` unless it names
+/// `paho_mqtt_c` itself: paho-mqtt turns the C library's tracing up to match the Rust
+/// log level, and at `info` that formats a trace line (time, `snprintf`) for every
+/// packet only to drop it, a third of the collector's CPU in the benchmark.
+pub fn filter(rust_log: Option<&str>) -> String {
+    let base = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    if base.contains("paho_mqtt_c") {
+        base.to_string()
+    } else {
+        format!("{base},paho_mqtt_c=warn")
+    }
+}
 
 pub fn init(format: LogFormat) {
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_FILTER));
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(&filter(std::env::var("RUST_LOG").ok().as_deref()));
     if format == LogFormat::Json {
         builder.format(|buf, record| {
             let line = serde_json::json!({
@@ -29,4 +37,19 @@ pub fn init(format: LogFormat) {
         });
     }
     builder.init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter;
+
+    #[test]
+    fn paho_trace_stays_at_warn_unless_asked_for() {
+        assert_eq!(filter(None), "info,paho_mqtt_c=warn");
+        assert_eq!(filter(Some("debug")), "debug,paho_mqtt_c=warn");
+        assert_eq!(
+            filter(Some("info,paho_mqtt_c=trace")),
+            "info,paho_mqtt_c=trace"
+        );
+    }
 }
