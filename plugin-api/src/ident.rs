@@ -118,7 +118,15 @@ pub fn check_row(table: &str, columns: &[&str], values: usize) -> Result<(), Str
         return Err(format!("row for table `{table}` has no columns"));
     }
     for column in columns {
-        check_identifier(column).map_err(|e| format!("column name in table `{table}`: {e}"))?;
+        // A column is a single name; only tables may be qualified with a database.
+        let checked = if column.contains('.') {
+            Err(format!(
+                "identifier {column:?} contains '.'; a column name cannot be qualified"
+            ))
+        } else {
+            check_identifier(column)
+        };
+        checked.map_err(|e| format!("column name in table `{table}`: {e}"))?;
     }
     if columns.len() != values {
         return Err(format!(
@@ -145,6 +153,8 @@ mod row_tests {
     fn names_the_bad_part() {
         let err = check_row("cnc_data", &["ok", "X-Axis"], 2).unwrap_err();
         assert!(err.contains("column name in table `cnc_data`"), "{err}");
+        let err = check_row("t", &["db.col"], 1).unwrap_err();
+        assert!(err.contains("cannot be qualified"), "{err}");
         let err = check_row("bad table", &["a"], 1).unwrap_err();
         assert!(err.starts_with("table name"), "{err}");
     }

@@ -94,6 +94,14 @@ fn is_rejection(e: &mysql::Error) -> bool {
             // unknown prepared statement: prepared again on a new connection
             | 1243
         ),
+        // Refused by the driver before it reached the server: a statement whose
+        // parameters do not fit it, or one larger than a packet may be. Retrying would
+        // fail the same way forever.
+        mysql::Error::DriverError(
+            mysql::DriverError::MismatchedStmtParams(..)
+            | mysql::DriverError::PacketTooLarge
+            | mysql::DriverError::MixedParams,
+        ) => true,
         _ => false,
     }
 }
