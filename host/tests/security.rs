@@ -415,6 +415,7 @@ mod tls {
             for (name, san) in [
                 ("server", "DNS:localhost,IP:127.0.0.1"),
                 ("wrong-name", "DNS:elsewhere.example"),
+                ("client", "DNS:mes-collector"),
             ] {
                 let (key, csr, crt, ext) = (
                     format!("{name}.key"),
@@ -480,15 +481,21 @@ mod tls {
         /// A broker with a TLS listener using `server` (a certificate name above) and
         /// the password file.
         pub fn broker(&self, server: &str) -> PrivateBroker {
+            self.broker_with(server, "")
+        }
+
+        /// As `broker`, with more listener settings.
+        pub fn broker_with(&self, server: &str, more: &str) -> PrivateBroker {
             let (ca, crt, key, pw) = (
                 self.path("ca.crt"),
                 self.path(&format!("{server}.crt")),
                 self.path(&format!("{server}.key")),
                 self.path("passwd"),
             );
+            let more = more.to_string();
             PrivateBroker::start_with(move |_| {
                 format!(
-                    "cafile {}\ncertfile {}\nkeyfile {}\npassword_file {}\n",
+                    "cafile {}\ncertfile {}\nkeyfile {}\npassword_file {}\n{more}",
                     ca.display(),
                     crt.display(),
                     key.display(),
@@ -675,6 +682,68 @@ mod tls {
         let (ok, text) = check(&setup);
         assert!(!ok && text.contains("cannot connect"), "{text}");
         setup.write("db_config.json", &elsewhere_config(false));
+        let (ok, text) = check(&setup);
+        assert!(ok, "{text}");
+
+        // A user the server admits only with a client certificate from its CA.
+        let mut admin = server.conn(Some(
+            mysql::SslOpts::default()
+                .with_root_cert_path(Some(certs.path("ca.crt")))
+                .with_danger_skip_domain_validation(true),
+        ));
+        for stmt in [
+            "CREATE USER 'certuser'@'%' REQUIRE X509",
+            "GRANT ALL ON cnc_database.* TO 'certuser'@'%'",
+        ] {
+            admin.query_drop(stmt).unwrap();
+        }
+        let cert_config = |with_cert: bool| {
+            let mut tls = serde_json::json!({"ca_file": certs.path("ca.crt")});
+            if with_cert {
+                tls["cert_file"] = certs.path("client.crt").to_str().unwrap().into();
+                tls["key_file"] = certs.path("client.key").to_str().unwrap().into();
+            }
+            serde_json::json!({"host": "localhost", "port": server.port, "user": "certuser", "password": "",
+                               "database": "cnc_database", "tls": tls})
+            .to_string()
+        };
+        setup.write("db_config.json", &cert_config(false));
+        let (ok, text) = check(&setup);
+        assert!(!ok && text.contains("cannot connect"), "{text}");
+        setup.write("db_config.json", &cert_config(true));
+        let (ok, text) = check(&setup);
+        assert!(ok, "{text}");
+    }
+
+    #[test]
+    fn a_broker_that_requires_client_certificates_accepts_the_configured_one() {
+        let certs = Certs::new();
+        let broker = certs.broker_with("server", "require_certificate true\n");
+        let db = TestDb::new("mtls");
+        let mut setup = Setup::new(
+            &db,
+            "mtls",
+            r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
+            &["cnc-type-a"],
+        );
+        let uri = format!("ssl://localhost:{}", broker.port);
+        let auth = |tls: serde_json::Value| serde_json::json!({"broker": {"tls": tls, "username": "collector", "password": "broker-pass"}});
+        // Without a client certificate: refused.
+        setup.use_broker(
+            &uri,
+            &auth(serde_json::json!({"ca_file": certs.path("ca.crt")})),
+        );
+        let (ok, text) = check(&setup);
+        assert!(!ok && broker_line(&text).contains("PROBLEM"), "{text}");
+        // With the one the CA issued: connected.
+        setup.use_broker(
+            &uri,
+            &auth(serde_json::json!({
+                "ca_file": certs.path("ca.crt"),
+                "cert_file": certs.path("client.crt"),
+                "key_file": certs.path("client.key"),
+            })),
+        );
         let (ok, text) = check(&setup);
         assert!(ok, "{text}");
     }
