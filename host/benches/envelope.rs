@@ -1,4 +1,5 @@
-//! Envelope parsing: what the dispatcher does first with every message.
+//! Envelope parsing: what the dispatcher does first with every message (the size and
+//! nesting check, then the parse).
 //!
 //! `cargo bench -p mes-collector --bench envelope`; criterion prints the time per
 //! message (one iteration = one message).
@@ -30,5 +31,22 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse);
+fn check_limits(c: &mut Criterion) {
+    let limits = envelope::Limits::default();
+    let mut group = c.benchmark_group("envelope_check_limits");
+    group.throughput(Throughput::Elements(1));
+    for (name, msg) in [("type_a", TYPE_A), ("type_b", TYPE_B)] {
+        let bytes = msg.as_bytes();
+        assert!(
+            envelope::check_limits(bytes, &limits).is_ok(),
+            "{name} must pass"
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| envelope::check_limits(black_box(bytes), &limits).expect("within limits"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, check_limits);
 criterion_main!(benches);
