@@ -4,6 +4,8 @@
 //! backticks, and only names that need no escaping at all are accepted, so that a
 //! plugin fed hostile payloads can never turn a key into SQL.
 
+use crate::Value;
+
 /// The longest identifier MySQL and MariaDB accept.
 pub const MAX_IDENTIFIER_LEN: usize = 64;
 
@@ -108,17 +110,33 @@ mod tests {
     }
 }
 
-/// Checks one row handed to `insert`/`upsert`: the table and every column are plain
-/// identifiers, there is at least one column, and there are as many values as columns.
-/// The host and the `testing` recorder both use it, so a plugin's tests fail exactly
-/// where the host would refuse the row.
-pub fn check_row(table: &str, columns: &[&str], values: usize) -> Result<(), String> {
+/// Checks one row handed to `insert`/`upsert`: its names ([`check_names`]) and its
+/// values ([`check_values`]). The host and the `testing` recorder both use these, so a
+/// plugin's tests fail exactly where the host would refuse the row.
+///
+/// ```
+/// use mes_plugin_api::{check_row, Value};
+/// assert!(check_row("cnc_data", &["cnc_id", "spin"], &["CNC001".into(), 200.into()]).is_ok());
+/// assert!(check_row("cnc_data", &["spin"], &[Value::Float(f64::NAN)]).is_err());
+/// ```
+pub fn check_row<S: AsRef<str>>(
+    table: &str,
+    columns: &[S],
+    values: &[Value],
+) -> Result<(), String> {
+    check_names(table, columns)?;
+    check_values(table, columns, values)
+}
+
+/// The table and every column are plain identifiers (a column may not be qualified
+/// with a table or database), there is at least one column, and no column appears twice
+/// (MySQL compares column names without case).
+pub fn check_names<S: AsRef<str>>(table: &str, columns: &[S]) -> Result<(), String> {
     check_identifier(table).map_err(|e| format!("table name: {e}"))?;
     if columns.is_empty() {
         return Err(format!("row for table `{table}` has no columns"));
     }
-    for column in columns {
-        // A column is a single name; only tables may be qualified with a database.
+    for (i, column) in columns.iter().map(AsRef::as_ref).enumerate() {
         let checked = if column.contains('.') {
             Err(format!(
                 "identifier {column:?} contains '.'; a column name cannot be qualified"
@@ -127,35 +145,99 @@ pub fn check_row(table: &str, columns: &[&str], values: usize) -> Result<(), Str
             check_identifier(column)
         };
         checked.map_err(|e| format!("column name in table `{table}`: {e}"))?;
-    }
-    if columns.len() != values {
-        return Err(format!(
-            "row for table `{table}` has {} columns but {values} values",
-            columns.len()
-        ));
+        if columns[..i]
+            .iter()
+            .any(|c| c.as_ref().eq_ignore_ascii_case(column))
+        {
+            return Err(format!(
+                "column `{column}` appears twice in a row for table `{table}`"
+            ));
+        }
     }
     Ok(())
 }
 
+/// There are as many values as columns, and none is a float MySQL cannot store (NaN
+/// or an infinity).
+pub fn check_values<S: AsRef<str>>(
+    table: &str,
+    columns: &[S],
+    values: &[Value],
+) -> Result<(), String> {
+    if columns.len() != values.len() {
+        return Err(format!(
+            "row for table `{table}` has {} columns but {} values",
+            columns.len(),
+            values.len()
+        ));
+    }
+    match first_unstorable(values) {
+        Some(i) => Err(format!(
+            "column `{}` of table `{table}`: NaN and infinity cannot be stored",
+            columns[i].as_ref()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The parameters of an `exec` statement are storable values.
+pub fn check_params(params: &[Value]) -> Result<(), String> {
+    match first_unstorable(params) {
+        Some(i) => Err(format!("parameter {i}: NaN and infinity cannot be stored")),
+        None => Ok(()),
+    }
+}
+
+fn first_unstorable(values: &[Value]) -> Option<usize> {
+    values
+        .iter()
+        .position(|v| matches!(v, Value::Float(f) if !f.is_finite()))
+}
+
 #[cfg(test)]
 mod row_tests {
-    use super::check_row;
+    use super::{check_params, check_row};
+    use crate::Value;
+
+    fn vals(n: usize) -> Vec<Value> {
+        vec![Value::Int(1); n]
+    }
 
     #[test]
     fn counts_must_match() {
-        assert!(check_row("t", &["a", "b"], 2).is_ok());
-        let err = check_row("t", &["a", "b"], 3).unwrap_err();
+        assert!(check_row("t", &["a", "b"], &vals(2)).is_ok());
+        let err = check_row("t", &["a", "b"], &vals(3)).unwrap_err();
         assert!(err.contains("2 columns but 3 values"), "{err}");
-        assert!(check_row("t", &[], 0).is_err());
+        assert!(check_row::<&str>("t", &[], &[]).is_err());
+    }
+
+    #[test]
+    fn duplicate_columns_and_unstorable_floats_are_refused() {
+        let err = check_row("t", &["a", "A"], &vals(2)).unwrap_err();
+        assert!(err.contains("appears twice"), "{err}");
+        let err = check_row(
+            "t",
+            &["a", "b"],
+            &[Value::Int(1), Value::Float(f64::INFINITY)],
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("column `b`") && err.contains("NaN and infinity"),
+            "{err}"
+        );
+        assert!(check_params(&[Value::Float(f64::NAN)])
+            .unwrap_err()
+            .starts_with("parameter 0"));
+        assert!(check_params(&[Value::Float(1.5)]).is_ok());
     }
 
     #[test]
     fn names_the_bad_part() {
-        let err = check_row("cnc_data", &["ok", "X-Axis"], 2).unwrap_err();
+        let err = check_row("cnc_data", &["ok", "X-Axis"], &vals(2)).unwrap_err();
         assert!(err.contains("column name in table `cnc_data`"), "{err}");
-        let err = check_row("t", &["db.col"], 1).unwrap_err();
+        let err = check_row("t", &["db.col"], &vals(1)).unwrap_err();
         assert!(err.contains("cannot be qualified"), "{err}");
-        let err = check_row("bad table", &["a"], 1).unwrap_err();
+        let err = check_row("bad table", &["a"], &vals(1)).unwrap_err();
         assert!(err.starts_with("table name"), "{err}");
     }
 }

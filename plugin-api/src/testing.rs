@@ -35,7 +35,9 @@ use abi_stable::{
     std_types::{RResult, RSlice, RStr, RString, RVec},
 };
 
-use crate::{check_row, Db, Error, Message, Plugin, RawDatabase, RawDatabase_TO, Value};
+use crate::{
+    check_params, check_row, Db, Error, Message, Plugin, RawDatabase, RawDatabase_TO, Value,
+};
 
 /// One write a plugin made.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,11 +101,10 @@ impl RecordingDb {
         columns: RSlice<'_, RStr<'_>>,
         values: &RVec<Value>,
     ) -> Result<(String, Vec<String>), RString> {
-        let cols: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
-        check_row(table.as_str(), &cols, values.len()).map_err(RString::from)?;
+        check_row(table.as_str(), columns.as_slice(), values).map_err(RString::from)?;
         Ok((
             table.to_string(),
-            cols.into_iter().map(String::from).collect(),
+            columns.iter().map(|c| c.to_string()).collect(),
         ))
     }
 }
@@ -144,6 +145,9 @@ impl RawDatabase for RecordingDb {
     }
 
     fn exec(&mut self, sql: RStr<'_>, params: RVec<Value>) -> RResult<(), RString> {
+        if let Err(e) = check_params(&params) {
+            return RResult::RErr(e.into());
+        }
         self.writes.push(Write::Exec {
             sql: sql.to_string(),
             params: params.into_vec(),

@@ -11,7 +11,7 @@ use std::{
 };
 
 use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
-use mes_plugin_api::{check_row, RawDatabase, Value};
+use mes_plugin_api::{check_names, check_params, check_values, RawDatabase, Value};
 
 use crate::{dead_letter::DeadLetter, plugins::PluginInfo};
 
@@ -77,18 +77,12 @@ impl Shapes {
                 return Ok(id);
             }
         }
-        let cols: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
-        check_row(table, &cols, cols.len())?;
-        let mut seen = std::collections::HashSet::new();
-        if let Some(dup) = cols.iter().find(|c| !seen.insert(c.to_ascii_lowercase())) {
-            return Err(format!(
-                "column `{dup}` appears twice in a row for table `{table}`"
-            ));
-        }
+        // Names are checked once per shape; values with every row.
+        check_names(table, columns)?;
         self.list.push(Shape {
             kind,
             table: table.to_string(),
-            columns: cols.into_iter().map(String::from).collect(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
         });
         self.index.entry(key).or_default().push(self.list.len() - 1);
         Ok(self.list.len() - 1)
@@ -211,40 +205,15 @@ impl Recorder<'_> {
         columns: RSlice<'_, RStr<'_>>,
         values: RVec<Value>,
     ) -> RResult<(), RString> {
-        if columns.len() != values.len() {
-            return RResult::RErr(
-                format!(
-                    "row for table `{table}` has {} columns but {} values",
-                    columns.len(),
-                    values.len()
-                )
-                .into(),
-            );
+        if let Err(e) = check_values(table.as_str(), columns.as_slice(), &values) {
+            return RResult::RErr(e.into());
         }
         let shape = match self.shapes.intern(kind, table.as_str(), columns.as_slice()) {
             Ok(id) => id,
             Err(e) => return RResult::RErr(e.into()),
         };
-        if let Err(e) = check_values(&values) {
-            let column = &self.shapes.get(shape).columns[e];
-            return RResult::RErr(
-                format!("column `{column}` of table `{table}`: NaN and infinity cannot be stored")
-                    .into(),
-            );
-        }
         self.batch.ops.push(Op::Row { shape, values });
         RResult::ROk(())
-    }
-}
-
-/// Index of the first value MySQL cannot represent.
-fn check_values(values: &[Value]) -> Result<(), usize> {
-    match values
-        .iter()
-        .position(|v| matches!(v, Value::Float(f) if !f.is_finite()))
-    {
-        Some(i) => Err(i),
-        None => Ok(()),
     }
 }
 
@@ -268,10 +237,8 @@ impl RawDatabase for Recorder<'_> {
     }
 
     fn exec(&mut self, sql: RStr<'_>, params: RVec<Value>) -> RResult<(), RString> {
-        if let Err(i) = check_values(&params) {
-            return RResult::RErr(
-                format!("parameter {i}: NaN and infinity cannot be stored").into(),
-            );
+        if let Err(e) = check_params(&params) {
+            return RResult::RErr(e.into());
         }
         self.batch.ops.push(Op::Exec {
             sql: sql.to_string(),

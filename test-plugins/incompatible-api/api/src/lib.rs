@@ -18,7 +18,9 @@ mod value;
 
 pub use db::{Db, RawDatabase, RawDatabaseRef, RawDatabase_TO};
 pub use error::{Error, FailureKind, PluginFailure};
-pub use ident::{check_identifier, check_row, MAX_IDENTIFIER_LEN};
+pub use ident::{
+    check_identifier, check_names, check_params, check_row, check_values, MAX_IDENTIFIER_LEN,
+};
 pub use message::Message;
 pub use plugin::{
     Plugin, PluginInstance, PluginInstanceBox, PluginInstance_TO, PluginModule, PluginModuleRef,
