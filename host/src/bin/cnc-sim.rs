@@ -893,7 +893,11 @@ fn generate(
 // ---------------------------------------------------------------------------
 // Counting
 
-fn count_messages(conn: &ConnArgs, count: u64, idle_timeout: Duration) -> Result<()> {
+/// Connects, subscribes, and prints `ready` once the broker confirmed the
+/// subscription: what `count` and `record` share.
+fn subscribe(
+    conn: &ConnArgs,
+) -> Result<(mqtt::AsyncClient, mqtt::SyncReceiver<Option<mqtt::Message>>)> {
     let cli = connect(conn, 100)?;
     // Consuming starts before subscribing so that nothing published right
     // after the subscription is confirmed can slip past the receiver.
@@ -925,6 +929,20 @@ fn count_messages(conn: &ConnArgs, count: u64, idle_timeout: Duration) -> Result
     io::stdout()
         .flush()
         .or_else(|e| fail(format!("cannot write to stdout: {e}")))?;
+    Ok((cli, rx))
+}
+
+fn disconnect(cli: &mqtt::AsyncClient, conn: &ConnArgs) {
+    if let Err(e) = cli.disconnect(None).wait() {
+        eprintln!(
+            "cnc-sim: warning: disconnect from {} failed: {e}",
+            conn.broker
+        );
+    }
+}
+
+fn count_messages(conn: &ConnArgs, count: u64, idle_timeout: Duration) -> Result<()> {
+    let (cli, rx) = subscribe(conn)?;
 
     let mut received: u64 = 0;
     let mut first: Option<Instant> = None;
@@ -972,12 +990,7 @@ fn count_messages(conn: &ConnArgs, count: u64, idle_timeout: Duration) -> Result
             conn.broker
         ));
     }
-    if let Err(e) = cli.disconnect(None).wait() {
-        eprintln!(
-            "cnc-sim: warning: disconnect from {} failed: {e}",
-            conn.broker
-        );
-    }
+    disconnect(&cli, conn);
     if received < count {
         return fail(format!(
             "no message for {} s on {}: received {received} of {count}",
@@ -1010,32 +1023,7 @@ fn record_messages(
     if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
         eprintln!("cnc-sim: warning: Ctrl-C will not flush the file: {e}");
     }
-    let cli = connect(conn, 100)?;
-    // Consuming starts before subscribing so that nothing published right
-    // after the subscription is confirmed can slip past the receiver.
-    let rx = cli.start_consuming();
-    match cli.subscribe(conn.topic.as_str(), conn.qos).wait() {
-        Ok(rsp) => {
-            if let Some(q) = rsp.subscribe_response() {
-                if !(0..=2).contains(&q) {
-                    return fail(format!(
-                        "the broker at {} refused the subscription to {} (code {q})",
-                        conn.broker, conn.topic
-                    ));
-                }
-            }
-        }
-        Err(e) => {
-            return fail(format!(
-                "cannot subscribe to {} on {}: {e}",
-                conn.topic, conn.broker
-            ))
-        }
-    }
-    println!("ready");
-    io::stdout()
-        .flush()
-        .or_else(|e| fail(format!("cannot write to stdout: {e}")))?;
+    let (cli, rx) = subscribe(conn)?;
 
     let wanted = count.unwrap_or(u64::MAX);
     let (mut received, mut recorded, mut skipped) = (0u64, 0u64, 0u64);
@@ -1098,12 +1086,7 @@ fn record_messages(
             conn.broker
         ));
     }
-    if let Err(e) = cli.disconnect(None).wait() {
-        eprintln!(
-            "cnc-sim: warning: disconnect from {} failed: {e}",
-            conn.broker
-        );
-    }
+    disconnect(&cli, conn);
     if let Some(n) = count {
         if received < n && !interrupted.load(Ordering::SeqCst) {
             return fail(format!(
