@@ -55,12 +55,7 @@ impl User {
 
 impl Drop for User {
     fn drop(&mut self) {
-        if let Ok(mut root) = mysql::Conn::new(
-            mysql::OptsBuilder::new()
-                .ip_or_hostname(Some("127.0.0.1"))
-                .user(Some("root"))
-                .pass(Some("")),
-        ) {
+        if let Ok(mut root) = try_root_conn(None) {
             for host in self.hosts {
                 let _ = root.query_drop(format!("DROP USER IF EXISTS '{}'@'{host}'", self.name));
             }
@@ -96,14 +91,8 @@ fn the_collector_works_with_the_least_privileges_the_readme_grants() {
     assert!(conn.query_drop("CREATE TABLE nope (x INT)").is_err());
     assert!(conn.query_drop("DELETE FROM cnc_data").is_err());
 
-    let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (ok, text) = check(&setup);
+    assert!(ok, "{text}");
 
     let mut collector = Collector::start(&setup);
     let alarm = r#"{"cnc_id":"CNC002","part_program":"p","timestamp":5,"payload":{"status":"error","spin":1,"X-Axis":0,"Y-Axis":0,"alarms":[{"code":7,"message":"x"}]}}"#;
@@ -147,7 +136,6 @@ fn plugin_files_others_could_replace_or_not_on_the_allow_list_are_refused() {
         r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"},{"cnc_id":"CNC002","class_name":"CNCTypeB"}]"#,
         &["cnc-type-a", "cnc-type-b"],
     );
-    let a = setup.plugins_dir().join("libcnc_type_a.so");
     let b = setup.plugins_dir().join("libcnc_type_b.so");
 
     // World-writable file: refused with the fix; the other plugin still loads.
@@ -213,7 +201,6 @@ fn plugin_files_others_could_replace_or_not_on_the_allow_list_are_refused() {
         "{}",
         collector.log()
     );
-    let _ = (a, b);
 }
 
 enum Want {

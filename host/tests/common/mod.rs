@@ -56,14 +56,21 @@ pub fn plugin_lib(crate_name: &str) -> PathBuf {
     path
 }
 
-fn root_conn(db: Option<&str>) -> Conn {
+/// A root connection to the test MariaDB, to `db` if given.
+pub fn root_conn(db: Option<&str>) -> Conn {
+    try_root_conn(db).expect("MariaDB on 127.0.0.1:3306 as root (scripts/test.sh starts it)")
+}
+
+/// As `root_conn`, for clean-up in `drop`, where a panic during a failing test's
+/// unwinding would abort the test run.
+pub fn try_root_conn(db: Option<&str>) -> mysql::Result<Conn> {
     let opts = OptsBuilder::new()
         .ip_or_hostname(Some("127.0.0.1"))
         .tcp_port(3306)
         .user(Some("root"))
         .pass(Some(""))
         .db_name(db);
-    Conn::new(opts).expect("MariaDB on 127.0.0.1:3306 as root (scripts/test.sh starts it)")
+    Conn::new(opts)
 }
 
 /// database.sql applied to a database of the test's own name.
@@ -122,7 +129,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let _ = root_conn(None).query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name));
+        if let Ok(mut root) = try_root_conn(None) {
+            let _ = root.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name));
+        }
     }
 }
 
