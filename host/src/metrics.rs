@@ -7,10 +7,7 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     thread,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -53,9 +50,6 @@ pub struct Metrics {
     since_seen: GaugeVec,
     /// cnc_id → Unix time of its last message, for `since_seen` at scrape time.
     last_seen_at: Mutex<BTreeMap<String, f64>>,
-    // Readiness is read by the HTTP thread; the gauges are for Prometheus.
-    db_ready: AtomicBool,
-    broker_ready: AtomicBool,
 }
 
 impl Metrics {
@@ -136,8 +130,6 @@ impl Metrics {
                 &["cnc_id"],
             ),
             last_seen_at: Mutex::new(BTreeMap::new()),
-            db_ready: AtomicBool::new(false),
-            broker_ready: AtomicBool::new(false),
             registry,
         };
         Arc::new(m)
@@ -170,12 +162,10 @@ impl Metrics {
 
     pub fn set_db_up(&self, up: bool) {
         self.db_up.set(i64::from(up));
-        self.db_ready.store(up, Ordering::Relaxed);
     }
 
     pub fn set_broker_up(&self, up: bool) {
         self.broker_up.set(i64::from(up));
-        self.broker_ready.store(up, Ordering::Relaxed);
     }
 
     /// The exposition text, with the time-derived gauges brought up to date.
@@ -198,8 +188,8 @@ impl Metrics {
 
     /// `/readyz`: ready while connected to both the broker and the database.
     pub fn readiness(&self) -> (bool, String) {
-        let broker = self.broker_ready.load(Ordering::Relaxed);
-        let db = self.db_ready.load(Ordering::Relaxed);
+        let broker = self.broker_up.get() == 1;
+        let db = self.db_up.get() == 1;
         (
             broker && db,
             format!(r#"{{"broker":{broker},"database":{db}}}"#),

@@ -84,7 +84,7 @@ pub fn run(config_dir: &Path) -> i32 {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(4);
+    // Set by the first SIGINT/SIGTERM; it also ends a connect that is still retrying.
     let signalled = Arc::new(AtomicBool::new(false));
     let flag = signalled.clone();
     if let Err(e) = ctrlc::set_handler(move || {
@@ -94,7 +94,6 @@ pub fn run(config_dir: &Path) -> i32 {
             eprintln!("second signal: exiting at once");
             std::process::exit(130);
         }
-        let _ = signal_tx.try_send(());
     }) {
         error!("cannot install the signal handler: {e}");
         return 1;
@@ -152,17 +151,6 @@ pub fn run(config_dir: &Path) -> i32 {
         .spawn(move || dispatcher.run(dispatcher_spool, dispatcher_stop))
         .expect("spawn dispatcher thread");
 
-    // Connecting may take a while when the broker is down; a signal meanwhile ends it.
-    let connect_stop = Arc::new(AtomicBool::new(false));
-    let waiter = {
-        let connect_stop = connect_stop.clone();
-        let signal_rx = signal_rx.clone();
-        thread::spawn(move || {
-            if signal_rx.recv().is_ok() {
-                connect_stop.store(true, Ordering::SeqCst);
-            }
-        })
-    };
     let redelivery = Redelivery::new(recovery.tail, recovery.clean_stop);
     let stop_spool = spool.clone();
     let intake = match MqttIntake::start(
@@ -171,7 +159,7 @@ pub fn run(config_dir: &Path) -> i32 {
         redelivery,
         metrics,
         cfg.collector.limits.max_message_bytes,
-        &connect_stop,
+        &signalled,
     ) {
         Ok(i) => i,
         Err(e) => {
@@ -183,12 +171,10 @@ pub fn run(config_dir: &Path) -> i32 {
     };
     if intake.is_some() {
         info!("collector running; SIGINT or SIGTERM stops it");
-        // The waiter thread consumes the first signal and sets connect_stop.
-        while !connect_stop.load(Ordering::SeqCst) {
+        while !signalled.load(Ordering::SeqCst) {
             thread::sleep(std::time::Duration::from_millis(100));
         }
     }
-    let _ = waiter.join();
     info!("stopping: no new messages; committing the batch in hand");
     if let Some(intake) = intake {
         if intake.stop() {
