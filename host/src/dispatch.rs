@@ -20,7 +20,7 @@ pub use crate::sink::writer::Totals;
 use crate::{
     config::BatchConfig,
     dead_letter::{DeadLetter, Reason},
-    envelope,
+    envelope::{self, Limits},
     metrics::Metrics,
     plugins::Router,
     sink::{
@@ -34,6 +34,8 @@ use crate::{
 pub struct Dispatcher {
     metrics: Arc<Metrics>,
     router: Router,
+    /// Size and nesting bounds a message must pass before it is parsed.
+    limits: Limits,
     /// Handed to the writer thread once the start position is known.
     sink: Option<MysqlSink>,
     shapes: Shapes,
@@ -59,10 +61,17 @@ fn start_position(committed: Option<u64>, first: u64, next: u64) -> u64 {
 }
 
 impl Dispatcher {
-    pub fn new(router: Router, sink: MysqlSink, batch: BatchConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        router: Router,
+        limits: Limits,
+        sink: MysqlSink,
+        batch: BatchConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Dispatcher {
             metrics,
             router,
+            limits,
             sink: Some(sink),
             shapes: Shapes::default(),
             batch,
@@ -149,6 +158,7 @@ impl Dispatcher {
         Self::dispatch_one(
             &mut self.router,
             &mut self.shapes,
+            &self.limits,
             &msg.topic,
             msg.payload,
             batch,
@@ -160,24 +170,25 @@ impl Dispatcher {
     pub fn dispatch_one(
         router: &mut Router,
         shapes: &mut Shapes,
+        limits: &Limits,
         topic: &str,
         payload: Vec<u8>,
         batch: &mut Batch,
     ) {
         batch.begin(topic);
-        let dead = Self::handle(router, shapes, topic, &payload, batch).err();
+        let dead = Self::handle(router, shapes, limits, topic, &payload, batch).err();
         batch.end(payload, dead);
     }
 
     fn handle(
         router: &mut Router,
         shapes: &mut Shapes,
+        limits: &Limits,
         topic: &str,
         payload: &[u8],
         batch: &mut Batch,
     ) -> Result<(), DeadLetter> {
-        envelope::check_limits(payload, router.limits())
-            .map_err(|e| DeadLetter::new(e.reason, e.detail))?;
+        envelope::check_limits(payload, limits).map_err(|e| DeadLetter::new(e.reason, e.detail))?;
         let env = envelope::parse(payload).map_err(|e| DeadLetter::new(e.reason, e.detail))?;
         batch.current().cnc_id = Some(env.cnc_id.to_string());
         let instance = router.instance(&env.cnc_id)?;

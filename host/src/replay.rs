@@ -138,8 +138,7 @@ pub fn replay(opts: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         .as_ref()
         .map(|s| s.cfg.collector.limits)
         .unwrap_or_default();
-    let mut router =
-        Router::new(classes, BTreeMap::from([(class.clone(), plugin)])).with_limits(limits);
+    let mut router = Router::new(classes, BTreeMap::from([(class.clone(), plugin)]));
     // Dry runs report message by message; writes commit in the collector's batches.
     let batch_size = sink.as_ref().map_or(1, |s| s.batch_size);
     let mut messages = BufReader::new(file)
@@ -170,7 +169,14 @@ pub fn replay(opts: &Options, out: &mut dyn Write) -> Result<Summary, String> {
                 break;
             };
             let (line, payload) = message?;
-            Dispatcher::dispatch_one(&mut router, &mut shapes, &opts.topic, payload, &mut batch);
+            Dispatcher::dispatch_one(
+                &mut router,
+                &mut shapes,
+                &limits,
+                &opts.topic,
+                payload,
+                &mut batch,
+            );
             lines.push(line);
         }
         let Some(&last_line) = lines.last() else {

@@ -135,15 +135,20 @@ pub fn run(config_dir: &Path) -> i32 {
             error!("{e}");
         }
     }
-    let router = Router::new(cfg.classes.clone(), plugins.by_class.clone())
-        .with_limits(cfg.collector.limits);
+    let router = Router::new(cfg.classes.clone(), plugins.by_class.clone());
     let sink = MysqlSink::new(
         cfg.db.clone(),
         &cfg.collector.broker.client_id,
         cfg.collector.dead_letter_payload_limit,
         metrics.clone(),
     );
-    let dispatcher = Dispatcher::new(router, sink, cfg.collector.batch.clone(), metrics.clone());
+    let dispatcher = Dispatcher::new(
+        router,
+        cfg.collector.limits,
+        sink,
+        cfg.collector.batch.clone(),
+        metrics.clone(),
+    );
     let dispatcher_stop = stop.clone();
     let dispatcher_spool = spool.clone();
     let worker = thread::Builder::new()

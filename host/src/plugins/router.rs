@@ -9,7 +9,6 @@ use abi_stable::std_types::{ROption, RStr};
 use crate::{
     config::ClassMapping,
     dead_letter::{DeadLetter, Reason},
-    envelope::Limits,
     plugins::{LoadedPlugin, PluginInfo},
 };
 use mes_plugin_api::PluginInstanceBox;
@@ -24,7 +23,6 @@ pub struct Router {
     plugins: BTreeMap<String, LoadedPlugin>,
     /// A constructor's refusal is kept, so it is not retried for every message.
     instances: HashMap<String, Result<Instance, DeadLetter>>,
-    limits: Limits,
 }
 
 impl Router {
@@ -36,18 +34,7 @@ impl Router {
             classes,
             plugins,
             instances: HashMap::new(),
-            limits: Limits::default(),
         }
-    }
-
-    /// Size and nesting limits a message must pass before it is routed.
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    pub fn limits(&self) -> &Limits {
-        &self.limits
     }
 
     pub fn instance(&mut self, cnc_id: &str) -> Result<&mut Instance, DeadLetter> {
