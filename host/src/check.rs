@@ -11,7 +11,7 @@ use crate::{
     plugins::{
         load_dir, new_instance,
         trust::{digest, PluginPolicy},
-        PluginSet,
+        PluginInfo, PluginSet,
     },
     sink::mysql::connect,
 };
@@ -142,6 +142,19 @@ pub fn check(config_dir: &Path) -> Vec<String> {
 }
 
 /// One row per file: file, class, version, ABI status.
+/// "ok", the API version the plugin was built against, the host features it can use
+/// (those of its API version that this host offers) and those it requires.
+fn abi_summary(info: &PluginInfo) -> String {
+    let mut s = format!("ok, API {}", info.api_version);
+    if !info.attached.is_empty() {
+        s.push_str(&format!(", can use {}", info.attached.join("+")));
+    }
+    if !info.requires.is_empty() {
+        s.push_str(&format!(", requires {}", info.requires.join("+")));
+    }
+    s
+}
+
 fn plugin_rows(plugins: &PluginSet) -> Vec<[String; 4]> {
     let mut rows: Vec<[String; 4]> = Vec::new();
     for p in plugins.by_class.values() {
@@ -149,7 +162,7 @@ fn plugin_rows(plugins: &PluginSet) -> Vec<[String; 4]> {
             file_name(&p.info.file),
             p.info.class_name.clone(),
             p.info.version.clone(),
-            "ok".into(),
+            abi_summary(&p.info),
         ]);
     }
     for (class, files) in &plugins.conflicts {

@@ -12,9 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use abi_stable::{sabi_trait::TD_Opaque, std_types::RResult};
+use abi_stable::std_types::RResult;
 use log::{debug, error, info, warn};
-use mes_plugin_api::{FailureKind, Message, RawDatabase_TO};
+use mes_plugin_api::{FailureKind, Message};
 
 pub use crate::sink::writer::Totals;
 use crate::{
@@ -202,7 +202,8 @@ impl Dispatcher {
             env.payload(),
         );
         let mut recorder = batch.recorder(shapes);
-        let db = RawDatabase_TO::from_ptr(&mut recorder, TD_Opaque);
+        let (db, _lent) = crate::sink::batch::lend(&mut recorder);
+        let _call = crate::plugins::services::enter_call(&env.cnc_id);
         match instance.plugin.handle(&message, db) {
             RResult::ROk(()) => Ok(()),
             RResult::RErr(failure) => {

@@ -27,3 +27,10 @@ pub fn version_line() -> String {
         mes_plugin_api::API_VERSION
     )
 }
+
+/// Locks a mutex, ignoring poison: every mutex of the collector guards data that a
+/// panic cannot leave half-updated (each update is a few assignments), so a poisoned
+/// lock is not worth stopping the collector for.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

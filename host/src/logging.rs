@@ -27,16 +27,32 @@ pub fn init(format: LogFormat) {
     builder.parse_filters(&filter(std::env::var("RUST_LOG").ok().as_deref()));
     if format == LogFormat::Json {
         builder.format(|buf, record| {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "ts": buf.timestamp_millis().to_string(),
                 "level": record.level().as_str(),
                 "target": record.target(),
                 "msg": record.args().to_string(),
             });
+            // Plugin records carry `plugin` and `cnc_id` (see plugins::services).
+            let _ = record.key_values().visit(&mut JsonFields(&mut line));
             writeln!(buf, "{line}")
         });
     }
     builder.init();
+}
+
+/// Adds a record's key-values to its JSON line as fields of their own.
+struct JsonFields<'a>(&'a mut serde_json::Value);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for JsonFields<'_> {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        self.0[key.as_str()] = serde_json::Value::String(value.to_string());
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -70,6 +70,14 @@ impl Metrics {
         info.with_label_values(&[env!("CARGO_PKG_VERSION"), mes_plugin_api::API_VERSION])
             .set(1);
         r.register(Box::new(info)).expect("unique metric");
+        let plugin_services = crate::plugins::services::telemetry();
+        for family in [
+            &plugin_services.events,
+            &plugin_services.log_dropped,
+            &plugin_services.series_overflow,
+        ] {
+            r.register(Box::new(family.clone())).expect("unique metric");
+        }
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(

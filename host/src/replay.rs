@@ -254,8 +254,9 @@ pub fn statement(op: &Op, shapes: &Shapes) -> String {
         Op::Row { shape, values } => {
             let s = shapes.get(*shape);
             let verb = match s.kind {
-                RowKind::Insert => "INSERT",
-                RowKind::Upsert => "UPSERT",
+                RowKind::Insert => "INSERT".to_string(),
+                RowKind::Upsert => "UPSERT".to_string(),
+                RowKind::UpsertNewest => format!("UPSERT NEWEST BY ({})", s.order_by.join(", ")),
             };
             format!(
                 "{verb} {} ({}) VALUES ({})",

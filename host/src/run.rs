@@ -37,6 +37,10 @@ pub fn run(config_dir: &Path) -> i32 {
             return 2;
         }
     };
+    crate::plugins::services::set_limits(
+        cfg.collector.plugins.log_records_per_second,
+        cfg.collector.plugins.metric_series_per_class,
+    );
     let plugins = match load_dir(&cfg.collector.plugins_dir, &cfg.collector.plugins) {
         Ok(p) => p,
         Err(e) => {

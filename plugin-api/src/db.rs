@@ -13,7 +13,7 @@ use abi_stable::{
     std_types::{RResult, RSlice, RStr, RString, RVec},
 };
 
-use crate::{Error, Value};
+use crate::{abi::DbServiceV1, features, host_link, Error, Value};
 
 /// The host's side of the database handle, as it crosses the ABI boundary.
 ///
@@ -78,13 +78,28 @@ pub type RawDatabaseRef<'a> = RawDatabase_TO<'a, RMut<'a, ()>>;
 /// ```
 pub struct Db<'a> {
     raw: RawDatabaseRef<'a>,
+    /// Methods added after 1.0, from the host (see [`abi`](crate::abi)).
+    added: Option<&'static DbServiceV1>,
 }
 
 impl<'a> Db<'a> {
     /// Wraps the host's handle. Hosts and test harnesses call this; plugins are handed a
     /// ready `Db`.
     pub fn from_raw(raw: RawDatabaseRef<'a>) -> Self {
-        Db { raw }
+        Db {
+            raw,
+            added: host_link::attached().and_then(|a| a.db),
+        }
+    }
+
+    /// A handle whose methods added after 1.0 are served by `added` rather than by the
+    /// host (the `testing` recorder serves them itself).
+    #[cfg(feature = "testing")]
+    pub(crate) fn with_added(raw: RawDatabaseRef<'a>, added: &'static DbServiceV1) -> Self {
+        Db {
+            raw,
+            added: Some(added),
+        }
     }
 
     /// Inserts one row. `columns` and `values` pair up by position.
@@ -120,6 +135,66 @@ impl<'a> Db<'a> {
             self.raw
                 .upsert(RStr::from_str(table), cols, RVec::from(values))
                 .into_result()
+        })
+        .map_err(|e| Error::new(e.into_string()))
+    }
+
+    /// Inserts one row, or, when it collides with an existing row on a primary or
+    /// unique key, replaces that row's given columns only if this row is newer: if it
+    /// sorts after the existing row by the `order_by` columns, compared in turn (NULL
+    /// before any value). When those are equal, the other given columns decide, in the
+    /// order given, so that the same rows leave the same row behind whatever order
+    /// they are committed in: by several collectors, or replayed after an outage.
+    ///
+    /// Use it for "latest value" tables such as `cnc_status`, ordered by the machine's
+    /// own timestamp, where a late or redelivered message must not overwrite a newer
+    /// state. Each name in `order_by` must be one of `columns`. (Values compare as
+    /// MySQL compares them: text by the column's collation.)
+    ///
+    /// Needs a host with plugin API 1.1 ([`features::UPSERT_NEWEST`]); on an older one
+    /// it returns an error, which makes the message a dead letter. A plugin that uses it
+    /// should list it in [`Plugin::REQUIRES`](crate::Plugin::REQUIRES) to be refused
+    /// at load instead.
+    ///
+    /// ```
+    /// use mes_plugin_api::{Db, Error, Message};
+    ///
+    /// fn store_status(msg: &Message<'_>, db: &mut Db<'_>, status: &str) -> Result<(), Error> {
+    ///     db.upsert_newest(
+    ///         "cnc_status",
+    ///         &["cnc_id", "status", "timestamp"],
+    ///         vec![msg.cnc_id().into(), status.into(), msg.timestamp().into()],
+    ///         &["timestamp"],
+    ///     )
+    /// }
+    /// # #[cfg(feature = "testing")] {
+    /// # let mut rec = mes_plugin_api::testing::RecordingDb::new();
+    /// # let msg = Message::new("t", "CNC001", "p", 1, "{}");
+    /// # rec.with_db(|db| store_status(&msg, db, "idle")).unwrap();
+    /// # assert_eq!(rec.writes().len(), 1);
+    /// # }
+    /// ```
+    pub fn upsert_newest(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        values: Vec<Value>,
+        order_by: &[&str],
+    ) -> Result<(), Error> {
+        let Some(added) = self.added else {
+            return Err(Error::new(format!(
+                "Db::upsert_newest needs a host with plugin API {} or later (feature `{}`); \
+                 this host is older",
+                features::UPSERT_NEWEST.since(),
+                features::UPSERT_NEWEST.name()
+            )));
+        };
+        let raw = &mut self.raw;
+        with_rstrs(columns, |cols| {
+            with_rstrs(order_by, |order| {
+                (added.upsert_newest)(raw, RStr::from_str(table), cols, RVec::from(values), order)
+                    .into_result()
+            })
         })
         .map_err(|e| Error::new(e.into_string()))
     }

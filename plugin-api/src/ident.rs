@@ -128,6 +128,39 @@ pub fn check_row<S: AsRef<str>>(
     check_values(table, columns, values)
 }
 
+/// The ordering columns of [`Db::upsert_newest`](crate::Db::upsert_newest): at least
+/// one, each one of the row's columns, none twice.
+///
+/// ```
+/// use mes_plugin_api::check_order_by;
+/// assert!(check_order_by(&["cnc_id", "timestamp"], &["timestamp"]).is_ok());
+/// assert!(check_order_by(&["cnc_id"], &["timestamp"]).is_err());
+/// assert!(check_order_by(&["cnc_id"], &[] as &[&str]).is_err());
+/// ```
+pub fn check_order_by<S: AsRef<str>, O: AsRef<str>>(
+    columns: &[S],
+    order_by: &[O],
+) -> Result<(), String> {
+    if order_by.is_empty() {
+        return Err("upsert_newest needs at least one column to order by".into());
+    }
+    for (i, o) in order_by.iter().map(AsRef::as_ref).enumerate() {
+        if !columns.iter().any(|c| c.as_ref().eq_ignore_ascii_case(o)) {
+            return Err(format!(
+                "upsert_newest orders by `{o}`, which is not one of the row's columns; \
+                 give it in the columns too"
+            ));
+        }
+        if order_by[..i]
+            .iter()
+            .any(|p| p.as_ref().eq_ignore_ascii_case(o))
+        {
+            return Err(format!("upsert_newest orders by `{o}` twice"));
+        }
+    }
+    Ok(())
+}
+
 /// The table and every column are plain identifiers (a column may not be qualified
 /// with a table or database), there is at least one column, and no column appears twice
 /// (MySQL compares column names without case).

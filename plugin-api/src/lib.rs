@@ -115,10 +115,15 @@
 //! A plugin's own version ([`PluginModule::plugin_version`]) is informational: the host
 //! shows it in `check` and in dead letters.
 
+pub mod abi;
 mod db;
 mod error;
+pub mod features;
+mod host_link;
 mod ident;
+pub mod log;
 mod message;
+pub mod metrics;
 mod plugin;
 pub mod standard;
 #[cfg(feature = "testing")]
@@ -127,8 +132,10 @@ mod value;
 
 pub use db::{Db, RawDatabase, RawDatabaseRef, RawDatabase_TO};
 pub use error::{Error, FailureKind, PluginFailure};
+pub use features::Feature;
 pub use ident::{
-    check_identifier, check_names, check_params, check_row, check_values, MAX_IDENTIFIER_LEN,
+    check_identifier, check_names, check_order_by, check_params, check_row, check_values,
+    MAX_IDENTIFIER_LEN,
 };
 pub use message::Message;
 pub use plugin::{
@@ -177,12 +184,19 @@ macro_rules! export_plugin {
                 )
             }
         };
+
+        // The extension entry point (plugin API 1.1): looked up by name, so a host
+        // that predates it ignores it. See `mes_plugin_api::abi`.
+        #[doc(hidden)]
+        #[export_name = "mes_plugin_manifest_v1"]
+        pub static __MES_PLUGIN_MANIFEST: $crate::abi::PluginManifest =
+            $crate::__private::manifest::<$plugin>();
     };
 }
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::plugin::root_module;
+    pub use crate::plugin::{manifest, root_module};
     pub use abi_stable::library::{
         __call_root_module_loader as call_root_module_loader, CheckTypeLayout, LibHeader,
         RootModuleResult,
@@ -200,6 +214,11 @@ mod tests {
             "#[export_name = \"{}\"]",
             abi_stable::library::ROOT_MODULE_LOADER_NAME
         );
+        assert!(src.contains(&quoted), "export_plugin! must export {quoted}");
+        let manifest = std::str::from_utf8(crate::abi::MANIFEST_SYMBOL)
+            .unwrap()
+            .trim_end_matches('\0');
+        let quoted = format!("#[export_name = \"{manifest}\"]");
         assert!(src.contains(&quoted), "export_plugin! must export {quoted}");
     }
 }

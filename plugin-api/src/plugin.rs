@@ -7,16 +7,17 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
-    package_version_strings, sabi_trait,
+    sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RBox, ROption, RResult, RStr},
+    std_types::{RBox, ROption, RResult, RSlice, RStr},
     StableAbi,
 };
 
 use crate::{
+    abi::{PluginManifest, ROOT_MODULE_VERSION},
     db::{Db, RawDatabaseRef},
     error::PluginFailure,
-    Error, Message,
+    host_link, Error, Feature, Message,
 };
 
 /// What a plugin author implements: a plain Rust type, one instance per machine.
@@ -59,6 +60,12 @@ pub trait Plugin: Send + Sized + 'static {
     /// plugins a host loads.
     const CLASS_NAME: &'static str;
 
+    /// Host features the plugin cannot run without (see [`features`](crate::features)).
+    /// A host that lacks one refuses the plugin when it loads it, naming the feature
+    /// and the host version it needs. Features not listed here are used where the
+    /// host has them and do nothing where it does not. Default: none.
+    const REQUIRES: &'static [Feature] = &[];
+
     /// Creates the instance for one machine. `settings` is the JSON text of the
     /// machine's optional `settings` object in `cnc_classes.json`; refuse settings you
     /// cannot use with an error saying which key is wrong.
@@ -87,9 +94,9 @@ pub type PluginInstanceBox = PluginInstance_TO<'static, RBox<()>>;
 
 /// The root module every plugin library exports (through [`export_plugin!`]).
 ///
-/// It is an abi_stable prefix type, but fields cannot be appended in a minor version:
-/// a host whose module has more fields than a plugin's refuses that plugin (see
-/// "Compatibility" in the crate docs). A new field needs a new major version.
+/// Frozen for all of 1.x: a host whose module has more fields than a plugin's refuses
+/// that plugin, although it is an abi_stable prefix type. Features after 1.0 arrive
+/// through the extension entry point instead (see [`abi`](crate::abi)).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
@@ -111,10 +118,9 @@ impl RootModule for PluginModuleRef {
     declare_root_module_statics! {PluginModuleRef}
     const BASE_NAME: &'static str = "mes_plugin";
     const NAME: &'static str = "mes_plugin";
-    // The version of this crate, recorded in every plugin: abi_stable refuses plugins
-    // built against another major version, and the host refuses those built against a
-    // newer minor version than its own (see "Compatibility" in the crate docs).
-    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+    // Recorded in every plugin; abi_stable refuses another major version. It stays at
+    // 1.0.0 through 1.x, since the root module does (see `abi::ROOT_MODULE_VERSION`).
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new(ROOT_MODULE_VERSION);
 }
 
 /// Wraps a [`Plugin`] so that no panic crosses the boundary: abi_stable aborts the
@@ -140,6 +146,9 @@ extern "C" fn new_instance<P: Plugin>(
     cnc_id: RStr<'_>,
     settings: ROption<RStr<'_>>,
 ) -> RResult<PluginInstanceBox, PluginFailure> {
+    if let Some(refusal) = host_link::missing_requirement(P::REQUIRES) {
+        return RResult::RErr(PluginFailure::error(Error::new(refusal)));
+    }
     let made = catch_unwind(AssertUnwindSafe(|| {
         P::new(cnc_id.as_str(), settings.map(|s| s.as_str()).into_option())
     }));
@@ -163,4 +172,15 @@ pub fn root_module<P: Plugin>(plugin_version: &'static str) -> PluginModuleRef {
         new: new_instance::<P>,
     }
     .leak_into_prefix()
+}
+
+/// Builds the extension manifest of plugin `P`. Used by [`export_plugin!`].
+#[doc(hidden)]
+pub const fn manifest<P: Plugin>() -> PluginManifest {
+    PluginManifest {
+        layout: <PluginManifest as StableAbi>::LAYOUT,
+        api_version: RStr::from_str(crate::API_VERSION),
+        requires: RSlice::from_slice(P::REQUIRES),
+        attach: host_link::attach,
+    }
 }

@@ -36,11 +36,14 @@ use abi_stable::{
 };
 
 use crate::{
-    check_params, check_row, Db, Error, Message, Plugin, RawDatabase, RawDatabase_TO, Value,
+    abi::DbServiceV1, check_order_by, check_params, check_row, Db, Error, Message, Plugin,
+    RawDatabase, RawDatabaseRef, RawDatabase_TO, Value,
 };
 
-/// One write a plugin made.
+/// One write a plugin made. New `Db` methods add variants in minor versions: match
+/// with a `_` arm.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Write {
     /// [`Db::insert`].
     Insert {
@@ -56,6 +59,13 @@ pub enum Write {
     },
     /// [`Db::exec`].
     Exec { sql: String, params: Vec<Value> },
+    /// [`Db::upsert_newest`].
+    UpsertNewest {
+        table: String,
+        columns: Vec<String>,
+        values: Vec<Value>,
+        order_by: Vec<String>,
+    },
 }
 
 /// A database handle that records writes instead of running them.
@@ -82,8 +92,11 @@ impl RecordingDb {
 
     /// Lends a [`Db`] backed by this recorder to `f`.
     pub fn with_db<R>(&mut self, f: impl FnOnce(&mut Db<'_>) -> R) -> R {
+        static ADDED: DbServiceV1 = DbServiceV1 {
+            upsert_newest: record_upsert_newest,
+        };
         let raw = RawDatabase_TO::from_ptr(self, TD_Opaque);
-        f(&mut Db::from_raw(raw))
+        f(&mut Db::with_added(raw, &ADDED))
     }
 
     /// Calls `plugin.handle(message, db)` as the host would, with this recorder as the
@@ -154,4 +167,31 @@ impl RawDatabase for RecordingDb {
         });
         RResult::ROk(())
     }
+}
+
+/// The recorder's own `upsert_newest`, as a host serves it.
+extern "C" fn record_upsert_newest(
+    db: &mut RawDatabaseRef<'_>,
+    table: RStr<'_>,
+    columns: RSlice<'_, RStr<'_>>,
+    values: RVec<Value>,
+    order_by: RSlice<'_, RStr<'_>>,
+) -> RResult<(), RString> {
+    // SAFETY: only `RecordingDb::with_db` hands out this table, with a handle made from
+    // a `&mut RecordingDb`, which `db` borrows uniquely.
+    let recorder = unsafe { &mut *(db.obj.sabi_as_rmut().into_raw() as *mut RecordingDb) };
+    let checked = RecordingDb::row(table, columns, &values).and_then(|(table, columns)| {
+        check_order_by(&columns, order_by.as_slice()).map_err(RString::from)?;
+        Ok((table, columns))
+    });
+    checked
+        .map(|(table, columns)| {
+            recorder.writes.push(Write::UpsertNewest {
+                table,
+                columns,
+                values: values.into_vec(),
+                order_by: order_by.iter().map(|o| o.to_string()).collect(),
+            })
+        })
+        .into()
 }

@@ -17,7 +17,9 @@ use std::{
 use log::{debug, error, info, warn};
 use paho_mqtt as mqtt;
 
-use crate::{config::BrokerConfig, intake::dedup::Redelivery, metrics::Metrics, spool::Spool};
+use crate::{
+    config::BrokerConfig, intake::dedup::Redelivery, lock, metrics::Metrics, spool::Spool,
+};
 
 pub struct MqttIntake {
     client: mqtt::AsyncClient,
@@ -95,10 +97,6 @@ pub fn connect_options(
         b.password(pw.as_str());
     }
     Ok(b.finalize())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Returning from the callback acknowledges the message, so it only returns once the

@@ -4,8 +4,9 @@
 //! abi_stable 0.11.3 refuses a library whose `mes-plugin-api` has another major
 //! version, or whose types reachable from the root module differ from the host's; its
 //! own report is hundreds of lines of type layouts, so it goes to the debug log and the
-//! refusal names the first difference. The host adds one rule abi_stable lacks: a
-//! plugin built against a newer minor version than the host's is refused too.
+//! refusal names the first difference. The host adds one rule abi_stable lacks: a root
+//! module declaring a newer 1.x than `ROOT_MODULE_VERSION` is refused too, since no
+//! released mes-plugin-api makes one (features after 1.0 are checked in `extensions`).
 
 // `abi_checking` is `#[doc(hidden)]` in abi_stable 0.11.3 but public: it gives the
 // layout report as data, where `LibraryError` only carries it as text.
@@ -20,8 +21,13 @@ use mes_plugin_api::PluginModuleRef;
 
 /// The `mes-plugin-api` version this host was built against.
 fn host_version() -> VersionNumber {
-    VersionNumber::new(PluginModuleRef::VERSION_STRINGS)
+    VersionNumber::new(VersionStrings::new(mes_plugin_api::API_VERSION))
         .expect("mes-plugin-api's own version parses")
+}
+
+/// The root module version every 1.x plugin declares.
+fn root_version() -> VersionNumber {
+    VersionNumber::new(PluginModuleRef::VERSION_STRINGS).expect("a fixed version parses")
 }
 
 /// What to do about a plugin whose interface differs from the host's.
@@ -37,13 +43,14 @@ fn rebuild_advice() -> String {
 /// version problem is reported as one (the layouts of two major versions differ
 /// anyway, in less useful terms).
 ///
-/// abi_stable compares only major versions. A plugin built against a newer minor
-/// version than the host's is refused as well: a minor version may add host behaviour
-/// (a helper that needs a host change, a table the host creates) that the plugin then
-/// relies on, so the `mes-plugin-api` version a plugin was built with is the oldest
-/// host it runs on.
+/// abi_stable compares only major versions. Every released 1.x keeps the root module,
+/// and the version it declares, at 1.0.0, so that a plugin's API minor version never
+/// stops it loading into an older host: what a plugin needs of a newer host, it says in
+/// its manifest (`extensions`). A root module declaring a newer 1.x comes from a
+/// modified mes-plugin-api, whose layout may differ in ways the check cannot see.
 pub(super) fn check_api_version(plugin: VersionStrings) -> Result<(), String> {
     let host = host_version();
+    let root = root_version();
     // An unparsable version is abi_stable's to report.
     let Ok(built) = VersionNumber::new(plugin) else {
         return Ok(());
@@ -54,12 +61,13 @@ pub(super) fn check_api_version(plugin: VersionStrings) -> Result<(), String> {
             rebuild_advice()
         ));
     }
-    if built.minor > host.minor {
+    if (built.minor, built.patch) > (root.minor, root.patch) {
         return Err(format!(
-            "built against mes-plugin-api {built}, newer than this host's {host}; run it on a host \
-             built with mes-plugin-api {}.{} or later, or rebuild the plugin against mes-plugin-api \
-             {}.{} (`mes-plugin-api = \"~{}.{}\"` in its Cargo.toml)",
-            built.major, built.minor, host.major, host.minor, host.major, host.minor
+            "its root module declares mes-plugin-api {built}, but every released mes-plugin-api \
+             {}.x declares {root} (this host has {host}), so it was built against a modified \
+             copy; {}",
+            host.major,
+            rebuild_advice()
         ));
     }
     Ok(())
@@ -271,14 +279,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn same_or_older_minor_passes_and_newer_minor_or_other_major_is_refused() {
+    fn the_frozen_root_version_passes_and_a_newer_root_or_other_major_is_refused() {
         let host = host_version();
         let v = |s: String| VersionStrings::new(Box::leak(s.into_boxed_str()));
         assert!(check_api_version(v(format!("{}.0.0", host.major))).is_ok());
         assert!(check_api_version(PluginModuleRef::VERSION_STRINGS).is_ok());
         let newer =
             check_api_version(v(format!("{}.{}.0", host.major, host.minor + 1))).unwrap_err();
-        assert!(newer.contains("newer than this host's"), "{newer}");
+        assert!(newer.contains("built against a modified copy"), "{newer}");
         let other = check_api_version(v(format!("{}.0.0", host.major + 1))).unwrap_err();
         assert!(
             other.contains(&format!(

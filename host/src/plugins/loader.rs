@@ -17,7 +17,7 @@ use abi_stable::library::lib_header_from_path;
 use super::trust::{admit, check_permissions, PluginPolicy};
 use mes_plugin_api::PluginModuleRef;
 
-use super::compat;
+use super::{compat, extensions};
 
 /// What the host knows of a loaded plugin.
 #[derive(Debug, Clone)]
@@ -25,6 +25,13 @@ pub struct PluginInfo {
     pub file: PathBuf,
     pub class_name: String,
     pub version: String,
+    /// The `mes-plugin-api` version it was built against (1.0.0 for a plugin without a
+    /// manifest).
+    pub api_version: String,
+    /// Host features it cannot run without.
+    pub requires: Vec<&'static str>,
+    /// Host features this host attached to it.
+    pub attached: Vec<&'static str>,
 }
 
 #[derive(Clone)]
@@ -82,11 +89,17 @@ pub fn load_file(path: &Path) -> Result<LoadedPlugin, LoadFailure> {
     let module = header
         .init_root_module::<PluginModuleRef>()
         .map_err(|e| refused(compat::explain(&e, Some(header))))?;
+    let extensions = extensions::read(path).map_err(refused)?;
+    let class_name = module.class_name().to_string();
+    extensions.attach(&class_name);
     Ok(LoadedPlugin {
         info: Arc::new(PluginInfo {
             file: path.to_path_buf(),
-            class_name: module.class_name().to_string(),
+            class_name,
             version: module.plugin_version().to_string(),
+            api_version: extensions.api_version,
+            requires: extensions.requires,
+            attached: extensions.attached,
         }),
         module,
     })

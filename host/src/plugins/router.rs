@@ -86,6 +86,7 @@ pub fn new_instance(
         Some(s) => ROption::RSome(RStr::from_str(s)),
         None => ROption::RNone,
     };
+    let _call = super::services::enter_call(cnc_id);
     match (plugin.module.new())(RStr::from_str(cnc_id), settings) {
         abi_stable::std_types::RResult::ROk(p) => Ok(Instance {
             plugin: p,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 /// The `plugins` section of `collector.json`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginPolicy {
     /// SHA-256 digests (hex) of the only plugin files that may load; absent: any file
@@ -23,6 +23,33 @@ pub struct PluginPolicy {
     /// Skip the ownership and permission checks (development only).
     #[serde(default)]
     pub allow_insecure_permissions: bool,
+    /// Log records each plugin class may write per second (bursts of five seconds'
+    /// worth); the rest are dropped and counted.
+    #[serde(default = "default_log_records_per_second")]
+    pub log_records_per_second: u32,
+    /// Distinct (event, label) pairs each plugin class may count; further pairs are
+    /// counted under label "other".
+    #[serde(default = "default_metric_series_per_class")]
+    pub metric_series_per_class: u32,
+}
+
+impl Default for PluginPolicy {
+    fn default() -> Self {
+        PluginPolicy {
+            allow: None,
+            allow_insecure_permissions: false,
+            log_records_per_second: default_log_records_per_second(),
+            metric_series_per_class: default_metric_series_per_class(),
+        }
+    }
+}
+
+fn default_log_records_per_second() -> u32 {
+    super::services::DEFAULT_LOG_RECORDS_PER_SECOND
+}
+
+fn default_metric_series_per_class() -> u32 {
+    super::services::DEFAULT_METRIC_SERIES_PER_CLASS
 }
 
 /// SHA-256 of a file, as lowercase hex.
@@ -105,6 +132,7 @@ mod tests {
         let policy = PluginPolicy {
             allow: None,
             allow_insecure_permissions: true,
+            ..PluginPolicy::default()
         };
         assert!(admit(&f, &policy).is_ok());
     }
@@ -123,11 +151,13 @@ mod tests {
         let allowed = PluginPolicy {
             allow: Some(vec![d.to_uppercase()]),
             allow_insecure_permissions: false,
+            ..PluginPolicy::default()
         };
         assert!(admit(&f, &allowed).is_ok());
         let other = PluginPolicy {
             allow: Some(vec!["00".repeat(32)]),
             allow_insecure_permissions: false,
+            ..PluginPolicy::default()
         };
         assert!(admit(&f, &other)
             .unwrap_err()

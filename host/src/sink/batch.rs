@@ -10,8 +10,16 @@ use std::{
     sync::Arc,
 };
 
-use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
-use mes_plugin_api::{check_names, check_params, check_values, RawDatabase, Value};
+use std::cell::Cell;
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RSlice, RStr, RString, RVec},
+};
+use mes_plugin_api::{
+    abi::DbServiceV1, check_names, check_order_by, check_params, check_values, RawDatabase,
+    RawDatabaseRef, RawDatabase_TO, Value,
+};
 
 use crate::{dead_letter::DeadLetter, plugins::PluginInfo};
 
@@ -19,14 +27,19 @@ use crate::{dead_letter::DeadLetter, plugins::PluginInfo};
 pub enum RowKind {
     Insert,
     Upsert,
+    /// `Db::upsert_newest`: replaces the existing row only with a newer one.
+    UpsertNewest,
 }
 
-/// A (kind, table, columns) combination: rows of one shape share one statement.
+/// A (kind, table, columns, ordering) combination: rows of one shape share one
+/// statement.
 #[derive(Debug, Clone)]
 pub struct Shape {
     pub kind: RowKind,
     pub table: String,
     pub columns: Vec<String>,
+    /// For [`RowKind::UpsertNewest`]: the columns that order rows, as given.
+    pub order_by: Vec<String>,
 }
 
 /// Shapes seen so far, numbered. Identifiers are checked once, when a shape is first
@@ -58,6 +71,7 @@ impl Shapes {
         kind: RowKind,
         table: &str,
         columns: &[RStr<'_>],
+        order_by: &[RStr<'_>],
     ) -> Result<usize, String> {
         // Looked up by hash and compared in place: no allocation per row.
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -65,13 +79,19 @@ impl Shapes {
         for c in columns {
             c.as_str().hash(&mut h);
         }
+        for c in order_by {
+            c.as_str().hash(&mut h);
+        }
         let key = h.finish();
+        let same_names = |a: &[String], b: &[RStr<'_>]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a == b.as_str())
+        };
         if let Some(ids) = self.index.get(&key) {
             let same = |s: &Shape| {
                 s.kind == kind
                     && s.table == table
-                    && s.columns.len() == columns.len()
-                    && s.columns.iter().zip(columns).all(|(a, b)| a == b.as_str())
+                    && same_names(&s.columns, columns)
+                    && same_names(&s.order_by, order_by)
             };
             if let Some(&id) = ids.iter().find(|&&id| same(&self.list[id])) {
                 return Ok(id);
@@ -79,10 +99,14 @@ impl Shapes {
         }
         // Names are checked once per shape; values with every row.
         check_names(table, columns)?;
+        if kind == RowKind::UpsertNewest {
+            check_order_by(columns, order_by)?;
+        }
         self.list.push(Shape {
             kind,
             table: table.to_string(),
             columns: columns.iter().map(|c| c.to_string()).collect(),
+            order_by: order_by.iter().map(|c| c.to_string()).collect(),
         });
         self.index.entry(key).or_default().push(self.list.len() - 1);
         Ok(self.list.len() - 1)
@@ -197,6 +221,63 @@ pub struct Recorder<'a> {
     shapes: &'a mut Shapes,
 }
 
+thread_local! {
+    /// The recorder lent to the plugin call in progress on this thread, for the `Db`
+    /// methods that arrive as host services (which are handed the handle back).
+    static LENT: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The recorder, as the handle a plugin's `handle` is given; the `Db` methods added
+/// after 1.0 ([`DB_SERVICE`]) reach it while the returned guard lives.
+pub fn lend<'r>(recorder: &'r mut Recorder<'_>) -> (RawDatabaseRef<'r>, LentRecorder) {
+    let address = recorder as *mut Recorder<'_> as *const ();
+    let previous = LENT.with(|l| l.replace(address));
+    (
+        RawDatabase_TO::from_ptr(recorder, TD_Opaque),
+        LentRecorder { previous },
+    )
+}
+
+pub struct LentRecorder {
+    previous: *const (),
+}
+
+impl Drop for LentRecorder {
+    fn drop(&mut self) {
+        LENT.with(|l| l.set(self.previous));
+    }
+}
+
+/// The `Db` methods added after 1.0 (`mes_plugin_api::abi::DbServiceV1`).
+pub static DB_SERVICE: DbServiceV1 = DbServiceV1 {
+    upsert_newest: upsert_newest_service,
+};
+
+extern "C" fn upsert_newest_service(
+    db: &mut RawDatabaseRef<'_>,
+    table: RStr<'_>,
+    columns: RSlice<'_, RStr<'_>>,
+    values: RVec<Value>,
+    order_by: RSlice<'_, RStr<'_>>,
+) -> RResult<(), RString> {
+    let address: *mut () = db.obj.sabi_as_rmut().into_raw();
+    if address.is_null() || !std::ptr::eq(LENT.with(Cell::get), address) {
+        return RResult::RErr(
+            "Db::upsert_newest was called with a handle the host did not lend to this call".into(),
+        );
+    }
+    // SAFETY: the address is that of the recorder lent by `lend` on this thread, whose
+    // guard still lives; `db` borrows it uniquely for this call.
+    let recorder = unsafe { &mut *(address as *mut Recorder<'_>) };
+    recorder.row(
+        RowKind::UpsertNewest,
+        table,
+        columns,
+        values,
+        order_by.as_slice(),
+    )
+}
+
 impl Recorder<'_> {
     fn row(
         &mut self,
@@ -204,11 +285,15 @@ impl Recorder<'_> {
         table: RStr<'_>,
         columns: RSlice<'_, RStr<'_>>,
         values: RVec<Value>,
+        order_by: &[RStr<'_>],
     ) -> RResult<(), RString> {
         if let Err(e) = check_values(table.as_str(), columns.as_slice(), &values) {
             return RResult::RErr(e.into());
         }
-        let shape = match self.shapes.intern(kind, table.as_str(), columns.as_slice()) {
+        let shape = match self
+            .shapes
+            .intern(kind, table.as_str(), columns.as_slice(), order_by)
+        {
             Ok(id) => id,
             Err(e) => return RResult::RErr(e.into()),
         };
@@ -224,7 +309,7 @@ impl RawDatabase for Recorder<'_> {
         columns: RSlice<'_, RStr<'_>>,
         values: RVec<Value>,
     ) -> RResult<(), RString> {
-        self.row(RowKind::Insert, table, columns, values)
+        self.row(RowKind::Insert, table, columns, values, &[])
     }
 
     fn upsert(
@@ -233,7 +318,7 @@ impl RawDatabase for Recorder<'_> {
         columns: RSlice<'_, RStr<'_>>,
         values: RVec<Value>,
     ) -> RResult<(), RString> {
-        self.row(RowKind::Upsert, table, columns, values)
+        self.row(RowKind::Upsert, table, columns, values, &[])
     }
 
     fn exec(&mut self, sql: RStr<'_>, params: RVec<Value>) -> RResult<(), RString> {

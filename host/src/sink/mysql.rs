@@ -26,7 +26,7 @@ use crate::{
     config::{DbConfig, TlsConfig},
     dead_letter::{truncate_payload, DeadLetter, Reason},
     metrics::Metrics,
-    sink::batch::{Batch, Op, RowKind, Shapes},
+    sink::batch::{Batch, Op, RowKind, Shape, Shapes},
 };
 
 /// Most placeholders MySQL accepts in one statement.
@@ -133,25 +133,73 @@ impl Statements {
     }
 
     fn sql(&mut self, shapes: &Shapes, shape: usize, rows: usize) -> &str {
-        self.cache.entry((shape, rows)).or_insert_with(|| {
-            let s = shapes.get(shape);
-            let cols: Vec<String> = s.columns.iter().map(|c| format!("`{c}`")).collect();
-            let one = format!("({})", vec!["?"; cols.len()].join(","));
-            let mut sql = format!(
-                "INSERT INTO {} ({}) VALUES {}",
-                quote_table(&s.table),
-                cols.join(","),
-                vec![one.as_str(); rows].join(",")
-            );
-            if s.kind == RowKind::Upsert {
-                let updates: Vec<String> =
-                    cols.iter().map(|c| format!("{c}=VALUES({c})")).collect();
-                sql.push_str(" ON DUPLICATE KEY UPDATE ");
-                sql.push_str(&updates.join(","));
-            }
-            sql
-        })
+        self.cache
+            .entry((shape, rows))
+            .or_insert_with(|| row_statement(shapes.get(shape), rows))
     }
+}
+
+/// The statement that writes `rows` rows of `shape`, with `?` for every value.
+pub fn row_statement(shape: &Shape, rows: usize) -> String {
+    let cols: Vec<String> = shape.columns.iter().map(|c| format!("`{c}`")).collect();
+    let one = format!("({})", vec!["?"; cols.len()].join(","));
+    let mut sql = format!(
+        "INSERT INTO {} ({}) VALUES {}",
+        quote_table(&shape.table),
+        cols.join(","),
+        vec![one.as_str(); rows].join(",")
+    );
+    match shape.kind {
+        RowKind::Insert => {}
+        RowKind::Upsert => {
+            let updates: Vec<String> = cols.iter().map(|c| format!("{c}=VALUES({c})")).collect();
+            sql.push_str(" ON DUPLICATE KEY UPDATE ");
+            sql.push_str(&updates.join(","));
+        }
+        RowKind::UpsertNewest => {
+            sql.push_str(" ON DUPLICATE KEY UPDATE ");
+            sql.push_str(&newest_updates(&shape.columns, &shape.order_by));
+        }
+    }
+    sql
+}
+
+/// The `ON DUPLICATE KEY UPDATE` list of `Db::upsert_newest`: every column takes the
+/// new row's value only if the new row sorts after the stored one, comparing the
+/// `order_by` columns and then the others in turn (NULL first), so that the stored
+/// row ends as the greatest of all rows written, in whatever order they came.
+///
+/// MySQL applies the assignments left to right, each seeing the columns assigned
+/// before it, so the comparison could not be evaluated once for all. Assigning in
+/// reverse comparison order keeps it right: when the new row is greater, an
+/// assignment compares the not-yet-assigned prefix of the order, and where that prefix
+/// is equal, the column is equal too and keeping it changes nothing; when the new row
+/// is not greater, nothing changes, so every assignment sees the same comparison.
+fn newest_updates(columns: &[String], order_by: &[String]) -> String {
+    let mut order: Vec<&str> = order_by.iter().map(String::as_str).collect();
+    order.extend(
+        columns
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !order_by.iter().any(|o| o.eq_ignore_ascii_case(c))),
+    );
+    // gt(c1) OR (eq(c1) AND (gt(c2) OR (eq(c2) AND ... gt(cn))))
+    let mut newer = String::new();
+    for (i, c) in order.iter().enumerate() {
+        let gt = format!("VALUES(`{c}`)>`{c}` OR (`{c}` IS NULL AND VALUES(`{c}`) IS NOT NULL)");
+        if i + 1 == order.len() {
+            newer.push_str(&gt);
+        } else {
+            newer.push_str(&format!("{gt} OR (VALUES(`{c}`)<=>`{c}` AND ("));
+        }
+    }
+    newer.push_str(&"))".repeat(order.len() - 1));
+    order
+        .iter()
+        .rev()
+        .map(|c| format!("`{c}`=IF({newer},VALUES(`{c}`),`{c}`)"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn quote_table(table: &str) -> String {
@@ -606,5 +654,65 @@ impl Committed {
             stored: batch.len() - dead,
             dead,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(kind: RowKind, columns: &[&str], order_by: &[&str]) -> Shape {
+        Shape {
+            kind,
+            table: "db1.cnc_status".into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            order_by: order_by.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn inserts_and_upserts_bind_every_value() {
+        assert_eq!(
+            row_statement(&shape(RowKind::Insert, &["a", "b"], &[]), 2),
+            "INSERT INTO `db1`.`cnc_status` (`a`,`b`) VALUES (?,?),(?,?)"
+        );
+        assert_eq!(
+            row_statement(&shape(RowKind::Upsert, &["a", "b"], &[]), 1),
+            "INSERT INTO `db1`.`cnc_status` (`a`,`b`) VALUES (?,?) \
+             ON DUPLICATE KEY UPDATE `a`=VALUES(`a`),`b`=VALUES(`b`)"
+        );
+    }
+
+    #[test]
+    fn upsert_newest_compares_the_order_then_the_rest_and_assigns_in_reverse() {
+        let gt = |c: &str| {
+            format!("VALUES(`{c}`)>`{c}` OR (`{c}` IS NULL AND VALUES(`{c}`) IS NOT NULL)")
+        };
+        let eq = |c: &str| format!("VALUES(`{c}`)<=>`{c}`");
+        let newer = format!(
+            "{} OR ({} AND ({} OR ({} AND ({}))))",
+            gt("ts"),
+            eq("ts"),
+            gt("k"),
+            eq("k"),
+            gt("status")
+        );
+        let sql = row_statement(
+            &shape(RowKind::UpsertNewest, &["k", "status", "ts"], &["ts"]),
+            1,
+        );
+        assert_eq!(
+            sql,
+            format!(
+                "INSERT INTO `db1`.`cnc_status` (`k`,`status`,`ts`) VALUES (?,?,?) \
+                 ON DUPLICATE KEY UPDATE `status`=IF({newer},VALUES(`status`),`status`),\
+                 `k`=IF({newer},VALUES(`k`),`k`),`ts`=IF({newer},VALUES(`ts`),`ts`)"
+            )
+        );
+        // One column: no nesting.
+        assert_eq!(
+            newest_updates(&["ts".into()], &["ts".into()]),
+            format!("`ts`=IF({},VALUES(`ts`),`ts`)", gt("ts"))
+        );
     }
 }

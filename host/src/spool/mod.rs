@@ -19,13 +19,14 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufReader, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{Arc, Condvar, Mutex},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use log::{error, info, warn};
 use serde::Deserialize;
 
+use crate::lock;
 pub use record::Record;
 use record::{encode, read, seal, Next};
 
@@ -140,12 +141,6 @@ const CLEAN_STOP: &str = "clean-stop";
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.spool"))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves consistent data here (each update is a few
-    // assignments), so the poison flag is not worth stopping the collector for.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Flushes a directory entry (a created or deleted segment) for power-loss safety.

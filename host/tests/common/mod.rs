@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod faults;
+pub mod http;
 
 use std::{
     fs,
@@ -282,11 +283,18 @@ pub struct Collector {
     broker: String,
     client_id: String,
     runs: u32,
+    /// Options before the `run` command, such as `--log-format json`.
+    global_args: Vec<String>,
 }
 
 impl Collector {
     /// Starts `mes-collector run` and waits until it has subscribed.
     pub fn start(setup: &Setup) -> Collector {
+        Self::start_with(setup, &[])
+    }
+
+    /// [`Collector::start`] with options given before `run`.
+    pub fn start_with(setup: &Setup, global_args: &[&str]) -> Collector {
         let mut c = Collector {
             child: None,
             log: setup.path().join("collector.log"),
@@ -294,6 +302,7 @@ impl Collector {
             broker: setup.broker.clone(),
             client_id: setup.client_id.clone(),
             runs: 0,
+            global_args: global_args.iter().map(|a| a.to_string()).collect(),
         };
         c.restart();
         c
@@ -309,7 +318,9 @@ impl Collector {
             .open(&self.log)
             .unwrap();
         writeln!(out, "--- run {} ---", self.runs).unwrap();
-        let child = mes_collector(&["run", "--config-dir", self.setup_dir.to_str().unwrap()])
+        let mut args: Vec<&str> = self.global_args.iter().map(String::as_str).collect();
+        args.extend(["run", "--config-dir", self.setup_dir.to_str().unwrap()]);
+        let child = mes_collector(&args)
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .spawn()

@@ -1,7 +1,11 @@
 //! Plugin for class `CNCTypeB`: controllers that report what `CNCTypeA` reports plus
 //! feed rate, part count and active alarms.
 
-use mes_plugin_api::{export_plugin, standard::insert_cnc_data, Db, Error, Message, Plugin, Value};
+use std::collections::BTreeSet;
+
+use mes_plugin_api::{
+    export_plugin, log, metrics, standard::insert_cnc_data, Db, Error, Message, Plugin, Value,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -34,27 +38,53 @@ enum AlarmCode {
     Text(String),
 }
 
-impl From<AlarmCode> for Value {
-    fn from(code: AlarmCode) -> Value {
-        match code {
-            AlarmCode::Number(n) => n.to_string().into(),
-            AlarmCode::Text(t) => t.into(),
+impl AlarmCode {
+    fn into_text(self) -> String {
+        match self {
+            AlarmCode::Number(n) => n.to_string(),
+            AlarmCode::Text(t) => t,
         }
     }
 }
 
 /// One instance per machine mapped to `CNCTypeB`.
-pub struct CncTypeB;
+pub struct CncTypeB {
+    /// Payload keys outside the schema already warned about, so that a controller
+    /// sending one in every message costs one log line, not one per message.
+    unknown_keys: BTreeSet<String>,
+}
+
+impl CncTypeB {
+    fn parse(&mut self, msg: &Message<'_>) -> Result<Payload, Error> {
+        let mut de = serde_json::Deserializer::from_str(msg.payload());
+        let mut unknown = Vec::new();
+        let payload: Payload = serde_ignored::deserialize(&mut de, |path| {
+            unknown.push(path.to_string());
+        })
+        .map_err(|e| Error::new(format!("payload does not fit the plugin's schema: {e}")))?;
+        for key in unknown {
+            if !self.unknown_keys.contains(&key) {
+                log::warn!(
+                    "payload key {key:?} is not part of the CNCTypeB schema and is only kept in json_data; said once per machine"
+                );
+                self.unknown_keys.insert(key);
+            }
+        }
+        Ok(payload)
+    }
+}
 
 impl Plugin for CncTypeB {
     const CLASS_NAME: &'static str = "CNCTypeB";
 
     fn new(_cnc_id: &str, _settings: Option<&str>) -> Result<Self, Error> {
-        Ok(CncTypeB)
+        Ok(CncTypeB {
+            unknown_keys: BTreeSet::new(),
+        })
     }
 
     fn handle(&mut self, msg: &Message<'_>, db: &mut Db<'_>) -> Result<(), Error> {
-        let p: Payload = msg.payload_as()?;
+        let p = self.parse(msg)?;
         insert_cnc_data(db, msg)?;
         db.upsert(
             "cnc_status",
@@ -78,13 +108,15 @@ impl Plugin for CncTypeB {
             ],
         )?;
         for alarm in p.alarms {
+            let code = alarm.code.into_text();
+            metrics::count("alarms", &code);
             db.insert(
                 "cnc_alarms",
                 &["cnc_id", "timestamp", "code", "message"],
                 vec![
                     msg.cnc_id().into(),
                     msg.timestamp().into(),
-                    alarm.code.into(),
+                    Value::from(code),
                     alarm.message.into(),
                 ],
             )?;

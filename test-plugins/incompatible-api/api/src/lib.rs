@@ -1,19 +1,19 @@
-//! Test fixture: the real `mes-plugin-api` (its modules are compiled from
-//! `plugin-api/src` itself), except for the root module in `plugin.rs`, which differs
-//! as the enabled feature says. Only `host/tests/plugin_authoring.rs` builds it.
+//! Test fixture: the released `mes-plugin-api` 1.0.0 (its modules are compiled from
+//! the frozen copy in `test-plugins/api-versions/v1.0.0/api/src`), except for the root
+//! module in `plugin.rs`, which differs as the enabled feature says. Only `host/tests/plugin_authoring.rs` builds it.
 
-#[path = "../../../../plugin-api/src/db.rs"]
+#[path = "../../../api-versions/v1.0.0/api/src/db.rs"]
 mod db;
-#[path = "../../../../plugin-api/src/error.rs"]
+#[path = "../../../api-versions/v1.0.0/api/src/error.rs"]
 mod error;
-#[path = "../../../../plugin-api/src/ident.rs"]
+#[path = "../../../api-versions/v1.0.0/api/src/ident.rs"]
 mod ident;
-#[path = "../../../../plugin-api/src/message.rs"]
+#[path = "../../../api-versions/v1.0.0/api/src/message.rs"]
 mod message;
 mod plugin;
-#[path = "../../../../plugin-api/src/standard.rs"]
+#[path = "../../../api-versions/v1.0.0/api/src/standard.rs"]
 pub mod standard;
-#[path = "../../../../plugin-api/src/value.rs"]
+#[path = "../../../api-versions/v1.0.0/api/src/value.rs"]
 mod value;
 
 pub use db::{Db, RawDatabase, RawDatabaseRef, RawDatabase_TO};
