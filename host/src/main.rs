@@ -52,8 +52,19 @@ enum Command {
         dir: PathBuf,
         /// Depend on the mes-plugin-api at this path (the plugin-api directory of a
         /// clone of the collector) rather than the workspace's or version "1".
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "api_git")]
         api_path: Option<PathBuf>,
+        /// Depend on the mes-plugin-api of this git repository (the collector's, or a
+        /// plant's mirror of it) rather than version "1" of a registry.
+        #[arg(long, value_name = "URL")]
+        api_git: Option<String>,
+        /// With --api-git: the tag to build against, e.g. mes-plugin-api-v1.1.0.
+        #[arg(long, value_name = "TAG", requires = "api_git")]
+        api_tag: Option<String>,
+        /// Make a crate of its own (its own workspace, .gitignore), for a repository of
+        /// its own, even when --dir is inside a Cargo workspace.
+        #[arg(long)]
+        standalone: bool,
     },
     /// Run recorded messages (JSON lines, one MQTT payload each) through one plugin as
     /// the collector would, and print each write and dead letter; --write commits them.
@@ -114,12 +125,18 @@ fn main() -> ExitCode {
             class,
             dir,
             api_path,
+            api_git,
+            api_tag,
+            standalone,
         } => ExitCode::from(mes_collector::scaffold::main(
             &mes_collector::scaffold::Request {
                 name,
                 class,
                 dir,
                 api_path,
+                api_git: api_git
+                    .map(|url| mes_collector::scaffold::GitSource { url, tag: api_tag }),
+                standalone,
             },
         )),
         Command::Replay {

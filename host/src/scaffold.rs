@@ -4,8 +4,10 @@
 //! Inside a Cargo workspace (found upward from `--dir`, as Cargo finds it) the crate
 //! is added to the root manifest's `members` and `default-members`, editing only those
 //! lines so that the file keeps its layout and comments; `mes-plugin-api` is then
-//! depended on by path when the workspace holds it. Elsewhere the crate stands alone
-//! and depends on `mes-plugin-api` "1", or on `--api-path`.
+//! depended on by path when the workspace holds it. Elsewhere, or with `--standalone`,
+//! the crate is a workspace of its own, ready to be a vendor's own repository, and
+//! depends on `mes-plugin-api` "1" (a registry), on `--api-git` (a tag of a collector
+//! repository) or on `--api-path` (a checkout).
 
 use std::{
     fs,
@@ -34,6 +36,19 @@ pub struct Request {
     /// A `mes-plugin-api` checkout to depend on by path, instead of the workspace's
     /// own or the registry's version 1.
     pub api_path: Option<PathBuf>,
+    /// A git repository holding `mes-plugin-api` (a clone of the collector's), and
+    /// the tag to build against.
+    pub api_git: Option<GitSource>,
+    /// A crate of its own even inside a workspace.
+    pub standalone: bool,
+}
+
+/// Where a standalone plugin gets `mes-plugin-api` from git.
+#[derive(Debug, Clone)]
+pub struct GitSource {
+    pub url: String,
+    /// A tag such as `mes-plugin-api-v1.1.0`; the default branch if `None`.
+    pub tag: Option<String>,
 }
 
 /// What `new-plugin` did.
@@ -117,7 +132,11 @@ pub fn new_plugin(req: &Request) -> Result<Created, String> {
             crate_dir.display()
         ));
     }
-    let workspace = find_workspace_root(&dir);
+    let workspace = if req.standalone {
+        None
+    } else {
+        find_workspace_root(&dir)
+    };
     let member = workspace
         .as_ref()
         .map(|root| member_path(root, &crate_dir))
@@ -134,8 +153,16 @@ pub fn new_plugin(req: &Request) -> Result<Created, String> {
             .map_err(|e| format!("{}: {e}", root.join("Cargo.toml").display()))?;
     }
 
-    let api_dependency = match &api_dir {
-        Some(api) => {
+    let api_dependency = match (&req.api_git, &api_dir) {
+        (Some(git), _) => match &git.tag {
+            Some(tag) => format!(
+                "{{ git = {}, tag = {}, version = \"1\" }}",
+                toml_string(&git.url),
+                toml_string(tag)
+            ),
+            None => format!("{{ git = {}, version = \"1\" }}", toml_string(&git.url)),
+        },
+        (None, Some(api)) => {
             // Relative inside a workspace, so that the checkout can move; absolute for
             // a crate of its own, which lives wherever its author keeps it.
             let path = match &workspace {
@@ -144,11 +171,12 @@ pub fn new_plugin(req: &Request) -> Result<Created, String> {
             };
             format!("{{ path = {}, version = \"1\" }}", toml_string(&path))
         }
-        None => "\"1\"".to_string(),
+        (None, None) => "\"1\"".to_string(),
     };
-    let api_dev_dependency = match &api_dir {
-        Some(_) => api_dependency.replace(" }", ", features = [\"testing\"] }"),
-        None => "{ version = \"1\", features = [\"testing\"] }".to_string(),
+    let api_dev_dependency = if api_dependency.starts_with('{') {
+        api_dependency.replace(" }", ", features = [\"testing\"] }")
+    } else {
+        "{ version = \"1\", features = [\"testing\"] }".to_string()
     };
     let lib_name = req.name.replace('-', "_");
     let lib_file = format!(
@@ -163,13 +191,14 @@ pub fn new_plugin(req: &Request) -> Result<Created, String> {
         ("type_name", type_name(&req.class)),
         ("api_dependency", api_dependency.clone()),
         ("api_dev_dependency", api_dev_dependency),
-        // Cargo reads profiles only from the workspace root's manifest.
+        // Cargo reads profiles only from the workspace root's manifest, which a crate
+        // of its own is: the `[workspace]` table keeps it so wherever it is kept.
         (
             "release_profile",
             if in_workspace {
                 String::new()
             } else {
-                RELEASE_PROFILE.to_string()
+                format!("{RELEASE_PROFILE}\n# A workspace of its own, even inside another one.\n[workspace]\n")
             },
         ),
         ("lib_name", lib_name),
@@ -804,6 +833,8 @@ members = "not this one"
             class: "Lathe".into(),
             dir: root_path.join("plugins"),
             api_path: None,
+            api_git: None,
+            standalone: false,
         };
         let made = new_plugin(&req).unwrap();
         let manifest = fs::read_to_string(made.crate_dir.join("Cargo.toml")).unwrap();
@@ -825,5 +856,43 @@ members = "not this one"
         })
         .unwrap_err();
         assert!(dup.contains("already has a package named"), "{dup}");
+    }
+
+    #[test]
+    fn a_standalone_crate_inside_a_workspace_stays_out_of_it_and_can_depend_on_a_git_tag() {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = root.path().canonicalize().unwrap();
+        fs::write(root_path.join("Cargo.toml"), ROOT).unwrap();
+        let made = new_plugin(&Request {
+            name: "vendor-lathe".into(),
+            class: "VendorLathe".into(),
+            dir: root_path.join("vendor"),
+            api_path: None,
+            api_git: Some(GitSource {
+                url: "https://git.example.com/mes-collector.git".into(),
+                tag: Some("mes-plugin-api-v1.1.0".into()),
+            }),
+            standalone: true,
+        })
+        .unwrap();
+        assert!(made.workspace.is_none());
+        assert_eq!(
+            fs::read_to_string(root_path.join("Cargo.toml")).unwrap(),
+            ROOT
+        );
+        let manifest = fs::read_to_string(made.crate_dir.join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains(
+                r#"mes-plugin-api = { git = "https://git.example.com/mes-collector.git", tag = "mes-plugin-api-v1.1.0", version = "1" }"#
+            ) && manifest.contains(
+                r#"mes-plugin-api = { git = "https://git.example.com/mes-collector.git", tag = "mes-plugin-api-v1.1.0", version = "1", features = ["testing"] }"#
+            ),
+            "{manifest}"
+        );
+        assert!(
+            manifest.contains("\n[workspace]\n") && manifest.contains("[profile.release]"),
+            "{manifest}"
+        );
+        assert!(made.crate_dir.join(".gitignore").exists());
     }
 }

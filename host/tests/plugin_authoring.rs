@@ -207,6 +207,109 @@ fn a_scaffolded_plugin_builds_loads_and_stores_a_row() {
     );
 }
 
+#[test]
+fn a_standalone_plugin_builds_against_a_tagged_api_from_git_and_stores_rows() {
+    let started = Instant::now();
+    // A vendor's view of the collector: its repository, tagged at a plugin API release
+    // (a clone of this checkout's history; in a plant, the collector's repository or
+    // a mirror of it).
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("mes-collector.git");
+    run_ok(
+        Command::new("git")
+            .args(["clone", "--quiet", "--bare"])
+            .arg(workspace_root())
+            .arg(&repo),
+    );
+    let tag = format!("mes-plugin-api-v{}", mes_plugin_api::API_VERSION);
+    run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["tag", &tag, "HEAD"]),
+    );
+    // Inside this workspace on purpose: --standalone keeps it out of it.
+    let dir = workspace_target()
+        .join("standalone-test")
+        .join(unique("vendor"));
+    fs::create_dir_all(&dir).unwrap();
+    let url = format!("file://{}", repo.display());
+    let out = run_ok(mes_collector(&[
+        "new-plugin",
+        "vendor-lathe",
+        "--class",
+        "VendorLathe",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--standalone",
+        "--api-git",
+        &url,
+        "--api-tag",
+        &tag,
+    ]));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!said.contains("workspace members"), "{said}");
+    assert!(
+        !fs::read_to_string(workspace_root().join("Cargo.toml"))
+            .unwrap()
+            .contains("vendor-lathe"),
+        "the enclosing workspace was edited"
+    );
+    let crate_dir = dir.join("vendor-lathe");
+    fs::copy(
+        workspace_root().join("Cargo.lock"),
+        crate_dir.join("Cargo.lock"),
+    )
+    .unwrap();
+    let target = workspace_target().join("scaffold-test");
+    let manifest_path = crate_dir.join("Cargo.toml");
+    for command in ["test", "build"] {
+        run_ok(
+            cargo()
+                .arg(command)
+                .arg("--manifest-path")
+                .arg(&manifest_path)
+                .arg("--target-dir")
+                .arg(&target),
+        );
+    }
+    let lock = fs::read_to_string(crate_dir.join("Cargo.lock")).unwrap();
+    assert!(
+        lock.contains(&format!("git+{url}?tag={tag}#")),
+        "mes-plugin-api not taken from the tag:\n{lock}"
+    );
+    let built = started.elapsed();
+    let lib = target.join("debug").join(format!(
+        "{}vendor_lathe.{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_EXTENSION
+    ));
+
+    let db = TestDb::new("standalone");
+    let setup = Setup::new(
+        &db,
+        "standalone",
+        &classes(&[serde_json::json!({"cnc_id": "VLATHE01", "class_name": "VendorLathe"})]),
+        &[],
+    );
+    fs::copy(&lib, setup.plugins_dir().join(lib.file_name().unwrap())).unwrap();
+    let collector = Collector::start(&setup);
+    setup.publish(&[br#"{"cnc_id":"VLATHE01","part_program":"p1","timestamp":"1747379200","payload":{"status":"idle","spin":0}}"#]);
+    assert_eq!(
+        db.wait_count("SELECT COUNT(*) FROM cnc_status", 1, WAIT),
+        1,
+        "{}",
+        collector.log()
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM cnc_data"), 1);
+    let _ = fs::remove_dir_all(&dir);
+    eprintln!(
+        "standalone plugin: built from the git tag in {:.1} s; stored a row {:.1} s after start",
+        built.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
 /// The payload object of a sample message, as the plugin is handed it.
 fn payload_of(sample: &str) -> &str {
     let at = sample.find("\"payload\":").unwrap() + "\"payload\":".len();

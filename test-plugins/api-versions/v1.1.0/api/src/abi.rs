@@ -11,8 +11,8 @@
 //! than implementation is `FieldCountMismatch`, whatever the prefix type says). So a
 //! field or method appended in 1.1 would lock every 1.0 plugin out of a 1.1 host. The
 //! root module, [`PluginInstance`](crate::PluginInstance), [`RawDatabase`](crate::RawDatabase),
-//! [`Message`](crate::Message), [`Value`](crate::Value) and
-//! [`PluginFailure`](crate::PluginFailure) are therefore frozen for all of 1.x, and the
+//! [`Message`](crate::Message), [`Value`] and [`PluginFailure`](crate::PluginFailure)
+//! are therefore frozen for all of 1.x, and the
 //! root module's version (what abi_stable compares) stays [`ROOT_MODULE_VERSION`].
 //!
 //! # What grows instead

@@ -80,37 +80,55 @@
 //! the host's plugins directory, map machines to `"Lathe"` in `cnc_classes.json`, and
 //! restart the host.
 //!
+//! ## Host features (plugin API 1.1)
+//!
+//! Beyond the 1.0 contract, a plugin can use features of the host, each named in
+//! [`features`]:
+//!
+//! - [`log`]: the `log` crate's macros reach the collector's log, with the plugin's
+//!   class and the machine's `cnc_id` attached, filtered by `RUST_LOG`, rate-limited.
+//! - [`metrics::count`]: counters in the collector's `/metrics`, bounded per class.
+//! - [`Db::upsert_newest`]: "latest value" rows that keep the newest state by the
+//!   plugin's own ordering, whatever order messages commit in.
+//!
+//! A feature the host lacks does nothing (or, for a `Db` method, returns an error),
+//! unless the plugin lists it in [`Plugin::REQUIRES`]: then the host refuses the plugin
+//! when it loads it, naming the feature and the host version it needs.
+//!
 //! ## Compatibility
 //!
-//! The host checks every plugin library when it loads it, and refuses one that does not
-//! match with a message naming the file, what differs and what to rebuild against
-//! (`mes-collector check` and `mes-collector plugins DIR` show it). The rules, as
-//! abi_stable 0.11.3 applies them and `host/tests/plugin_authoring.rs` verifies:
+//! A plugin built against any `mes-plugin-api` 1.x loads into any collector built
+//! against any 1.x, older or newer, unless it requires (in [`Plugin::REQUIRES`]) a
+//! feature that collector lacks; then it is refused with a message naming the feature
+//! and the plugin API version that brought it. `host/tests/api_versions.rs` builds a
+//! plugin against a frozen copy of every released version (`test-plugins/api-versions`)
+//! and loads each into the current host.
 //!
-//! - **Major version.** The plugin records the `mes-plugin-api` version it was built
-//!   against. Another major version than the host's is refused: rebuild the plugin
-//!   against the host's `mes-plugin-api` major version.
-//! - **Minor version: the oldest host a plugin runs on.** A plugin built against 1.y
-//!   loads into hosts built against 1.y or any later 1.x, and is refused by older ones.
-//!   abi_stable compares major versions only; the host adds this rule, so that a minor
-//!   release may add host behaviour that plugins built against it rely on. A plugin
-//!   declares the oldest host it needs by the version it is built against: to run on
-//!   1.0 hosts, keep `mes-plugin-api = "~1.0"` in its Cargo.toml.
-//! - **Layout.** Every type reachable from the root module ([`PluginModule`], the
-//!   [`PluginInstance`] and [`RawDatabase`] vtables, [`Message`], [`Value`],
-//!   [`PluginFailure`]) is compared field by field with the host's: names, order,
-//!   types, sizes. Any difference refuses the plugin, whatever its version says.
+//! How: abi_stable 0.11.3 checks every type reachable from the root module when it
+//! loads a library, and refuses one whose prefix types (the root module, the
+//! `#[sabi_trait]` vtables) have fewer fields than the host's, so those types are
+//! frozen for all of 1.x, and new features arrive through a second, versioned entry
+//! point that the host looks up by name ([`abi`] explains the mechanism). What that
+//! means for each kind of change:
 //!
-//! So a minor release may only add what does not cross the boundary: new functions and
-//! helpers like [`standard`], compiled into the plugins that use them. It may **not**
-//! append fields to [`PluginModule`] or methods to [`PluginInstance`] or
-//! [`RawDatabase`], although they are abi_stable prefix types: abi_stable accepts a
-//! plugin whose prefix type has more fields than the host's (a newer plugin, which the
-//! host refuses by the rule above anyway), but refuses one with fewer ("too many
-//! fields"), so an appended field would lock every existing 1.x plugin out of the new
-//! host. That, and any other change to a boundary type (a new [`Value`] variant, a
-//! changed [`Message`], a removed, reordered or retyped field or method), needs a new
-//! major version.
+//! | Change | Kind | Why |
+//! |---|---|---|
+//! | A new host feature: a service table under a new name (`"log.v2"`, `"db.v2"`), a [`features`] constant, the plugin-side function that uses it | minor | a host lacking the name returns null and the plugin goes without, or refuses if it requires it; older plugins never ask for it |
+//! | A new [`Db`] method | minor | it is a function of a new `db.vN` service table, handed the 1.0 handle; [`RawDatabase`]'s vtable does not change |
+//! | A new helper compiled into the plugin ([`standard`], [`check_row`], [`Message::payload_as`]) | minor | nothing crosses the boundary |
+//! | A new variant of [`testing::Write`](crate::testing) | minor | the enum is `#[non_exhaustive]` (from 1.1) and never crosses the boundary |
+//! | A field appended to [`PluginModule`], a method appended to [`PluginInstance`] or [`RawDatabase`] | **major** | abi_stable refuses every plugin with the shorter prefix type ("too many fields"), although they are prefix types |
+//! | A new variant of [`Value`], [`FailureKind`] | **major** | exhaustive enums: abi_stable refuses a different variant count either way, and an old host would read an unknown discriminant |
+//! | Any change to [`Message`], [`PluginFailure`] or a released service table (`LogServiceV1`, ...) | **major** (or a new name, which is minor) | their layouts are fixed by name: plugins and hosts read them by offset |
+//! | A changed or removed trait item of [`Plugin`], a removed public item | **major** | plugin source no longer compiles |
+//! | A new [`Plugin`] item with a default (as `REQUIRES` in 1.1) | minor | existing plugin source compiles unchanged |
+//!
+//! For 2.0: make [`Value`] and [`FailureKind`] `#[sabi(kind(WithNonExhaustive))]`, so
+//! that they too can grow in minor versions.
+//!
+//! The host refuses a plugin built against another major version, and says what to
+//! rebuild against; `mes-collector plugins DIR` shows each plugin's API version, the
+//! features it can use on this host and those it requires.
 //!
 //! A plugin's own version ([`PluginModule::plugin_version`]) is informational: the host
 //! shows it in `check` and in dead letters.

@@ -92,7 +92,7 @@ pub trait PluginInstance: Send {
 /// An owned plugin instance, as the host holds it.
 pub type PluginInstanceBox = PluginInstance_TO<'static, RBox<()>>;
 
-/// The root module every plugin library exports (through [`export_plugin!`]).
+/// The root module every plugin library exports (through [`export_plugin!`](crate::export_plugin)).
 ///
 /// Frozen for all of 1.x: a host whose module has more fields than a plugin's refuses
 /// that plugin, although it is an abi_stable prefix type. Features after 1.0 arrive
