@@ -65,3 +65,13 @@ CREATE TABLE IF NOT EXISTS collector_position (
     last_seq   BIGINT UNSIGNED NOT NULL,
     updated_at DATETIME(3)     NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
 ) ENGINE=InnoDB;
+
+-- Which collector holds each client_id: one live collector per client_id (its broker
+-- session and its row in collector_position). Renewed with every commit; a holder
+-- that stops renewing loses it after `client_lease_secs`.
+CREATE TABLE IF NOT EXISTS collector_lease (
+    client_id  VARCHAR(191)    NOT NULL PRIMARY KEY,
+    holder     VARCHAR(255)    NOT NULL,
+    expires_at DATETIME(3)     NOT NULL,
+    renewals   BIGINT UNSIGNED NOT NULL DEFAULT 0
+) ENGINE=InnoDB;

@@ -17,12 +17,13 @@ use crate::{
 };
 
 /// Tables the collector and the shipped plugins write.
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 6] = [
     "cnc_data",
     "cnc_status",
     "cnc_alarms",
     "dead_letters",
     "collector_position",
+    "collector_lease",
 ];
 
 /// Runs every check, printing a report to stdout. Returns the problems found.

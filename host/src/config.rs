@@ -63,6 +63,15 @@ pub struct CollectorConfig {
     /// Raw payload bytes kept in a dead letter; the rest is cut off.
     #[serde(default = "default_dead_letter_payload_limit")]
     pub dead_letter_payload_limit: usize,
+    /// How long the lease on `broker.client_id` lasts without renewal: how soon
+    /// another collector may take over the client_id of one that died without
+    /// stopping (its host gone, say). See `sink::lease`.
+    #[serde(default = "default_client_lease_secs")]
+    pub client_lease_secs: u64,
+}
+
+fn default_client_lease_secs() -> u64 {
+    15
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,9 +174,17 @@ fn yes() -> bool {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DbConfig {
+    /// The server, when there is one; see `hosts` for a cluster.
+    #[serde(default)]
     pub host: String,
     #[serde(default = "default_db_port")]
     pub port: u16,
+    /// The servers of a cluster (MariaDB Galera, say), as `host` or `host:port`
+    /// (`port` by default), tried in this order: the collector writes to the first that
+    /// answers, fails over to the next when it stops answering, and returns to an
+    /// earlier one when it answers again. Give `host` or `hosts`, not both.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     pub user: String,
     /// Prefer the `MES_DB_PASSWORD` environment variable or `password_file`.
     #[serde(default)]
@@ -184,11 +201,27 @@ pub struct DbConfig {
 impl fmt::Debug for DbConfig {
     // Never print the password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let servers: Vec<String> = self
+            .endpoints()
+            .iter()
+            .map(|(h, p)| endpoint_text(h, *p))
+            .collect();
         write!(
             f,
-            "mysql://{}@{}:{}/{}",
-            self.user, self.host, self.port, self.database
+            "mysql://{}@{}/{}",
+            self.user,
+            servers.join(","),
+            self.database
         )
+    }
+}
+
+/// `host:port`, with brackets for an IPv6 address.
+pub fn endpoint_text(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -196,6 +229,57 @@ impl DbConfig {
     /// Where the database is, without the password, for logs and `check`.
     pub fn target(&self) -> String {
         format!("{self:?}")
+    }
+
+    /// The servers to try, in order: `hosts`, or `host` alone.
+    pub fn endpoints(&self) -> Vec<(String, u16)> {
+        if self.hosts.is_empty() {
+            return vec![(self.host.clone(), self.port)];
+        }
+        self.hosts
+            .iter()
+            .map(|h| parse_endpoint(h, self.port))
+            .collect()
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        match (self.host.trim().is_empty(), self.hosts.is_empty()) {
+            (true, true) => Err(err(
+                path,
+                "neither host nor hosts is set; give host (one server) or hosts (the servers of a cluster, tried in order)",
+            )),
+            (false, false) => Err(err(
+                path,
+                "both host and hosts are set; give host for one server, or hosts alone for a cluster (put host first in hosts)",
+            )),
+            _ => {
+                if let Some(bad) = self.hosts.iter().find(|h| h.trim().is_empty()) {
+                    return Err(err(path, format!("hosts has an empty entry {bad:?}")));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn parse_endpoint(text: &str, default_port: u16) -> (String, u16) {
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix('[') {
+        if let Some((host, after)) = rest.split_once(']') {
+            let port = after
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(default_port);
+            return (host.to_string(), port);
+        }
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => match port.parse() {
+            Ok(p) => (host.to_string(), p),
+            Err(_) => (text.to_string(), default_port),
+        },
+        _ => (text.to_string(), default_port),
     }
 }
 
@@ -242,6 +326,7 @@ impl Config {
             .map_err(|e| errors.push(e))
             .ok();
         let db = read_json::<DbConfig>(&dir.join(DB_FILE))
+            .and_then(|db| db.check(&dir.join(DB_FILE)).map(|()| db))
             .map_err(|e| errors.push(e))
             .ok();
         let classes = read_json::<Vec<ClassMapping>>(&dir.join(CLASSES_FILE))
@@ -366,6 +451,16 @@ fn check_collector(path: &Path, c: CollectorConfig) -> Result<CollectorConfig, C
     if c.batch.max_messages == 0 {
         return Err(err(path, "batch.max_messages must be at least 1"));
     }
+    if !(3..=3600).contains(&c.client_lease_secs) {
+        return Err(err(
+            path,
+            format!(
+                "client_lease_secs is {}; use 3 to 3600 (15 is the default: a replacement \
+                 for a collector whose host is gone waits that long)",
+                c.client_lease_secs
+            ),
+        ));
+    }
     if c.spool.max_bytes < 2 * c.spool.segment_bytes {
         return Err(err(
             path,
@@ -407,6 +502,21 @@ fn check_classes(
         }
     }
     Ok(map)
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_read_with_their_ports_or_the_default() {
+        assert_eq!(parse_endpoint("db1", 3306), ("db1".into(), 3306));
+        assert_eq!(parse_endpoint("db1:3307", 3306), ("db1".into(), 3307));
+        assert_eq!(parse_endpoint("[::1]:3308", 3306), ("::1".into(), 3308));
+        assert_eq!(parse_endpoint("[::1]", 3306), ("::1".into(), 3306));
+        assert_eq!(parse_endpoint("::1", 3306), ("::1".into(), 3306));
+        assert_eq!(endpoint_text("::1", 3306), "[::1]:3306");
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::{
         Arc,
     },
     thread,
+    time::Duration,
 };
 
 use log::{error, info, warn};
@@ -18,7 +19,10 @@ use crate::{
     intake::{dedup::Redelivery, mqtt::MqttIntake},
     metrics::Metrics,
     plugins::{load_dir, Router},
-    sink::mysql::MysqlSink,
+    sink::{
+        lease::Lease,
+        mysql::{connect, MysqlSink},
+    },
     spool::Spool,
 };
 
@@ -139,13 +143,24 @@ pub fn run(config_dir: &Path) -> i32 {
             error!("{e}");
         }
     }
+    let lease = Lease::new(
+        &cfg.collector.broker.client_id,
+        Duration::from_secs(cfg.collector.client_lease_secs),
+    );
+    // Before subscribing: a second collector with this client_id would take the
+    // broker session from the first.
+    if let Err(why) = take_lease(&cfg.db, &lease) {
+        error!("not starting: {why}");
+        return 2;
+    }
     let router = Router::new(cfg.classes.clone(), plugins.by_class.clone());
     let sink = MysqlSink::new(
         cfg.db.clone(),
         &cfg.collector.broker.client_id,
         cfg.collector.dead_letter_payload_limit,
         metrics.clone(),
-    );
+    )
+    .with_lease(lease.clone());
     let dispatcher = Dispatcher::new(
         router,
         cfg.collector.limits,
@@ -193,7 +208,18 @@ pub fn run(config_dir: &Path) -> i32 {
         }
     }
     stop.store(true, Ordering::SeqCst);
-    match worker.join() {
+    let joined = worker.join();
+    // So that a replacement can start at once rather than after the lease runs out.
+    match connect(&cfg.db).and_then(|mut c| lease.release(&mut c)) {
+        Ok(()) => info!(
+            "lease on broker.client_id {:?} given back",
+            lease.client_id()
+        ),
+        Err(e) => {
+            warn!("could not give back the lease on broker.client_id ({e}); it runs out by itself")
+        }
+    }
+    match joined {
         Ok(totals) => {
             info!("stopped: {}", totals.summary());
             0
@@ -201,6 +227,33 @@ pub fn run(config_dir: &Path) -> i32 {
         Err(_) => {
             error!("the dispatcher thread panicked");
             1
+        }
+    }
+}
+
+/// Takes the lease on the collector's client_id. With the database unreachable, the
+/// collector starts all the same (spooling is what it is for) and takes the lease
+/// with its first commit, which cannot happen without it.
+fn take_lease(db: &crate::config::DbConfig, lease: &Lease) -> Result<(), String> {
+    let claimed = connect(db).and_then(|mut conn| lease.claim(&mut conn));
+    match claimed {
+        Ok(Ok(())) => {
+            info!(
+                "lease on broker.client_id {:?} taken ({} s, renewed with every commit)",
+                lease.client_id(),
+                lease.ttl().as_secs()
+            );
+            Ok(())
+        }
+        Ok(Err(refused)) => Err(refused.explain(lease.client_id(), lease.ttl())),
+        Err(e) => {
+            warn!(
+                "database {} unreachable ({e}): starting without the lease on broker.client_id {:?}; \
+                 nothing is committed before it is taken",
+                db.target(),
+                lease.client_id()
+            );
+            Ok(())
         }
     }
 }

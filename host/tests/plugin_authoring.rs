@@ -397,7 +397,7 @@ fn recorded_messages_replay_through_each_shipped_plugin_as_the_writes_it_would_m
             want.push_str(&data(i, id, program, *ts));
             want.push('\n');
             want.push_str(&format!(
-                "UPSERT cnc_status ({status_columns}) VALUES ('{id}', '{status}', {spin}, {extra}'{program}', {ts})\n"
+                "UPSERT NEWEST BY (timestamp) cnc_status ({status_columns}) VALUES ('{id}', '{status}', {spin}, {extra}'{program}', {ts})\n"
             ));
         }
         assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{crate_name}");

@@ -1,5 +1,6 @@
 //! Where messages are written: batches of recorded writes, committed to MySQL.
 
 pub mod batch;
+pub mod lease;
 pub mod mysql;
 pub mod writer;

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mes_plugin_api::Value;
 use mysql::{
     prelude::Queryable, ClientIdentity, Conn, Opts, OptsBuilder, SslOpts, Statement, Transaction,
@@ -26,7 +26,10 @@ use crate::{
     config::{DbConfig, TlsConfig},
     dead_letter::{truncate_payload, DeadLetter, Reason},
     metrics::Metrics,
-    sink::batch::{Batch, Op, RowKind, Shape, Shapes},
+    sink::{
+        batch::{Batch, Op, RowKind, Shape, Shapes},
+        lease::Lease,
+    },
 };
 
 /// Most placeholders MySQL accepts in one statement.
@@ -52,11 +55,13 @@ fn ssl_opts(tls: &TlsConfig) -> SslOpts {
     ssl
 }
 
-pub fn opts(cfg: &DbConfig) -> Opts {
+/// The driver's options for server `endpoint` of `cfg.endpoints()`.
+pub fn opts(cfg: &DbConfig, endpoint: usize, connect_timeout: Duration) -> Opts {
+    let (host, port) = cfg.endpoints().swap_remove(endpoint);
     OptsBuilder::new()
         .ssl_opts(cfg.tls.as_ref().map(ssl_opts))
-        .ip_or_hostname(Some(cfg.host.clone()))
-        .tcp_port(cfg.port)
+        .ip_or_hostname(Some(host))
+        .tcp_port(port)
         .user(Some(cfg.user.clone()))
         .pass(Some(cfg.password.clone()))
         .db_name(Some(cfg.database.clone()))
@@ -64,19 +69,69 @@ pub fn opts(cfg: &DbConfig) -> Opts {
         // Connect where the configuration says; the driver would otherwise switch to
         // the server's unix socket for 127.0.0.1, past any proxy or TLS setting.
         .prefer_socket(false)
-        .tcp_connect_timeout(Some(Duration::from_secs(5)))
+        .tcp_connect_timeout(Some(connect_timeout))
         // Detects a silently dead connection (a cut network) instead of hanging.
         .read_timeout(Some(Duration::from_secs(30)))
         .write_timeout(Some(Duration::from_secs(30)))
         .into()
 }
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// While on a later server of `hosts`, how often an earlier one is tried again, and
+/// how long such a try may take: it holds up the batch in hand.
+const RETURN_EVERY: Duration = Duration::from_secs(30);
+const RETURN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Connects to the first server of `cfg` that answers.
 pub fn connect(cfg: &DbConfig) -> Result<Conn, mysql::Error> {
-    let mut conn = Conn::new(opts(cfg))?;
+    connect_first(cfg, 0..cfg.endpoints().len(), CONNECT_TIMEOUT).map(|(conn, _)| conn)
+}
+
+/// Connects to the first of `endpoints` (indices into `cfg.endpoints()`) that
+/// answers; the error is the last server's.
+fn connect_first(
+    cfg: &DbConfig,
+    endpoints: std::ops::Range<usize>,
+    timeout: Duration,
+) -> Result<(Conn, usize), mysql::Error> {
+    let mut last = None;
+    for i in endpoints {
+        match connect_to(cfg, i, timeout) {
+            Ok(conn) => return Ok((conn, i)),
+            Err(e) => {
+                debug!("database server {} unreachable: {e}", endpoint_name(cfg, i));
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no database server configured").into()))
+}
+
+fn connect_to(cfg: &DbConfig, endpoint: usize, timeout: Duration) -> Result<Conn, mysql::Error> {
+    let mut conn = Conn::new(opts(cfg, endpoint, timeout))?;
     // Strict mode: a value that does not fit is refused (and dead-lettered), never
     // silently truncated.
     conn.query_drop("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")?;
+    // On a Galera node, reads wait until the node has applied every write the cluster
+    // certified before them: after failing over from a node that died while
+    // committing, the position read then tells whether that commit happened.
+    let galera: Option<(String, String)> = conn.query_first("SHOW VARIABLES LIKE 'wsrep_on'")?;
+    if galera.is_some_and(|(_, on)| on.eq_ignore_ascii_case("ON")) {
+        conn.query_drop("SET SESSION wsrep_sync_wait = 1")?;
+    }
     Ok(conn)
+}
+
+fn endpoint_name(cfg: &DbConfig, endpoint: usize) -> String {
+    let (host, port) = cfg.endpoints().swap_remove(endpoint);
+    crate::config::endpoint_text(&host, port)
+}
+
+/// A write conflict: a deadlock, a lock wait timeout, or a Galera certification
+/// failure (reported as a deadlock, at any statement or at COMMIT). Nothing of the
+/// transaction was kept; running it again is the cure.
+fn is_conflict(e: &mysql::Error) -> bool {
+    matches!(e, mysql::Error::MySqlError(se) if se.code == 1213 || se.code == 1205)
 }
 
 /// Whether MySQL refused the statement because of what it contained, as opposed to
@@ -400,11 +455,19 @@ pub struct MysqlSink {
     /// The key of this collector's row in `collector_position`.
     client_id: String,
     conn: Option<Conn>,
+    /// Which of `cfg.endpoints()` `conn` is connected to.
+    endpoint: usize,
+    /// When an earlier server than `endpoint` was last tried.
+    tried_return: Instant,
     stmts: Statements,
     payload_limit: usize,
     /// Since when the database has been unreachable, for logging state changes once.
     down_since: Option<Instant>,
     last_check: Instant,
+    /// The collector's claim on its client_id, renewed with every commit and while
+    /// idle; `None` for `replay`, which writes under a client_id of its own.
+    lease: Option<Lease>,
+    last_renewal: Instant,
     metrics: Arc<Metrics>,
 }
 
@@ -419,12 +482,22 @@ impl MysqlSink {
             cfg,
             client_id: client_id.to_string(),
             conn: None,
+            endpoint: 0,
+            tried_return: Instant::now(),
             stmts: Statements::default(),
             payload_limit,
             down_since: None,
             last_check: Instant::now(),
+            lease: None,
+            last_renewal: Instant::now(),
             metrics,
         }
+    }
+
+    /// Commits only while holding `lease` (see `sink::lease`).
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// The spool position this collector committed last, waiting for the database
@@ -460,8 +533,10 @@ impl MysqlSink {
                 marked_in_doubt = None;
             }
             sink.try_commit(batch, shapes, position).map_err(|failure| {
-                if let Failure::InDoubt(_, marked) = &failure {
-                    marked_in_doubt = Some(marked.clone());
+                match &failure {
+                    Failure::InDoubt(_, marked) => marked_in_doubt = Some(marked.clone()),
+                    Failure::LeaseLost(why) => lease_lost(why),
+                    Failure::NotCommitted(_) => {}
                 }
                 failure.into_error()
             })
@@ -486,6 +561,18 @@ impl MysqlSink {
         self.last_check = Instant::now();
         match self.connection().and_then(|c| c.query_drop("SELECT 1")) {
             Ok(()) => self.mark_up(""),
+            Err(e) => return self.mark_down(&e, "messages wait in the spool"),
+        }
+        // A quiet line commits nothing for a while: renew the lease anyway.
+        let Some(lease) = self.lease.clone() else {
+            return;
+        };
+        if self.last_renewal.elapsed() < lease.ttl() / 3 {
+            return;
+        }
+        match self.connection().and_then(|c| lease.claim(c)) {
+            Ok(Ok(())) => self.last_renewal = Instant::now(),
+            Ok(Err(refused)) => lease_lost(&refused.explain(lease.client_id(), lease.ttl())),
             Err(e) => self.mark_down(&e, "messages wait in the spool"),
         }
     }
@@ -519,12 +606,43 @@ impl MysqlSink {
     }
 
     fn connection(&mut self) -> Result<&mut Conn, mysql::Error> {
+        if self.conn.is_some() && self.endpoint > 0 && self.tried_return.elapsed() >= RETURN_EVERY {
+            self.tried_return = Instant::now();
+            if let Ok((conn, i)) = connect_first(&self.cfg, 0..self.endpoint, RETURN_TIMEOUT) {
+                info!(
+                    "database server {} answers again; moving back to it from {}",
+                    endpoint_name(&self.cfg, i),
+                    endpoint_name(&self.cfg, self.endpoint)
+                );
+                self.use_connection(conn, i);
+            }
+        }
         if self.conn.is_none() {
-            self.conn = Some(connect(&self.cfg)?);
-            // Statements belong to the connection they were prepared on.
-            self.stmts.prepared.clear();
+            let (conn, i) =
+                connect_first(&self.cfg, 0..self.cfg.endpoints().len(), CONNECT_TIMEOUT)?;
+            if i != self.endpoint {
+                warn!(
+                    "database server {} unreachable; writing to {}{}",
+                    endpoint_name(&self.cfg, self.endpoint),
+                    endpoint_name(&self.cfg, i),
+                    if i > 0 {
+                        ", trying earlier servers again every 30 s"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            self.use_connection(conn, i);
         }
         Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    fn use_connection(&mut self, conn: Conn, endpoint: usize) {
+        self.conn = Some(conn);
+        self.endpoint = endpoint;
+        self.tried_return = Instant::now();
+        // Statements belong to the connection they were prepared on.
+        self.stmts.prepared.clear();
     }
 
     /// Runs `attempt` until it succeeds, backing off (capped) while the database is
@@ -543,6 +661,12 @@ impl MysqlSink {
                 Ok(done) => {
                     self.mark_up(&format!(" and {attempts} attempts; resuming"));
                     return Ok(done);
+                }
+                Err(e) if is_conflict(&e) => {
+                    // The server answered: no outage, and no back-off beyond a moment
+                    // for the other writer to finish.
+                    info!("write conflict ({e}); running the batch of {held} messages again");
+                    std::thread::sleep(Duration::from_millis(10 * attempts.min(50)));
                 }
                 Err(e) => {
                     let consequence = format!(
@@ -604,6 +728,22 @@ impl MysqlSink {
             e.dead = Some(dl);
             marked.push(i);
         }
+        if let Some(lease) = &self.lease {
+            match lease.claim(&mut tx) {
+                Ok(Ok(())) => self.last_renewal = Instant::now(),
+                Ok(Err(refused)) => {
+                    return Err(Failure::LeaseLost(
+                        refused.explain(lease.client_id(), lease.ttl()),
+                    ))
+                }
+                Err(e) => {
+                    for i in marked {
+                        batch.entries[i].dead = None;
+                    }
+                    return Err(Failure::NotCommitted(e));
+                }
+            }
+        }
         let written = write_dead_letters(&mut tx, batch, payload_limit).and_then(|()| {
             tx.exec_drop(
                 "INSERT INTO collector_position (client_id, last_seq) VALUES (?, ?) \
@@ -619,7 +759,9 @@ impl MysqlSink {
         }
         match tx.commit() {
             Ok(()) => Ok(Committed::of(batch)),
-            Err(e) if is_rejection(&e) => {
+            // The server answered COMMIT with an error (a certification failure, say):
+            // it rolled the transaction back.
+            Err(e @ mysql::Error::MySqlError(_)) => {
                 for i in marked {
                     batch.entries[i].dead = None;
                 }
@@ -637,14 +779,27 @@ enum Failure {
     /// COMMIT was sent and its answer lost; the indices are the messages the attempt
     /// marked as refused by MySQL.
     InDoubt(mysql::Error, Vec<usize>),
+    /// Another collector holds this one's client_id now; nothing was committed.
+    LeaseLost(String),
 }
 
 impl Failure {
     fn into_error(self) -> mysql::Error {
         match self {
             Failure::NotCommitted(e) | Failure::InDoubt(e, _) => e,
+            Failure::LeaseLost(why) => mysql::Error::from(std::io::Error::other(why)),
         }
     }
+}
+
+/// Another collector took over this one's client_id while it could not renew its
+/// lease (cut off from the database for longer than the lease). Nothing more may be
+/// committed under that client_id from here; what this collector spooled stays in its
+/// spool, and the broker redelivers what it had not acknowledged. The exit code tells
+/// the supervisor this was no crash.
+fn lease_lost(why: &str) -> ! {
+    error!("stopping: lease lost: {why}");
+    std::process::exit(3)
 }
 
 impl Committed {

@@ -1,7 +1,9 @@
 //! Plugin for class `CNCTypeA`: controllers that report status, spindle speed and the
 //! X/Y axis positions.
 
-use mes_plugin_api::{export_plugin, standard::insert_cnc_data, Db, Error, Message, Plugin};
+use mes_plugin_api::{
+    export_plugin, features, standard::insert_cnc_data, Db, Error, Feature, Message, Plugin,
+};
 use serde::Deserialize;
 
 /// The payload keys this controller sends. Unknown keys are kept in `json_data` but
@@ -23,6 +25,7 @@ pub struct CncTypeA;
 
 impl Plugin for CncTypeA {
     const CLASS_NAME: &'static str = "CNCTypeA";
+    const REQUIRES: &'static [Feature] = &[features::UPSERT_NEWEST];
 
     fn new(_cnc_id: &str, _settings: Option<&str>) -> Result<Self, Error> {
         Ok(CncTypeA)
@@ -31,7 +34,10 @@ impl Plugin for CncTypeA {
     fn handle(&mut self, msg: &Message<'_>, db: &mut Db<'_>) -> Result<(), Error> {
         let p: Payload = msg.payload_as()?;
         insert_cnc_data(db, msg)?;
-        db.upsert(
+        // Ordered by the machine's own clock: a late or redelivered message, or one
+        // committed by another collector of a shared subscription, never moves the
+        // status back.
+        db.upsert_newest(
             "cnc_status",
             &["cnc_id", "status", "spin", "part_program", "timestamp"],
             vec![
@@ -41,6 +47,7 @@ impl Plugin for CncTypeA {
                 msg.part_program().into(),
                 msg.timestamp().into(),
             ],
+            &["timestamp"],
         )
     }
 }
@@ -62,7 +69,7 @@ mod tests {
     }
 
     #[test]
-    fn sample_message_becomes_a_data_row_and_a_status_upsert() {
+    fn sample_message_becomes_a_data_row_and_a_newest_status_upsert() {
         let payload = r#"{"status": "running","spin":200,"X-Axis":30,"Y-Axis":80}"#;
         let (result, db) = handle(payload);
         result.unwrap();
@@ -84,7 +91,7 @@ mod tests {
                         Value::json_text(payload),
                     ],
                 },
-                Write::Upsert {
+                Write::UpsertNewest {
                     table: "cnc_status".into(),
                     columns: vec![
                         "cnc_id".into(),
@@ -100,6 +107,7 @@ mod tests {
                         "program_01".into(),
                         1747379028_i64.into(),
                     ],
+                    order_by: vec!["timestamp".into()],
                 },
             ]
         );

@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use mes_plugin_api::{
-    export_plugin, log, metrics, standard::insert_cnc_data, Db, Error, Message, Plugin, Value,
+    export_plugin, features, log, metrics, standard::insert_cnc_data, Db, Error, Feature, Message,
+    Plugin, Value,
 };
 use serde::Deserialize;
 
@@ -76,6 +77,7 @@ impl CncTypeB {
 
 impl Plugin for CncTypeB {
     const CLASS_NAME: &'static str = "CNCTypeB";
+    const REQUIRES: &'static [Feature] = &[features::UPSERT_NEWEST];
 
     fn new(_cnc_id: &str, _settings: Option<&str>) -> Result<Self, Error> {
         Ok(CncTypeB {
@@ -86,7 +88,10 @@ impl Plugin for CncTypeB {
     fn handle(&mut self, msg: &Message<'_>, db: &mut Db<'_>) -> Result<(), Error> {
         let p = self.parse(msg)?;
         insert_cnc_data(db, msg)?;
-        db.upsert(
+        // Ordered by the machine's own clock: a late or redelivered message, or one
+        // committed by another collector of a shared subscription, never moves the
+        // status back.
+        db.upsert_newest(
             "cnc_status",
             &[
                 "cnc_id",
@@ -106,6 +111,7 @@ impl Plugin for CncTypeB {
                 msg.part_program().into(),
                 msg.timestamp().into(),
             ],
+            &["timestamp"],
         )?;
         for alarm in p.alarms {
             let code = alarm.code.into_text();
@@ -150,7 +156,7 @@ mod tests {
         assert!(matches!(&writes[0], Write::Insert { table, values, .. }
             if table == "cnc_data" && values[3] == Value::json_text(payload)));
         match &writes[1] {
-            Write::Upsert { table, values, .. } => {
+            Write::UpsertNewest { table, values, .. } => {
                 assert_eq!(table, "cnc_status");
                 assert_eq!(values[3], Value::Null, "feed_rate absent");
                 assert_eq!(values[4], Value::Null, "part_count absent");
@@ -180,7 +186,7 @@ mod tests {
         assert_eq!(alarms[0][3], Value::from("Spindle overload"));
         assert_eq!(alarms[1][2], Value::from("E77"));
         match &db.writes()[1] {
-            Write::Upsert { values, .. } => {
+            Write::UpsertNewest { values, .. } => {
                 assert_eq!(values[3], Value::Float(120.5));
                 assert_eq!(values[4], Value::Int(42));
             }

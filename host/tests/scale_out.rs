@@ -1,0 +1,208 @@
+//! Several collectors: one live collector per client_id (a lease in the database),
+//! and three collectors in one shared subscription, killed and stopped while messages
+//! flow, storing every message exactly once with each machine's status at its newest.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    process::Stdio,
+    thread,
+    time::{Duration, Instant},
+};
+
+use mysql::prelude::Queryable;
+use serde_json::json;
+
+use common::{faults::PrivateBroker, *};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `mes-collector run` for `setup`, to its end: (exit code, log).
+fn run_to_exit(setup: &Setup, timeout: Duration) -> (Option<i32>, String) {
+    let mut child = mes_collector(&["run", "--config-dir", setup.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_second_collector_with_a_live_client_id_is_refused_and_takes_over_when_the_holder_dies() {
+    let db = TestDb::new("lease");
+    let classes = r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#;
+    let first = Setup::new(&db, "lease1", classes, &["cnc-type-a"]);
+    let second = Setup::new(&db, "lease2", classes, &["cnc-type-a"]);
+    // The same client_id, each with its own spool: a copied configuration.
+    second
+        .write_collector(&json!({"broker": {"client_id": first.client_id, "topic": first.topic}}));
+
+    let mut holder = Collector::start(&first);
+    let (code, log) = run_to_exit(&second, Duration::from_secs(20));
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains(&format!(
+            "not starting: broker.client_id {:?} is in use by the collector on",
+            first.client_id
+        )) && log.contains(&format!("(pid {})", holder.pid()))
+            && log.contains("Give this collector its own broker.client_id"),
+        "{log}"
+    );
+    // It never reached the broker, so the holder kept its session.
+    assert!(!log.contains("subscribed to"), "{log}");
+    first.publish(&[br#"{"cnc_id":"CNC001","part_program":"p1","timestamp":"1747379100","payload":{"status":"idle","spin":0,"X-Axis":0,"Y-Axis":0}}"#]);
+    assert_eq!(db.wait_count("SELECT COUNT(*) FROM cnc_data", 1, WAIT), 1);
+
+    // The holder dies without giving the lease back: on the same host, its
+    // replacement sees the process is gone and takes over at once.
+    holder.kill9();
+    let mut replacement = Collector::start(&second);
+    replacement.wait_log("which is no longer running", Duration::from_secs(5));
+    first.publish(&[br#"{"cnc_id":"CNC001","part_program":"p2","timestamp":"1747379101","payload":{"status":"running","spin":9,"X-Axis":0,"Y-Axis":0}}"#]);
+    assert_eq!(db.wait_count("SELECT COUNT(*) FROM cnc_data", 2, WAIT), 2);
+    // A clean stop gives the lease back.
+    assert!(replacement.stop().success());
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM collector_lease WHERE client_id = '{}'",
+            first.client_id
+        )),
+        0
+    );
+
+    // A holder on another host cannot be checked: its lease must run out.
+    db.conn()
+        .exec_drop(
+            "INSERT INTO collector_lease (client_id, holder, expires_at) \
+             VALUES (?, 'host=plant-b-collector-2;pid=4242;since=0', NOW(3) + INTERVAL 4 SECOND)",
+            (first.client_id.as_str(),),
+        )
+        .unwrap();
+    let (code, log) = run_to_exit(&second, Duration::from_secs(20));
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("in use by the collector on plant-b-collector-2 (pid 4242)"),
+        "{log}"
+    );
+    thread::sleep(Duration::from_secs(4));
+    replacement.restart();
+    let log = replacement.log();
+    let this_run = &log[log.rfind("--- run 2 ---").unwrap()..];
+    assert!(
+        this_run.contains(&format!(
+            "lease on broker.client_id {:?} taken",
+            first.client_id
+        )),
+        "{this_run}"
+    );
+    assert!(replacement.stop().success());
+}
+
+/// The columns `Db::upsert_newest` orders `cnc_status` by, for a generated message:
+/// the timestamp, then the other columns in the plugin's order.
+type StatusKey = (i64, String, f64, Option<f64>, Option<i64>, String);
+
+#[test]
+fn three_collectors_in_a_shared_subscription_store_every_message_once_with_the_newest_status() {
+    const N: u64 = 24_000;
+    const MACHINES: usize = 50;
+    let broker = PrivateBroker::start();
+    let db = TestDb::new("share");
+    let classes = sim_classes(MACHINES);
+    let setups: Vec<Setup> = (0..3)
+        .map(|i| {
+            let mut s = Setup::new(
+                &db,
+                &format!("share{i}"),
+                &classes,
+                &["cnc-type-a", "cnc-type-b"],
+            );
+            s.use_broker(&broker.uri(), &json!({}));
+            s
+        })
+        .collect();
+    // Each its own client_id and spool; one group on the topic the machines publish to.
+    let shared = format!("$share/collectors/{}", setups[0].topic);
+    for s in &setups {
+        s.write_collector(&json!({"broker": {"uri": broker.uri(), "topic": shared}}));
+    }
+    let mut collectors: Vec<Collector> = setups.iter().map(Collector::start).collect();
+    let publisher = generate(&setups[0], N, 3_000, 0, MACHINES);
+    // One member killed three times, another stopped and started again, while the
+    // machines publish: each member's share waits at the broker (persistent session)
+    // or in its spool.
+    for (i, pause_ms) in [(0, 900), (0, 1_300), (1, 700), (0, 1_100)] {
+        thread::sleep(Duration::from_millis(pause_ms));
+        if i == 0 {
+            collectors[0].kill9();
+        } else {
+            assert!(collectors[1].stop().success());
+        }
+        collectors[i].restart();
+    }
+    finish(publisher);
+    db.wait_count("SELECT COUNT(*) FROM cnc_data", N, WAIT);
+    // Longer than a batch: a duplicate would show up by now.
+    thread::sleep(Duration::from_millis(500));
+    let (rows, distinct, lo, hi) = seq_stats(&db);
+    let logs: String = collectors.iter().map(|c| c.log()).collect();
+    assert_eq!(
+        (rows, distinct, lo, hi),
+        (N, N, 0, N as i64 - 1),
+        "rows, distinct seq, min, max\n{logs}"
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM dead_letters"), 0);
+    let positions = db.count("SELECT COUNT(*) FROM collector_position");
+    assert_eq!(positions, 3, "one position row per collector");
+
+    // Each machine's status is the newest of its messages by the order the plugins
+    // declare, whichever collector committed which message last.
+    let mut newest: BTreeMap<String, StatusKey> = BTreeMap::new();
+    let all: Vec<(String, i64, String, f64, Option<f64>, Option<i64>, String)> = db.rows(
+        "SELECT cnc_id, timestamp, JSON_UNQUOTE(JSON_EXTRACT(json_data, '$.status')), \
+         CAST(JSON_EXTRACT(json_data, '$.spin') AS DOUBLE), \
+         CAST(JSON_EXTRACT(json_data, '$.feed_rate') AS DOUBLE), \
+         CAST(JSON_EXTRACT(json_data, '$.part_count') AS SIGNED), part_program FROM cnc_data",
+    );
+    for (id, ts, status, spin, feed, count, program) in all {
+        let key = (ts, status, spin, feed, count, program);
+        let slot = newest.entry(id).or_insert_with(|| key.clone());
+        let greater = (key.0, &key.1, key.2, key.3, key.4, &key.5)
+            .partial_cmp(&(slot.0, &slot.1, slot.2, slot.3, slot.4, &slot.5))
+            == Some(std::cmp::Ordering::Greater);
+        if greater {
+            *slot = key;
+        }
+    }
+    let status: Vec<(String, i64, String, f64, Option<f64>, Option<i64>, String)> = db.rows(
+        "SELECT cnc_id, timestamp, status, spin, feed_rate, part_count, part_program FROM cnc_status",
+    );
+    assert_eq!(status.len(), MACHINES);
+    for (id, ts, st, spin, feed, count, program) in status {
+        assert_eq!(
+            Some(&(ts, st, spin, feed, count, program)),
+            newest.get(&id),
+            "cnc_status of {id}"
+        );
+    }
+    for c in &mut collectors {
+        assert!(c.stop().success());
+    }
+    eprintln!(
+        "3 collectors in one $share group: {N} messages from {MACHINES} machines stored once, \
+         through 3 kills and 1 stop"
+    );
+}
