@@ -114,6 +114,8 @@ fn a_second_collector_with_a_live_client_id_is_refused_and_takes_over_when_the_h
 /// The columns `Db::upsert_newest` orders `cnc_status` by, for a generated message:
 /// the timestamp, then the other columns in the plugin's order.
 type StatusKey = (i64, String, f64, Option<f64>, Option<i64>, String);
+/// A machine's row: its cnc_id and [`StatusKey`].
+type StatusRow = (String, i64, String, f64, Option<f64>, Option<i64>, String);
 
 #[test]
 fn three_collectors_in_a_shared_subscription_store_every_message_once_with_the_newest_status() {
@@ -171,7 +173,7 @@ fn three_collectors_in_a_shared_subscription_store_every_message_once_with_the_n
     // Each machine's status is the newest of its messages by the order the plugins
     // declare, whichever collector committed which message last.
     let mut newest: BTreeMap<String, StatusKey> = BTreeMap::new();
-    let all: Vec<(String, i64, String, f64, Option<f64>, Option<i64>, String)> = db.rows(
+    let all: Vec<StatusRow> = db.rows(
         "SELECT cnc_id, timestamp, JSON_UNQUOTE(JSON_EXTRACT(json_data, '$.status')), \
          CAST(JSON_EXTRACT(json_data, '$.spin') AS DOUBLE), \
          CAST(JSON_EXTRACT(json_data, '$.feed_rate') AS DOUBLE), \
@@ -187,7 +189,7 @@ fn three_collectors_in_a_shared_subscription_store_every_message_once_with_the_n
             *slot = key;
         }
     }
-    let status: Vec<(String, i64, String, f64, Option<f64>, Option<i64>, String)> = db.rows(
+    let status: Vec<StatusRow> = db.rows(
         "SELECT cnc_id, timestamp, status, spin, feed_rate, part_count, part_program FROM cnc_status",
     );
     assert_eq!(status.len(), MACHINES);
