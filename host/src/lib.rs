@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod config;
+pub mod crash_guard;
 pub mod dead_letter;
 pub mod dispatch;
 pub mod envelope;

@@ -12,8 +12,9 @@ use std::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-/// The `plugins` section of `collector.json`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The `plugins` section of `collector.json`: which files may load, and how a plugin
+/// that crashes or hangs the process is contained (see [`crate::crash_guard`]).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginPolicy {
     /// SHA-256 digests (hex) of the only plugin files that may load; absent: any file
@@ -23,6 +24,38 @@ pub struct PluginPolicy {
     /// Skip the ownership and permission checks (development only).
     #[serde(default)]
     pub allow_insecure_permissions: bool,
+    /// A plugin call running longer than this is taken for a hang: the collector
+    /// exits for its supervisor to restart it. 0 turns the watchdog off.
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    /// Crashes (or hangs) of one build of a plugin within `quarantine_window_secs`
+    /// that quarantine its class. 0 never quarantines.
+    #[serde(default = "default_quarantine_after_crashes")]
+    pub quarantine_after_crashes: usize,
+    #[serde(default = "default_quarantine_window_secs")]
+    pub quarantine_window_secs: u64,
+}
+
+fn default_call_timeout_ms() -> u64 {
+    5_000
+}
+fn default_quarantine_after_crashes() -> usize {
+    3
+}
+fn default_quarantine_window_secs() -> u64 {
+    3_600
+}
+
+impl Default for PluginPolicy {
+    fn default() -> Self {
+        PluginPolicy {
+            allow: None,
+            allow_insecure_permissions: false,
+            call_timeout_ms: default_call_timeout_ms(),
+            quarantine_after_crashes: default_quarantine_after_crashes(),
+            quarantine_window_secs: default_quarantine_window_secs(),
+        }
+    }
 }
 
 /// SHA-256 of a file, as lowercase hex.
@@ -103,8 +136,8 @@ mod tests {
             assert!(e.contains("chmod go-w") && e.contains("libx.so"), "{e}");
         }
         let policy = PluginPolicy {
-            allow: None,
             allow_insecure_permissions: true,
+            ..PluginPolicy::default()
         };
         assert!(admit(&f, &policy).is_ok());
     }
@@ -122,12 +155,12 @@ mod tests {
         );
         let allowed = PluginPolicy {
             allow: Some(vec![d.to_uppercase()]),
-            allow_insecure_permissions: false,
+            ..PluginPolicy::default()
         };
         assert!(admit(&f, &allowed).is_ok());
         let other = PluginPolicy {
             allow: Some(vec!["00".repeat(32)]),
-            allow_insecure_permissions: false,
+            ..PluginPolicy::default()
         };
         assert!(admit(&f, &other)
             .unwrap_err()
