@@ -14,6 +14,7 @@ pub mod intake;
 pub mod logging;
 pub mod metrics;
 pub mod plugins;
+pub mod quarantine;
 pub mod replay;
 pub mod run;
 pub mod scaffold;
