@@ -36,15 +36,15 @@ fn marker(c: &mut Criterion) {
     group.bench_function("per_message_record_in_hand", |b| {
         b.iter(|| {
             seq += 1;
-            IN_HAND.store(black_box(seq), Ordering::SeqCst);
-            IN_HAND.store(NONE, Ordering::SeqCst);
+            IN_HAND.store(black_box(seq), Ordering::Release);
+            IN_HAND.store(NONE, Ordering::Release);
         })
     });
     // Careful mode after a crash: two marker writes per message.
     group.bench_function("careful_mode_per_message", |b| {
         b.iter(|| {
             seq += 1;
-            IN_HAND.store(seq, Ordering::SeqCst);
+            IN_HAND.store(seq, Ordering::Release);
             marker
                 .set(Phase::Careful {
                     from: 0,
@@ -52,7 +52,7 @@ fn marker(c: &mut Criterion) {
                     in_hand: black_box(seq),
                 })
                 .unwrap();
-            IN_HAND.store(NONE, Ordering::SeqCst);
+            IN_HAND.store(NONE, Ordering::Release);
             marker
                 .set(Phase::Careful {
                     from: 0,

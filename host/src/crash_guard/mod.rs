@@ -490,7 +490,10 @@ impl CrashGuard {
     /// Right before plugin code runs for record `seq` (its constructor or `handle`).
     #[inline]
     pub fn before_call(&mut self, seq: u64) {
-        signals::IN_HAND.store(seq, std::sync::atomic::Ordering::SeqCst);
+        // Release, not SeqCst (an xchg on x86, ~10 ns a store): the signal handler
+        // runs on this thread, and the plugin call is opaque to the compiler, so the
+        // store cannot move past it; the watchdog only samples.
+        signals::IN_HAND.store(seq, std::sync::atomic::Ordering::Release);
         if let Some((from, end)) = self.careful {
             if seq > end {
                 info!("records {from}..={end} were handled one at a time without a crash; back to batches");
@@ -509,7 +512,7 @@ impl CrashGuard {
     /// Right after plugin code for the record in hand returned.
     #[inline]
     pub fn after_call(&mut self) {
-        signals::IN_HAND.store(NONE, std::sync::atomic::Ordering::SeqCst);
+        signals::IN_HAND.store(NONE, std::sync::atomic::Ordering::Release);
         if let Some((from, end)) = self.careful {
             self.set(Phase::Careful {
                 from,

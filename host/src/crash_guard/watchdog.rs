@@ -43,7 +43,7 @@ pub fn spawn(
             let mut since = Instant::now();
             loop {
                 thread::sleep(tick);
-                let seq = signals::IN_HAND.load(Ordering::SeqCst);
+                let seq = signals::IN_HAND.load(Ordering::Acquire);
                 if seq == NONE || seq != watched {
                     watched = seq;
                     since = Instant::now();
