@@ -7,6 +7,7 @@ use mysql::prelude::Queryable;
 
 use crate::{
     config::{Config, COLLECTOR_FILE},
+    crash_guard::state::{self as guard_state, GuardState},
     intake::mqtt::{connect_options, create_client},
     plugins::{
         load_dir, new_instance,
@@ -94,6 +95,8 @@ pub fn check(config_dir: &Path) -> Vec<String> {
     }
     print_table(&["CNC_ID", "CLASS", "PLUGIN"], &rows);
 
+    check_quarantine(&cfg, &plugins, &mut problems);
+
     println!("\ndatabase {}:", cfg.db.target());
     match connect(&cfg.db) {
         Ok(mut conn) => {
@@ -140,6 +143,57 @@ pub fn check(config_dir: &Path) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The crash guard's quarantine: a class still quarantined at its installed build is a
+/// problem (its messages are dead letters); one whose build was replaced is lifted at
+/// the next start.
+fn check_quarantine(cfg: &Config, plugins: &PluginSet, problems: &mut Vec<String>) {
+    let spool_dir = &cfg.collector.spool.dir;
+    println!(
+        "
+plugin crashes and quarantine ({}):",
+        guard_state::path(spool_dir).display()
+    );
+    let s = match GuardState::load(spool_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("  PROBLEM: {e}");
+            problems.push(e);
+            return;
+        }
+    };
+    if s.quarantined.is_empty() {
+        println!(
+            "  ok: no plugin class quarantined ({} crashes on record)",
+            s.crashes.len()
+        );
+    }
+    for q in &s.quarantined {
+        let installed = plugins
+            .by_class
+            .get(&q.class)
+            .and_then(|p| digest(&p.info.file).ok());
+        if installed.as_deref() == Some(q.sha256.as_str()) {
+            let text = format!(
+                "plugin class {} is quarantined: build {} ({}, SHA-256 {}) crashed {} times (last: {}); its messages are dead letters (plugin_quarantined) until a different build is installed or `mes-collector quarantine lift {}`",
+                q.class,
+                q.version,
+                q.file.display(),
+                q.sha256,
+                q.crashes,
+                q.last_crash,
+                q.class
+            );
+            println!("  PROBLEM: {text}");
+            problems.push(text);
+        } else {
+            println!(
+                "  class {} was quarantined at SHA-256 {}; a different build is installed, so the next start lifts it",
+                q.class, q.sha256
+            );
+        }
+    }
 }
 
 /// One row per file: file, class, version, ABI status.

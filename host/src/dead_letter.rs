@@ -22,6 +22,14 @@ pub enum Reason {
     PluginError,
     /// The plugin panicked.
     PluginPanic,
+    /// The plugin crashed the process (a fatal signal, or killed while in hand) on
+    /// this message; found by the crash guard after the restart.
+    PluginCrashed,
+    /// A call of the plugin on this message did not return within
+    /// `plugins.call_timeout_ms`.
+    PluginHung,
+    /// The plugin's class is quarantined after repeated crashes.
+    PluginQuarantined,
     /// MySQL refused the message's rows.
     DbRejected,
 }
@@ -38,6 +46,9 @@ impl Reason {
             Reason::PluginInit => "plugin_init",
             Reason::PluginError => "plugin_error",
             Reason::PluginPanic => "plugin_panic",
+            Reason::PluginCrashed => "plugin_crashed",
+            Reason::PluginHung => "plugin_hung",
+            Reason::PluginQuarantined => "plugin_quarantined",
             Reason::DbRejected => "db_rejected",
         }
     }

@@ -19,6 +19,7 @@ use mes_plugin_api::{FailureKind, Message};
 pub use crate::sink::writer::Totals;
 use crate::{
     config::BatchConfig,
+    crash_guard::{signals, CrashGuard},
     dead_letter::{DeadLetter, Reason},
     envelope::{self, Limits},
     metrics::Metrics,
@@ -40,6 +41,9 @@ pub struct Dispatcher {
     sink: Option<MysqlSink>,
     shapes: Shapes,
     batch: BatchConfig,
+    /// Notes which records plugins are handling, so that a crash can be pinned on
+    /// its message after the restart.
+    guard: CrashGuard,
 }
 
 /// Where to start reading the spool, given the position committed in MySQL.
@@ -67,6 +71,7 @@ impl Dispatcher {
         sink: MysqlSink,
         batch: BatchConfig,
         metrics: Arc<Metrics>,
+        guard: CrashGuard,
     ) -> Self {
         Dispatcher {
             metrics,
@@ -75,6 +80,7 @@ impl Dispatcher {
             sink: Some(sink),
             shapes: Shapes::default(),
             batch,
+            guard,
         }
     }
 
@@ -87,6 +93,8 @@ impl Dispatcher {
             return Totals::default();
         };
         let start = start_position(position, spool.first_seq(), spool.next_seq());
+        self.guard.forget_committed(start);
+        signals::register_dispatcher_thread();
         let (waiting, bytes) = spool.depth(start.saturating_sub(1));
         info!("dispatching from spool record {start}: {waiting} records ({bytes} bytes) wait in the spool");
         let mut reader = spool.reader(start);
@@ -104,6 +112,7 @@ impl Dispatcher {
             let mut batch = recycled.try_recv().unwrap_or_default();
             let full_by = Instant::now() + self.batch.max_wait();
             let mut position = first.seq;
+            self.guard.batch_begins(first.seq);
             self.dispatch(first, &mut batch);
             // Adaptive batching: while the writer has nothing waiting, a batch goes as
             // soon as no further message is at hand, so a quiet line is stored within
@@ -122,6 +131,7 @@ impl Dispatcher {
                     None => {}
                 }
             }
+            self.guard.batch_sealed();
             let new_shapes = self.shapes.since(shapes_sent);
             shapes_sent += new_shapes.len();
             if to_writer
@@ -154,14 +164,22 @@ impl Dispatcher {
     }
 
     /// Runs one message through its plugin, recording its writes or its dead letter.
+    /// A message found to crash its plugin in an earlier run is not handed to it again.
     fn dispatch(&mut self, msg: Record, batch: &mut Batch) {
-        Self::dispatch_one(
+        if let Some(dead) = self.guard.pinned(msg.seq) {
+            batch.begin(&msg.topic);
+            batch.current().cnc_id = dead.cnc_id.clone();
+            batch.end(msg.payload, Some(dead));
+            return;
+        }
+        Self::dispatch_watched(
             &mut self.router,
             &mut self.shapes,
             &self.limits,
             &msg.topic,
             msg.payload,
             batch,
+            Some((&mut self.guard, msg.seq)),
         );
     }
 
@@ -175,8 +193,22 @@ impl Dispatcher {
         payload: Vec<u8>,
         batch: &mut Batch,
     ) {
+        Self::dispatch_watched(router, shapes, limits, topic, payload, batch, None);
+    }
+
+    /// `guarded`: the crash guard and the message's spool record, noted around the
+    /// plugin code that runs for it.
+    fn dispatch_watched(
+        router: &mut Router,
+        shapes: &mut Shapes,
+        limits: &Limits,
+        topic: &str,
+        payload: Vec<u8>,
+        batch: &mut Batch,
+        guarded: Option<(&mut CrashGuard, u64)>,
+    ) {
         batch.begin(topic);
-        let dead = Self::handle(router, shapes, limits, topic, &payload, batch).err();
+        let dead = Self::handle(router, shapes, limits, topic, &payload, batch, guarded).err();
         batch.end(payload, dead);
     }
 
@@ -187,10 +219,31 @@ impl Dispatcher {
         topic: &str,
         payload: &[u8],
         batch: &mut Batch,
+        guarded: Option<(&mut CrashGuard, u64)>,
     ) -> Result<(), DeadLetter> {
         envelope::check_limits(payload, limits).map_err(|e| DeadLetter::new(e.reason, e.detail))?;
         let env = envelope::parse(payload).map_err(|e| DeadLetter::new(e.reason, e.detail))?;
         batch.current().cnc_id = Some(env.cnc_id.to_string());
+        // From here plugin code runs: the constructor (for a machine's first message)
+        // and then `handle`.
+        match guarded {
+            Some((guard, seq)) => {
+                guard.before_call(seq);
+                let result = Self::call_plugin(router, shapes, topic, &env, batch);
+                guard.after_call();
+                result
+            }
+            None => Self::call_plugin(router, shapes, topic, &env, batch),
+        }
+    }
+
+    fn call_plugin(
+        router: &mut Router,
+        shapes: &mut Shapes,
+        topic: &str,
+        env: &envelope::Envelope<'_>,
+        batch: &mut Batch,
+    ) -> Result<(), DeadLetter> {
         let instance = router.instance(&env.cnc_id)?;
         batch.current().plugin = Some(instance.info.clone());
         debug!("cnc_id={} -> {}", env.cnc_id, instance.info.class_name);

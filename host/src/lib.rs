@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod config;
+pub mod crash_guard;
 pub mod dead_letter;
 pub mod dispatch;
 pub mod envelope;
@@ -13,6 +14,7 @@ pub mod intake;
 pub mod logging;
 pub mod metrics;
 pub mod plugins;
+pub mod quarantine;
 pub mod replay;
 pub mod run;
 pub mod scaffold;

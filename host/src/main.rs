@@ -66,6 +66,15 @@ enum Command {
         #[arg(long)]
         standalone: bool,
     },
+    /// Plugin classes quarantined after repeated crashes: list them, or lift one
+    /// (takes effect at the collector's next start).
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
+        /// Directory holding collector.json, db_config.json and cnc_classes.json.
+        #[arg(long, default_value = "config", global = true)]
+        config_dir: PathBuf,
+    },
     /// Run recorded messages (JSON lines, one MQTT payload each) through one plugin as
     /// the collector would, and print each write and dead letter; --write commits them.
     /// Exits 0 if every message was stored, 1 if some became dead letters, 2 on errors.
@@ -95,6 +104,15 @@ enum Command {
         /// The messages: a JSON-lines file, as `cnc-sim record` writes.
         messages: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum QuarantineAction {
+    /// Quarantined classes and the crashes still counted.
+    List,
+    /// Lift the quarantine of CLASS and forget its crashes; exits 1 if it was not
+    /// quarantined.
+    Lift { class: String },
 }
 
 /// clap wants a `'static` string; this runs once per process.
@@ -158,6 +176,24 @@ fn main() -> ExitCode {
                 messages,
             },
         )),
+        Command::Quarantine { action, config_dir } => {
+            let done = match action {
+                QuarantineAction::List => {
+                    mes_collector::quarantine::list(&config_dir).map(|()| true)
+                }
+                QuarantineAction::Lift { class } => {
+                    mes_collector::quarantine::lift(&config_dir, &class)
+                }
+            };
+            match done {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Check { config_dir } => {
             let problems = mes_collector::check::check(&config_dir);
             if problems.is_empty() {

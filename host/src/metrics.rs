@@ -7,7 +7,10 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     thread,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -45,6 +48,12 @@ pub struct Metrics {
     pub db_outages: IntCounter,
     pub broker_reconnects: IntCounter,
     pub plugin_load_failures: IntGauge,
+    /// 1 for a class whose plugin build is quarantined after repeated crashes.
+    pub plugin_quarantined: IntGaugeVec,
+    /// Crashes and hangs in the quarantine window, per class, as of the start.
+    pub plugin_recent_crashes: IntGaugeVec,
+    /// Set by the watchdog when a plugin call hangs, just before the process exits.
+    plugin_hung: AtomicBool,
     uptime: Gauge,
     last_seen: GaugeVec,
     since_seen: GaugeVec,
@@ -120,6 +129,19 @@ impl Metrics {
             db_outages: counter(r, "mes_database_outages_total", "Times the database became unreachable"),
             broker_reconnects: counter(r, "mes_broker_reconnects_total", "Reconnects to the MQTT broker"),
             plugin_load_failures: gauge(r, "mes_plugin_load_failures", "Files in the plugins dir that failed to load at start"),
+            plugin_quarantined: int_gauge_vec(
+                r,
+                "mes_plugin_quarantined",
+                "1 while the class's plugin build is quarantined after repeated crashes: its messages are dead letters",
+                &["class"],
+            ),
+            plugin_recent_crashes: int_gauge_vec(
+                r,
+                "mes_plugin_crashes",
+                "Crashes and hangs of the class's plugin within plugins.quarantine_window_secs, as of the start",
+                &["class"],
+            ),
+            plugin_hung: AtomicBool::new(false),
             uptime: {
                 let g = Gauge::new("mes_uptime_seconds", "Seconds since the collector started").expect("valid metric");
                 r.register(Box::new(g.clone())).expect("unique metric");
@@ -194,10 +216,22 @@ impl Metrics {
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 
-    /// `/readyz`: ready while connected to both the broker and the database.
+    /// The watchdog found a plugin call hung; the collector is about to exit.
+    pub fn set_plugin_hung(&self) {
+        self.plugin_hung.store(true, Ordering::SeqCst);
+    }
+
+    /// `/readyz`: ready while connected to both the broker and the database, and no
+    /// plugin call hangs.
     pub fn readiness(&self) -> (bool, String) {
         let broker = self.broker_up.get() == 1;
         let db = self.db_up.get() == 1;
+        if self.plugin_hung.load(Ordering::SeqCst) {
+            return (
+                false,
+                format!(r#"{{"broker":{broker},"database":{db},"plugin_hung":true}}"#),
+            );
+        }
         (
             broker && db,
             format!(r#"{{"broker":{broker},"database":{db}}}"#),
@@ -225,6 +259,12 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn int_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
 }

@@ -15,6 +15,7 @@ use log::{error, info, warn};
 
 use crate::{
     config::Config,
+    crash_guard::{self, watchdog, GuardSettings, MessageInHand},
     dispatch::Dispatcher,
     intake::{dedup::Redelivery, mqtt::MqttIntake},
     metrics::Metrics,
@@ -153,7 +154,67 @@ pub fn run(config_dir: &Path) -> i32 {
         error!("not starting: {why}");
         return 2;
     }
-    let router = Router::new(cfg.classes.clone(), plugins.by_class.clone());
+    let policy = &cfg.collector.plugins;
+    let startup = match crash_guard::start(
+        &cfg.collector.spool.dir,
+        &spool,
+        &plugins.by_class,
+        &cfg.classes,
+        GuardSettings {
+            quarantine_after_crashes: policy.quarantine_after_crashes,
+            quarantine_window_secs: policy.quarantine_window_secs,
+            batch_max_messages: cfg.collector.batch.max_messages,
+        },
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return 2;
+        }
+    };
+    let mut router = Router::new(cfg.classes.clone(), plugins.by_class.clone());
+    for (class, n) in &startup.recent_crashes {
+        metrics
+            .plugin_recent_crashes
+            .with_label_values(&[metrics.class_label(Some(class))])
+            .set(*n as i64);
+    }
+    for q in &startup.quarantined {
+        metrics
+            .plugin_quarantined
+            .with_label_values(&[metrics.class_label(Some(&q.class))])
+            .set(1);
+        router.quarantine(
+            &q.class,
+            format!(
+                "plugin class {} is quarantined: build {} ({}, SHA-256 {}) crashed {} times (last: {}); install a different build or run `mes-collector quarantine lift {}`, then restart",
+                q.class,
+                q.version,
+                q.file.display(),
+                q.sha256,
+                q.crashes,
+                q.last_crash,
+                q.class
+            ),
+        );
+    }
+    if policy.call_timeout_ms > 0 {
+        let (watch_spool, classes, loaded) =
+            (spool.clone(), cfg.classes.clone(), plugins.by_class.clone());
+        let describe = Box::new(move |seq: u64| {
+            MessageInHand::find(&watch_spool, seq, &classes, &loaded)
+                .unwrap_or_default()
+                .describe(seq)
+        });
+        if let Err(e) = watchdog::spawn(
+            std::time::Duration::from_millis(policy.call_timeout_ms),
+            metrics.clone(),
+            describe,
+        ) {
+            error!("cannot start the plugin watchdog thread: {e}");
+            return 1;
+        }
+    }
     let sink = MysqlSink::new(
         cfg.db.clone(),
         &cfg.collector.broker.client_id,
@@ -167,6 +228,7 @@ pub fn run(config_dir: &Path) -> i32 {
         sink,
         cfg.collector.batch.clone(),
         metrics.clone(),
+        startup.guard,
     );
     let dispatcher_stop = stop.clone();
     let dispatcher_spool = spool.clone();

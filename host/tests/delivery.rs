@@ -156,11 +156,7 @@ fn a_torn_spool_tail_is_cut_off_and_everything_before_it_stored() {
         thread::sleep(Duration::from_millis(50));
     }
     collector.kill9();
-    let segment = std::fs::read_dir(setup.path().join("spool"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max()
-        .unwrap();
+    let segment = setup.spool_segments().pop().unwrap();
     let len = std::fs::metadata(&segment).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)

@@ -23,6 +23,9 @@ pub struct Router {
     plugins: BTreeMap<String, LoadedPlugin>,
     /// A constructor's refusal is kept, so it is not retried for every message.
     instances: HashMap<String, Result<Instance, DeadLetter>>,
+    /// Class → why it is quarantined: its machines get no instance, and their
+    /// messages are dead letters, without any of its code running.
+    quarantined: HashMap<String, String>,
 }
 
 impl Router {
@@ -34,7 +37,14 @@ impl Router {
             classes,
             plugins,
             instances: HashMap::new(),
+            quarantined: HashMap::new(),
         }
+    }
+
+    /// Stops routing to `class`: its messages become `plugin_quarantined` dead letters
+    /// with `detail`.
+    pub fn quarantine(&mut self, class: &str, detail: String) {
+        self.quarantined.insert(class.to_string(), detail);
     }
 
     pub fn instance(&mut self, cnc_id: &str) -> Result<&mut Instance, DeadLetter> {
@@ -67,6 +77,11 @@ impl Router {
             )
             .cnc_id(cnc_id)
         })?;
+        if let Some(detail) = self.quarantined.get(&mapping.class_name) {
+            return Err(DeadLetter::new(Reason::PluginQuarantined, detail.clone())
+                .cnc_id(cnc_id)
+                .plugin(&plugin.info.class_name, &plugin.info.version));
+        }
         new_instance(plugin, cnc_id, mapping).map_err(|detail| {
             DeadLetter::new(Reason::PluginInit, detail)
                 .cnc_id(cnc_id)

@@ -12,7 +12,9 @@ use std::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-/// The `plugins` section of `collector.json`.
+/// The `plugins` section of `collector.json`: which files may load, the bounds on what
+/// plugins log and count, and how a plugin that crashes or hangs the process is
+/// contained (see [`crate::crash_guard`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginPolicy {
@@ -31,6 +33,26 @@ pub struct PluginPolicy {
     /// counted under label "other".
     #[serde(default = "default_metric_series_per_class")]
     pub metric_series_per_class: u32,
+    /// A plugin call running longer than this is taken for a hang: the collector
+    /// exits for its supervisor to restart it. 0 turns the watchdog off.
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    /// Crashes (or hangs) of one build of a plugin within `quarantine_window_secs`
+    /// that quarantine its class. 0 never quarantines.
+    #[serde(default = "default_quarantine_after_crashes")]
+    pub quarantine_after_crashes: usize,
+    #[serde(default = "default_quarantine_window_secs")]
+    pub quarantine_window_secs: u64,
+}
+
+fn default_call_timeout_ms() -> u64 {
+    5_000
+}
+fn default_quarantine_after_crashes() -> usize {
+    3
+}
+fn default_quarantine_window_secs() -> u64 {
+    3_600
 }
 
 impl Default for PluginPolicy {
@@ -40,6 +62,9 @@ impl Default for PluginPolicy {
             allow_insecure_permissions: false,
             log_records_per_second: default_log_records_per_second(),
             metric_series_per_class: default_metric_series_per_class(),
+            call_timeout_ms: default_call_timeout_ms(),
+            quarantine_after_crashes: default_quarantine_after_crashes(),
+            quarantine_window_secs: default_quarantine_window_secs(),
         }
     }
 }
@@ -130,7 +155,6 @@ mod tests {
             assert!(e.contains("chmod go-w") && e.contains("libx.so"), "{e}");
         }
         let policy = PluginPolicy {
-            allow: None,
             allow_insecure_permissions: true,
             ..PluginPolicy::default()
         };
@@ -150,13 +174,11 @@ mod tests {
         );
         let allowed = PluginPolicy {
             allow: Some(vec![d.to_uppercase()]),
-            allow_insecure_permissions: false,
             ..PluginPolicy::default()
         };
         assert!(admit(&f, &allowed).is_ok());
         let other = PluginPolicy {
             allow: Some(vec!["00".repeat(32)]),
-            allow_insecure_permissions: false,
             ..PluginPolicy::default()
         };
         assert!(admit(&f, &other)

@@ -193,14 +193,27 @@ impl Setup {
         self.write_collector(extra);
     }
 
+    /// Bytes of spool segments: the files `spool.max_bytes` bounds (the spool
+    /// directory also holds the crash guard's marker and state).
     pub fn spool_bytes(&self) -> u64 {
-        fs::read_dir(self.path().join("spool"))
+        self.spool_segments()
+            .iter()
+            .filter_map(|p| p.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// The spool's segment files, oldest first.
+    pub fn spool_segments(&self) -> Vec<PathBuf> {
+        let mut segments: Vec<PathBuf> = fs::read_dir(self.path().join("spool"))
             .map(|d| {
-                d.filter_map(|e| e.ok()?.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
+                d.filter_map(|e| Some(e.ok()?.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "spool"))
+                    .collect()
             })
-            .unwrap_or(0)
+            .unwrap_or_default();
+        segments.sort();
+        segments
     }
 
     pub fn path(&self) -> &Path {
