@@ -6,6 +6,8 @@
 #
 #   scripts/bench.sh                    # the defaults below
 #   BENCH_N=20000 BENCH_REPS=1 scripts/bench.sh   # a quick look
+#   BENCH_MODE=group scripts/bench.sh   # 1, 2 and 3 collectors in one shared
+#                                       # subscription (see "Group mode" below)
 #
 # What it does (all against a private Mosquitto it starts on a free port, and
 # databases of its own on the local MariaDB/MySQL; everything is removed on exit):
@@ -25,6 +27,16 @@
 #       the collector's /metrics, the batches it committed and the time they took.
 #   Every run checks that nothing was lost: rows = messages published, distinct
 #   seq = rows, no dead letters.
+#
+# Group mode (BENCH_MODE=group) runs only this: for K = 1, 2, 3 (BENCH_GROUP_SIZES),
+# K collectors, each with its own client_id, spool and position, subscribe to
+# $share/bench/<topic> on the private broker and share one database; the publisher
+# sends BENCH_N messages at full speed. Per K: end-to-end msg/s, and CPU seconds per
+# 100,000 messages of each collector, the broker, the database server and the
+# publisher; every run checks rows = messages, distinct seq = rows, no dead letters.
+# The table goes to BENCH_OUT/group.md. On a 2-core machine the figures do not grow
+# with K: they give each process's cost per message, from which docs/scaling-out.md
+# models capacity.
 #
 # Environment (defaults in brackets):
 #   BENCH_N              messages per run of (1) and (2)                  [100000]
@@ -120,6 +132,7 @@ TAG="b$$"
 DATABASES=()
 BROKER_PID=""
 COLLECTOR_PID=""
+GROUP_PIDS=""
 COUNT_PID=""
 GEN_PID=""
 PERF_PID=""
@@ -144,6 +157,7 @@ cleanup() {
     stop_pid "$GEN_PID"
     stop_pid "$COUNT_PID"
     stop_pid "$COLLECTOR_PID"
+    for pid in $GROUP_PIDS; do stop_pid "$pid"; done
     stop_pid "$BROKER_PID"
     for db in "${DATABASES[@]}"; do
         sql -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
@@ -494,6 +508,113 @@ EOF
     sql -e "DROP DATABASE IF EXISTS \`$db\`"
     log "$run: ${R[$run.rate]} msg/s end to end (${rows} rows in ${R[$run.secs]} s; publisher ${R[$run.pub_rate]} msg/s), p50 ${R[$run.p50]} ms, rss ${R[$run.rss_mib]} MiB, cpu ${R[$run.cpu]} s/100k"
 }
+
+# Group mode: K collectors in one shared subscription. RUN is a label.
+group_run() {
+    local run=$1 k=$2 db="mes_bench_${TAG}_$1" topic="bench/$TAG/$1" i
+    log "$run: $k collector(s) in \$share/bench/$topic, $N messages at full speed"
+    new_database "$db"
+    local pids=() dirs=()
+    for i in $(seq 1 "$k"); do
+        local dir="$WORK/$run/c$i"
+        mkdir -p "$dir/plugins"
+        cp "$BIN/libcnc_type_a.so" "$BIN/libcnc_type_b.so" "$dir/plugins/"
+        cp "$WORK/cnc_classes.json" "$dir/"
+        printf '%s\n' "{" \
+            "  \"broker\": { \"uri\": \"$BROKER_URI\", \"client_id\": \"mes-bench-$TAG-$run-$i\", \"topic\": \"\$share/bench/$topic\", \"qos\": 1 }," \
+            "  \"plugins_dir\": \"plugins\"," \
+            "  \"batch\": { \"max_messages\": $BATCH, \"max_wait_ms\": $BATCH_WAIT_MS }," \
+            "  \"spool\": { \"dir\": \"spool\", \"fsync\": \"$SPOOL_FSYNC\" }," \
+            "  \"metrics_addr\": \"\"" \
+            "}" >"$dir/collector.json"
+        printf '{ "host": "%s", "port": %s, "user": "%s", "password": "", "database": "%s" }\n' \
+            "$DB_HOST" "$DB_PORT" "$DB_USER" "$db" >"$dir/db_config.json"
+        MES_DB_PASSWORD="$DB_PASSWORD" RUST_LOG="$COLLECTOR_LOG" "$BIN/mes-collector" run --config-dir "$dir" \
+            >"$dir/collector.log" 2>&1 &
+        pids+=($!)
+        dirs+=("$dir")
+        GROUP_PIDS="${pids[*]}"
+        for _ in $(seq 1 600); do
+            grep -q 'subscribed to' "$dir/collector.log" && break
+            kill -0 "${pids[-1]}" 2>/dev/null || die "$run: collector $i exited: $(cat "$dir/collector.log")"
+            sleep 0.05
+        done
+        grep -q 'subscribed to' "$dir/collector.log" || die "$run: collector $i did not subscribe in 30 s"
+    done
+    local b0 d0 c0=()
+    b0=$(cpu_ticks "$BROKER_PID")
+    d0=$([ -n "$DB_SERVER_PID" ] && cpu_ticks "$DB_SERVER_PID" || echo 0)
+    for i in "${!pids[@]}"; do c0+=("$(cpu_ticks "${pids[$i]}")"); done
+    mkdir -p "$WORK/$run"
+    measured "$WORK/$run/pub.cpu" \
+        "$BIN/cnc-sim" --broker "$BROKER_URI" --topic "$topic" generate --machines "$MACHINES" \
+        --count "$N" --rate 0 --window "$WINDOW" --seed 1 >"$WORK/$run/pub.out" 2>"$WORK/$run/pub.err" &
+    GEN_PID=$!
+    local done_rows=0 seen=-1 progress_at=$SECONDS
+    while :; do
+        done_rows=$(sql "$db" -e "SELECT (SELECT COUNT(*) FROM cnc_data) + (SELECT COUNT(*) FROM dead_letters)")
+        [ "$done_rows" -ge "$N" ] && break
+        if [ "$done_rows" != "$seen" ]; then
+            seen=$done_rows
+            progress_at=$SECONDS
+        elif [ $((SECONDS - progress_at)) -ge "$STALL_SECS" ]; then
+            log "$run: no progress for $STALL_SECS s at $done_rows of $N; giving up"
+            break
+        fi
+        sleep 0.5
+    done
+    wait "$GEN_PID" || true
+    GEN_PID=""
+    local b1 d1 cpus=() shares=()
+    b1=$(cpu_ticks "$BROKER_PID")
+    d1=$([ -n "$DB_SERVER_PID" ] && cpu_ticks "$DB_SERVER_PID" || echo 0)
+    for i in "${!pids[@]}"; do
+        cpus+=("$(per100k $(($(cpu_ticks "${pids[$i]}") - c0[i])) "$N")")
+    done
+    for i in "${!pids[@]}"; do stop_pid "${pids[$i]}"; done
+    GROUP_PIDS=""
+    # How many each collector stored, from its closing summary.
+    for i in "${!dirs[@]}"; do
+        shares+=("$(sed -n 's/.*stopped: [0-9]* received, \([0-9]*\) stored.*/\1/p' "${dirs[$i]}/collector.log" | tail -1)")
+    done
+    local stats rows distinct dead t0 t1
+    stats=$(sql "$db" -e "
+        SELECT COUNT(*), COUNT(DISTINCT CAST(JSON_EXTRACT(json_data, '\$.seq') AS UNSIGNED)),
+               (SELECT COUNT(*) FROM dead_letters),
+               MIN(CAST(JSON_EXTRACT(json_data, '\$.sent_at_us') AS UNSIGNED)) / 1000000,
+               MAX(UNIX_TIMESTAMP(stored_at))
+        FROM cnc_data")
+    read -r rows distinct dead t0 t1 <<<"$stats"
+    R[$run.rate]=$(awk -v n="$rows" -v a="$t0" -v b="$t1" 'BEGIN { if (b > a) printf "%.0f", n / (b - a); else print 0 }')
+    R[$run.cpus]=$(IFS=/; echo "${cpus[*]}")
+    R[$run.cpu_sum]=$(printf '%s\n' "${cpus[@]}" | awk '{ s += $1 } END { printf "%.2f", s }')
+    R[$run.shares]=$(IFS=/; echo "${shares[*]}")
+    R[$run.broker_cpu]=$(per100k $((b1 - b0)) "$N")
+    R[$run.db_cpu]=$([ -n "$DB_SERVER_PID" ] && per100k $((d1 - d0)) "$N" || echo "n/a")
+    R[$run.pub_cpu]=$(per100k "$(cat "$WORK/$run/pub.cpu" 2>/dev/null || echo 0)" "$N")
+    R[$run.ok]=$([ "$rows" = "$N" ] && [ "$distinct" = "$rows" ] && [ "$dead" = 0 ] && echo yes || echo NO)
+    sql -e "DROP DATABASE IF EXISTS \`$db\`"
+    log "$run: ${R[$run.rate]} msg/s; collectors ${R[$run.cpus]} CPU-s/100k; broker ${R[$run.broker_cpu]}, database ${R[$run.db_cpu]}; stored ${R[$run.shares]}; exactly once: ${R[$run.ok]}"
+}
+
+if [ "${BENCH_MODE:-}" = group ]; then
+    start_broker
+    log "private broker $BROKER_URI (max_queued_messages 0, max_inflight_messages $MAX_INFLIGHT)"
+    SIZES=${BENCH_GROUP_SIZES:-1 2 3}
+    for k in $SIZES; do group_run "group$k" "$k"; done
+    {
+        echo "## Collectors in one shared subscription ($N messages, $MACHINES machines, $(nproc) cores, $(date -u +%Y-%m-%d))"
+        echo
+        echo "| collectors | msg/s end to end | each collector, CPU-s/100k | all collectors | broker | database server | publisher | stored by each | exactly once |"
+        echo "|---|---|---|---|---|---|---|---|---|"
+        for k in $SIZES; do
+            r="group$k"
+            echo "| $k | ${R[$r.rate]} | ${R[$r.cpus]} | ${R[$r.cpu_sum]} | ${R[$r.broker_cpu]} | ${R[$r.db_cpu]} | ${R[$r.pub_cpu]} | ${R[$r.shares]} | ${R[$r.ok]} |"
+        done
+    } | tee "$OUT/group.md"
+    for k in $SIZES; do [ "${R[group$k.ok]}" = yes ] || die "group$k lost or doubled messages"; done
+    exit 0
+fi
 
 # ---------------------------------------------------------------------------
 # The runs

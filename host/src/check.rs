@@ -104,7 +104,13 @@ pub fn check(config_dir: &Path) -> Vec<String> {
             for t in TABLES {
                 if let Err(e) = conn.query_drop(format!("SELECT 1 FROM `{t}` LIMIT 0")) {
                     ok = false;
-                    println!("  PROBLEM: table {t}: {e}");
+                    let e = match &e {
+                        mysql::Error::MySqlError(se) => se.message.clone(),
+                        other => other.to_string(),
+                    };
+                    println!(
+                        "  PROBLEM: table {t}: {e}; apply database.sql (it adds what is missing and keeps what exists)"
+                    );
                     problems.push(format!(
                         "database {}: table {t}: {e}; apply database.sql",
                         cfg.db.target()

@@ -167,7 +167,8 @@ fn metrics_count_known_traffic_and_parse_as_prometheus_text() {
         value(
             &samples,
             &format!(
-                r#"mes_build_info{{plugin_api="1.0.0",version="{}"}}"#,
+                r#"mes_build_info{{plugin_api="{}",version="{}"}}"#,
+                mes_plugin_api::API_VERSION,
                 env!("CARGO_PKG_VERSION")
             )
         ),

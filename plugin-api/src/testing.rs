@@ -195,3 +195,38 @@ extern "C" fn record_upsert_newest(
         })
         .into()
 }
+
+std::thread_local! {
+    static COUNTS: std::cell::RefCell<Vec<(String, String, u64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Where [`metrics::add`](crate::metrics::add) counts outside a host, in tests.
+pub(crate) fn record_count(event: &str, label: &str, n: u64) {
+    COUNTS.with(|c| {
+        let mut c = c.borrow_mut();
+        match c.iter_mut().find(|(e, l, _)| e == event && l == label) {
+            Some(slot) => slot.2 += n,
+            None => c.push((event.to_string(), label.to_string(), n)),
+        }
+    });
+}
+
+/// What this test thread counted with [`metrics::count`](crate::metrics::count) so far,
+/// as `(event, label, total)` in the order first counted, and forgets it.
+///
+/// ```
+/// use mes_plugin_api::{metrics, testing};
+///
+/// metrics::count("alarms", "E1002");
+/// metrics::count("alarms", "E1002");
+/// metrics::count("alarms", "E77");
+/// assert_eq!(
+///     testing::counts(),
+///     vec![("alarms".to_string(), "E1002".to_string(), 2), ("alarms".into(), "E77".into(), 1)]
+/// );
+/// assert!(testing::counts().is_empty());
+/// ```
+pub fn counts() -> Vec<(String, String, u64)> {
+    COUNTS.with(|c| std::mem::take(&mut *c.borrow_mut()))
+}

@@ -70,7 +70,8 @@ struct ConnArgs {
     )]
     broker: String,
 
-    /// Topic to publish to, or to subscribe to for `count` (wildcards allowed there)
+    /// Topic to publish to, or to subscribe to for `count` and `record` (wildcards
+    /// allowed there)
     #[arg(
         long,
         global = true,

@@ -11,6 +11,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
+    thread,
     time::Duration,
 };
 
@@ -187,13 +188,31 @@ impl MqttIntake {
         let mut warned = false;
         loop {
             match client.connect(opts.clone()).wait() {
-                Ok(_) => {
-                    client
-                        .subscribe(&cfg.topic, cfg.qos)
-                        .wait_for(Duration::from_secs(30))
-                        .map_err(|e| {
+                Ok(response) => {
+                    let session_present = response
+                        .connect_response()
+                        .is_some_and(|r| r.session_present);
+                    let subscribed = client.subscribe(&cfg.topic, cfg.qos);
+                    if session_present {
+                        // The broker kept the session, and sends what it queued for it
+                        // before the acknowledgement of this subscription, each message
+                        // at the spool's speed (an fsync each with spool.fsync always):
+                        // waiting for it could take longer than any timeout. The
+                        // subscription is made again all the same, since Mosquitto does
+                        // not keep shared subscriptions across its own restart.
+                        let (topic, uri) = (cfg.topic.clone(), cfg.uri.clone());
+                        thread::spawn(move || {
+                            if let Err(e) = subscribed.wait() {
+                                error!(
+                                    "the broker {uri} refused the subscription to {topic:?}: {e}"
+                                );
+                            }
+                        });
+                    } else {
+                        subscribed.wait_for(Duration::from_secs(30)).map_err(|e| {
                             format!("cannot subscribe to {:?} on {}: {e}", cfg.topic, cfg.uri)
                         })?;
+                    }
                     first_done.store(true, Ordering::SeqCst);
                     info!(
                         "connected to MQTT broker {} as {:?}, subscribed to {:?} at QoS {}",

@@ -185,6 +185,13 @@ mod tests {
         assert_eq!(alarms[0][2], Value::from("1002"));
         assert_eq!(alarms[0][3], Value::from("Spindle overload"));
         assert_eq!(alarms[1][2], Value::from("E77"));
+        assert_eq!(
+            mes_plugin_api::testing::counts(),
+            vec![
+                ("alarms".to_string(), "1002".to_string(), 1),
+                ("alarms".to_string(), "E77".to_string(), 1)
+            ]
+        );
         match &db.writes()[1] {
             Write::UpsertNewest { values, .. } => {
                 assert_eq!(values[3], Value::Float(120.5));
