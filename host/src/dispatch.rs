@@ -22,6 +22,7 @@ use crate::{
     crash_guard::{signals, CrashGuard},
     dead_letter::{DeadLetter, Reason},
     envelope::{self, Limits},
+    isolation::{Isolation, Request},
     metrics::Metrics,
     plugins::Router,
     sink::{
@@ -224,6 +225,12 @@ impl Dispatcher {
         envelope::check_limits(payload, limits).map_err(|e| DeadLetter::new(e.reason, e.detail))?;
         let env = envelope::parse(payload).map_err(|e| DeadLetter::new(e.reason, e.detail))?;
         batch.current().cnc_id = Some(env.cnc_id.to_string());
+        // An isolated plugin's crash or hang ends its runner process, not this one:
+        // the crash guard has nothing to note.
+        if let Some(isolation) = router.isolated(&env.cnc_id) {
+            let seq = guarded.map(|(_, seq)| seq);
+            return Self::call_isolated(isolation, shapes, topic, &env, batch, seq);
+        }
         // From here plugin code runs: the constructor (for a machine's first message)
         // and then `handle`.
         match guarded {
@@ -235,6 +242,46 @@ impl Dispatcher {
             }
             None => Self::call_plugin(router, shapes, topic, &env, batch),
         }
+    }
+
+    /// [`Dispatcher::call_plugin`] for a plugin in a runner process: its writes come
+    /// back over a pipe and go through the same recorder checks as in process.
+    fn call_isolated(
+        isolation: &mut Isolation,
+        shapes: &mut Shapes,
+        topic: &str,
+        env: &envelope::Envelope<'_>,
+        batch: &mut Batch,
+        seq: Option<u64>,
+    ) -> Result<(), DeadLetter> {
+        let request = Request {
+            topic,
+            cnc_id: &env.cnc_id,
+            part_program: &env.part_program,
+            timestamp: env.timestamp,
+            payload: env.payload(),
+            seq,
+        };
+        let (info, ops) = isolation.call(&request)?;
+        batch.current().plugin = Some(info.clone());
+        let mut recorder = batch.recorder(shapes);
+        for op in ops {
+            recorder.apply(op).map_err(|e| {
+                DeadLetter::new(
+                    Reason::PluginError,
+                    format!(
+                        "plugin {} {} ({}) on cnc_id {}, running isolated, sent a write the collector refuses: {e}",
+                        info.class_name,
+                        info.version,
+                        info.file.display(),
+                        env.cnc_id
+                    ),
+                )
+                .cnc_id(&env.cnc_id)
+                .plugin(&info.class_name, &info.version)
+            })?;
+        }
+        Ok(())
     }
 
     fn call_plugin(

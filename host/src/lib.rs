@@ -11,6 +11,7 @@ pub mod dead_letter;
 pub mod dispatch;
 pub mod envelope;
 pub mod intake;
+pub mod isolation;
 pub mod logging;
 pub mod metrics;
 pub mod plugins;

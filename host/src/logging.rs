@@ -22,7 +22,19 @@ pub fn filter(rust_log: Option<&str>) -> String {
     }
 }
 
+static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// The `--log-format` this process was started with, as given on the command line,
+/// for the plugin runners it starts (so that their lines match the collector's).
+pub fn format_name() -> &'static str {
+    match FORMAT.get() {
+        Some(LogFormat::Json) => "json",
+        _ => "text",
+    }
+}
+
 pub fn init(format: LogFormat) {
+    let _ = FORMAT.set(format);
     let mut builder = env_logger::Builder::new();
     builder.parse_filters(&filter(std::env::var("RUST_LOG").ok().as_deref()));
     if format == LogFormat::Json {

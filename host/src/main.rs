@@ -104,6 +104,24 @@ enum Command {
         /// The messages: a JSON-lines file, as `cnc-sim record` writes.
         messages: PathBuf,
     },
+    /// Runs one plugin in a child process for the collector (`plugins.isolate`),
+    /// talking frames over stdin and stdout; not for use by hand.
+    #[command(hide = true)]
+    PluginRunner {
+        #[arg(long, value_name = "FILE")]
+        plugin: PathBuf,
+        /// `plugins.allow` was given: only the --allow digests may load.
+        #[arg(long)]
+        allow_only: bool,
+        #[arg(long, value_name = "SHA256")]
+        allow: Vec<String>,
+        #[arg(long)]
+        allow_insecure_permissions: bool,
+        #[arg(long, default_value_t = 20)]
+        log_records_per_second: u32,
+        #[arg(long, default_value_t = 100)]
+        metric_series_per_class: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -194,6 +212,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::PluginRunner {
+            plugin,
+            allow_only,
+            allow,
+            allow_insecure_permissions,
+            log_records_per_second,
+            metric_series_per_class,
+        } => ExitCode::from(mes_collector::isolation::runner::main(
+            &mes_collector::isolation::runner::RunnerOptions {
+                plugin,
+                allow: allow_only.then_some(allow),
+                allow_insecure_permissions,
+                log_records_per_second,
+                metric_series_per_class,
+            },
+        ) as u8),
         Command::Check { config_dir } => {
             let problems = mes_collector::check::check(&config_dir);
             if problems.is_empty() {

@@ -172,7 +172,16 @@ pub fn run(config_dir: &Path) -> i32 {
             return 2;
         }
     };
-    let mut router = Router::new(cfg.classes.clone(), plugins.by_class.clone());
+    let isolation = match crate::isolation::Isolation::new(policy, &cfg.classes, &plugins.by_class)
+    {
+        Ok(i) => i,
+        Err(e) => {
+            error!("{e}");
+            return 2;
+        }
+    };
+    let mut router =
+        Router::new(cfg.classes.clone(), plugins.by_class.clone()).with_isolation(isolation);
     for (class, n) in &startup.recent_crashes {
         metrics
             .plugin_recent_crashes

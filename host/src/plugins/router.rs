@@ -9,6 +9,7 @@ use abi_stable::std_types::{ROption, RStr};
 use crate::{
     config::ClassMapping,
     dead_letter::{DeadLetter, Reason},
+    isolation::Isolation,
     plugins::{LoadedPlugin, PluginInfo},
 };
 use mes_plugin_api::PluginInstanceBox;
@@ -26,6 +27,9 @@ pub struct Router {
     /// Class → why it is quarantined: its machines get no instance, and their
     /// messages are dead letters, without any of its code running.
     quarantined: HashMap<String, String>,
+    /// The classes that run in runner processes (`plugins.isolate`); `None` when
+    /// none do, so that the in-process path only tests this.
+    isolation: Option<Isolation>,
 }
 
 impl Router {
@@ -38,7 +42,27 @@ impl Router {
             plugins,
             instances: HashMap::new(),
             quarantined: HashMap::new(),
+            isolation: None,
         }
+    }
+
+    /// Runs the classes `isolation` covers in runner processes.
+    pub fn with_isolation(mut self, isolation: Option<Isolation>) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// The isolation that runs `cnc_id`'s plugin, if its class runs isolated. A
+    /// quarantined class does not: its messages are dead letters without any of its
+    /// code running, as in process.
+    #[inline]
+    pub fn isolated(&mut self, cnc_id: &str) -> Option<&mut Isolation> {
+        let isolation = self.isolation.as_mut()?;
+        let class = isolation.class_of(cnc_id)?;
+        if self.quarantined.contains_key(class) {
+            return None;
+        }
+        Some(isolation)
     }
 
     /// Stops routing to `class`: its messages become `plugin_quarantined` dead letters

@@ -43,6 +43,11 @@ pub struct PluginPolicy {
     pub quarantine_after_crashes: usize,
     #[serde(default = "default_quarantine_window_secs")]
     pub quarantine_window_secs: u64,
+    /// Classes whose plugin runs in a child process of the collector (see
+    /// [`crate::isolation`]): a crash or hang costs the message in hand, not the
+    /// collector.
+    #[serde(default)]
+    pub isolate: Vec<String>,
 }
 
 fn default_call_timeout_ms() -> u64 {
@@ -65,6 +70,7 @@ impl Default for PluginPolicy {
             call_timeout_ms: default_call_timeout_ms(),
             quarantine_after_crashes: default_quarantine_after_crashes(),
             quarantine_window_secs: default_quarantine_window_secs(),
+            isolate: Vec::new(),
         }
     }
 }

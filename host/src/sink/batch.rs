@@ -21,7 +21,7 @@ use mes_plugin_api::{
     RawDatabaseRef, RawDatabase_TO, Value,
 };
 
-use crate::{dead_letter::DeadLetter, plugins::PluginInfo};
+use crate::{dead_letter::DeadLetter, isolation::wire::WireOp, plugins::PluginInfo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RowKind {
@@ -279,6 +279,33 @@ extern "C" fn upsert_newest_service(
 }
 
 impl Recorder<'_> {
+    /// Records a write an isolated plugin made in its runner process, with the same
+    /// checks as one made in process: the runner runs code the collector does not
+    /// trust, so what it sends is not taken as checked.
+    pub fn apply(&mut self, op: WireOp) -> Result<(), String> {
+        let done = match op {
+            WireOp::Row {
+                kind,
+                table,
+                columns,
+                values,
+                order_by,
+            } => {
+                let columns: Vec<RStr<'_>> = columns.iter().map(|c| RStr::from_str(c)).collect();
+                let order_by: Vec<RStr<'_>> = order_by.iter().map(|c| RStr::from_str(c)).collect();
+                self.row(
+                    kind,
+                    RStr::from_str(&table),
+                    RSlice::from_slice(&columns),
+                    RVec::from(values),
+                    &order_by,
+                )
+            }
+            WireOp::Exec { sql, params } => self.exec(RStr::from_str(&sql), RVec::from(params)),
+        };
+        done.into_result().map_err(RString::into_string)
+    }
+
     fn row(
         &mut self,
         kind: RowKind,
