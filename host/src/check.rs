@@ -95,6 +95,7 @@ pub fn check(config_dir: &Path) -> Vec<String> {
     }
     print_table(&["CNC_ID", "CLASS", "PLUGIN"], &rows);
 
+    check_isolation(&cfg, &plugins, &mut problems);
     check_quarantine(&cfg, &plugins, &mut problems);
 
     println!("\ndatabase {}:", cfg.db.target());
@@ -154,6 +155,54 @@ pub fn check(config_dir: &Path) -> Vec<String> {
 /// The crash guard's quarantine: a class still quarantined at its installed build is a
 /// problem (its messages are dead letters); one whose build was replaced is lifted at
 /// the next start.
+/// `plugins.isolate`: every class named has a plugin, and its runner process can
+/// load it (the runner applies the trust checks itself). The constructors above ran
+/// in this process, isolated classes' too: `check` is a process of its own.
+fn check_isolation(cfg: &Config, plugins: &PluginSet, problems: &mut Vec<String>) {
+    let isolate = &cfg.collector.plugins.isolate;
+    if isolate.is_empty() {
+        return;
+    }
+    println!(
+        "
+isolated plugins (plugins.isolate):"
+    );
+    let isolation = match crate::isolation::Isolation::new(
+        &cfg.collector.plugins,
+        &cfg.classes,
+        &plugins.by_class,
+    ) {
+        Ok(Some(i)) => i,
+        Ok(None) => return,
+        Err(e) => {
+            problems.push(e);
+            return;
+        }
+    };
+    for class in isolate {
+        let status = match plugins.by_class.get(class) {
+            None => {
+                problems.push(format!(
+                    "plugins.isolate names class {class:?}, but no plugin provides it; fix collector.json or put its library in {}",
+                    cfg.collector.plugins_dir.display()
+                ));
+                "NO PLUGIN".to_string()
+            }
+            Some(p) => match isolation.probe(class) {
+                Ok(()) => format!("runner loads {}", file_name(&p.info.file)),
+                Err(e) => {
+                    problems.push(format!(
+                        "plugin {class} ({}) is isolated, but its runner process cannot load it: {e}",
+                        p.info.file.display()
+                    ));
+                    format!("RUNNER FAILS: {e}")
+                }
+            },
+        };
+        println!("  {class}: {status}");
+    }
+}
+
 fn check_quarantine(cfg: &Config, plugins: &PluginSet, problems: &mut Vec<String>) {
     let spool_dir = &cfg.collector.spool.dir;
     println!(

@@ -103,6 +103,10 @@ enum Command {
         config_dir: Option<PathBuf>,
         /// The messages: a JSON-lines file, as `cnc-sim record` writes.
         messages: PathBuf,
+        /// Run the plugin in a child process, as `plugins.isolate` does: a message
+        /// that crashes or hangs it (5 s) is a dead letter and the replay goes on.
+        #[arg(long)]
+        isolate: bool,
     },
     /// Runs one plugin in a child process for the collector (`plugins.isolate`),
     /// talking frames over stdin and stdout; not for use by hand.
@@ -184,6 +188,7 @@ fn main() -> ExitCode {
             write,
             config_dir,
             messages,
+            isolate,
         } => ExitCode::from(mes_collector::replay::main(
             &mes_collector::replay::Options {
                 plugin,
@@ -192,6 +197,7 @@ fn main() -> ExitCode {
                 topic,
                 write: config_dir.filter(|_| write),
                 messages,
+                isolate,
             },
         )),
         Command::Quarantine { action, config_dir } => {

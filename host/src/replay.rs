@@ -23,8 +23,9 @@ use crate::{
     config::{ClassMapping, Config},
     dead_letter::Reason,
     dispatch::Dispatcher,
+    isolation::Isolation,
     metrics::Metrics,
-    plugins::{load_file, Router},
+    plugins::{load_file, trust::PluginPolicy, Router},
     sink::{
         batch::{Batch, Op, RowKind, Shapes},
         mysql::{connect, MysqlSink},
@@ -47,6 +48,9 @@ pub struct Options {
     pub write: Option<PathBuf>,
     /// The JSON-lines file.
     pub messages: PathBuf,
+    /// Run the plugin in a runner process, as `plugins.isolate` does: a crash or
+    /// hang is a dead letter of its message and the replay goes on.
+    pub isolate: bool,
 }
 
 /// Counts for the closing summary.
@@ -138,7 +142,20 @@ pub fn replay(opts: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         .as_ref()
         .map(|s| s.cfg.collector.limits)
         .unwrap_or_default();
-    let mut router = Router::new(classes, BTreeMap::from([(class.clone(), plugin)]));
+    let plugins = BTreeMap::from([(class.clone(), plugin)]);
+    let isolation = if opts.isolate {
+        // The file was loaded above without the trust checks, as replay always
+        // does; the runner skips them likewise.
+        let policy = PluginPolicy {
+            isolate: vec![class.clone()],
+            allow_insecure_permissions: true,
+            ..PluginPolicy::default()
+        };
+        Isolation::new(&policy, &classes, &plugins)?
+    } else {
+        None
+    };
+    let mut router = Router::new(classes, plugins).with_isolation(isolation);
     // Dry runs report message by message; writes commit in the collector's batches.
     let batch_size = sink.as_ref().map_or(1, |s| s.batch_size);
     let mut messages = BufReader::new(file)

@@ -185,6 +185,18 @@ impl Isolation {
         self
     }
 
+    /// Starts `class`'s runner, waits for its hello and ends it: whether the runner
+    /// can load the plugin (for `mes-collector check`).
+    pub fn probe(&self, class: &str) -> Result<(), String> {
+        let isolated = self
+            .runners
+            .get(class)
+            .ok_or_else(|| format!("class {class:?} is not isolated"))?;
+        let p = start(&self.exe, &self.args, &isolated.info, MIN_START_TIMEOUT)?;
+        p.end(true);
+        Ok(())
+    }
+
     /// The class of `cnc_id` if it runs isolated.
     pub fn class_of(&self, cnc_id: &str) -> Option<&str> {
         self.machines.get(cnc_id).map(String::as_str)
