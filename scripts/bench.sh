@@ -52,6 +52,9 @@
 #   BENCH_MAX_INFLIGHT   Mosquitto max_inflight_messages (0 = no limit)   [20, its default]
 #   BENCH_STALL_SECS     give up on a run after this long without progress [60]
 #   BENCH_RUST_LOG       RUST_LOG of the collector (its documented default) [info]
+#   BENCH_ISOLATE=1      runs (2)-(4) with both shipped classes in plugins.isolate
+#                        (runner processes); the collector's CPU then includes its
+#                        runners'                                          [0]
 #   BENCH_DB_HOST, BENCH_DB_PORT, BENCH_DB_USER, BENCH_DB_PASSWORD
 #                        where to create the scratch databases   [127.0.0.1, 3306, root, ""]
 #   BENCH_OUT            directory of results.md (and perf output)        [target/bench]
@@ -94,6 +97,12 @@ WINDOW=${BENCH_WINDOW:-1000}
 MAX_INFLIGHT=${BENCH_MAX_INFLIGHT:-20}
 STALL_SECS=${BENCH_STALL_SECS:-60}
 COLLECTOR_LOG=${BENCH_RUST_LOG:-info}
+ISOLATE=${BENCH_ISOLATE:-0}
+if [ "$ISOLATE" = 1 ]; then
+    PLUGINS_JSON='"plugins": { "isolate": ["CNCTypeA", "CNCTypeB"] },'
+else
+    PLUGINS_JSON=""
+fi
 DB_HOST=${BENCH_DB_HOST:-127.0.0.1}
 DB_PORT=${BENCH_DB_PORT:-3306}
 DB_USER=${BENCH_DB_USER:-root}
@@ -198,6 +207,17 @@ cpu_ticks() {
     rest=${stat##*) }
     read -r -a f <<<"$rest"
     echo $((f[11] + f[12]))
+}
+
+# cpu_ticks of a process plus its child processes (the plugin runners of
+# BENCH_ISOLATE=1), read while they run.
+cpu_ticks_with_children() {
+    local t p
+    t=$(cpu_ticks "$1")
+    for p in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        t=$((t + $(cpu_ticks "$p")))
+    done
+    echo "$t"
 }
 
 # Peak resident memory of a process in KiB.
@@ -359,7 +379,7 @@ collector_run() {
     cat >"$dir/collector.json" <<EOF
 {
   "broker": { "uri": "$BROKER_URI", "client_id": "mes-bench-$TAG-$run", "topic": "$topic", "qos": 1 },
-  "plugins_dir": "plugins",
+  "plugins_dir": "plugins", $PLUGINS_JSON
   "batch": { "max_messages": $batch, "max_wait_ms": $BATCH_WAIT_MS },
   "spool": { "dir": "spool", "fsync": "$SPOOL_FSYNC" },
   "metrics_addr": "127.0.0.1:$mport"
@@ -427,7 +447,7 @@ EOF
 
     R[$run.rss_mib]=$(fmt1 "$(awk -v k="$(peak_rss_kib "$COLLECTOR_PID")" 'BEGIN { print k / 1024 }')")
     local c1 b1 d1
-    c1=$(cpu_ticks "$COLLECTOR_PID")
+    c1=$(cpu_ticks_with_children "$COLLECTOR_PID")
     b1=$(cpu_ticks "$BROKER_PID")
     d1=$([ -n "$DB_SERVER_PID" ] && cpu_ticks "$DB_SERVER_PID" || echo 0)
     R[$run.pid]=$COLLECTOR_PID
@@ -697,6 +717,9 @@ busiest_steady=$(busiest "${R[steady.threads]}")
     echo "Mosquitto $("$MOSQUITTO" -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -1); MySQL server $db_version."
     echo "Settings: N=$N messages, $MACHINES machines, batch $BATCH messages / ${BATCH_WAIT_MS} ms, spool fsync $SPOOL_FSYNC, RUST_LOG=$COLLECTOR_LOG,"
     echo "publisher window $WINDOW, private Mosquitto with max_queued_messages 0 and max_inflight_messages $MAX_INFLIGHT."
+    if [ "$ISOLATE" = 1 ]; then
+        echo "Plugins: CNCTypeA and CNCTypeB isolated (BENCH_ISOLATE=1, plugins.isolate); collector CPU includes its runner processes."
+    fi
     echo
     printf '| %s |' "(1) and (2), alternating"
     for i in $(seq 1 "$REPS"); do printf ' run %s |' "$i"; done
