@@ -63,6 +63,40 @@ fn dead_letters(db: &TestDb) -> Vec<(String, String, String, String, String, Str
     .collect()
 }
 
+/// The pid of the last runner process the collector's log reports started.
+fn last_runner_pid(log: &str) -> u32 {
+    log.match_indices("runner process ")
+        .filter_map(|(at, m)| {
+            let rest = &log[at + m.len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            rest[digits.len()..]
+                .starts_with(" started")
+                .then(|| digits.parse().ok())
+                .flatten()
+        })
+        .last()
+        .expect("a runner was started")
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(") ").next().unwrap_or("").starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn wait_gone(pid: u32, what: &str) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while alive(pid) {
+        assert!(
+            Instant::now() < until,
+            "runner {pid} still alive after {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn wait_until(collector: &mut Collector, what: &str, mut done: impl FnMut() -> bool) {
     let until = Instant::now() + WAIT;
     while !done() {
@@ -197,8 +231,12 @@ fn crashes_and_hangs_of_an_isolated_plugin_cost_only_their_messages() {
         );
     }
 
+    let runner = last_runner_pid(&collector.log());
+    assert!(alive(runner), "runner {runner} is not running");
     let status = collector.stop();
     assert!(status.success(), "stop: {status}\n{}", collector.log());
+    // Closing its pipe ends the runner with the collector.
+    wait_gone(runner, "the collector's clean stop");
     eprintln!(
         "FIGURES: isolated FaultyTest: {} messages stored once, 4 dead letters, 0 collector restarts, 4 runner restarts",
         good.len()
@@ -275,7 +313,15 @@ fn an_isolated_constructor_refusal_is_a_plugin_init_dead_letter_as_in_process() 
         log.contains("runner process") && !log.contains("(start 2;"),
         "{log}"
     );
-    assert!(collector.stop().success());
+    // A collector killed outright takes its runner with it (PR_SET_PDEATHSIG), even
+    // one whose plugin hangs and so would never see the closed pipe: the call below
+    // hangs for call_timeout_ms (5 s), and the collector is killed during it.
+    let runner = last_runner_pid(&log);
+    assert!(alive(runner), "runner {runner} is not running");
+    publish(&setup, &[message("F1", "h0", "hang")]);
+    std::thread::sleep(Duration::from_millis(1500));
+    collector.kill9();
+    wait_gone(runner, "SIGKILL of the collector");
 }
 
 #[test]

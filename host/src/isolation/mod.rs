@@ -563,3 +563,53 @@ fn wait(fd: i32, events: i16, deadline: Option<Instant>) -> Result<(), Broken> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::std_types::RString;
+    use mes_plugin_api::Value;
+
+    use super::wire::WireOp;
+    use crate::sink::batch::{Batch, RowKind, Shapes};
+
+    fn row(columns: &[&str], values: Vec<Value>) -> WireOp {
+        WireOp::Row {
+            kind: RowKind::Insert,
+            table: "cnc_data".into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            values,
+            order_by: vec![],
+        }
+    }
+
+    /// What a runner sends is checked again: a runner whose plugin got round its own
+    /// checks (or that is not the collector's runner at all) cannot smuggle an
+    /// identifier into the SQL or a value MySQL cannot hold.
+    #[test]
+    fn writes_from_a_runner_are_checked_again() {
+        let mut batch = Batch::default();
+        let mut shapes = Shapes::default();
+        batch.begin("t");
+        let mut rec = batch.recorder(&mut shapes);
+        let bad_name = rec
+            .apply(row(&["cnc_id`; DROP TABLE x; --"], vec![Value::Int(1)]))
+            .unwrap_err();
+        assert!(bad_name.contains("identifier"), "{bad_name}");
+        let nan = rec
+            .apply(row(&["spin"], vec![Value::Float(f64::NAN)]))
+            .unwrap_err();
+        assert!(nan.to_lowercase().contains("nan"), "{nan}");
+        let count = rec
+            .apply(row(&["a", "b"], vec![Value::Int(1)]))
+            .unwrap_err();
+        assert!(count.contains('2') && count.contains('1'), "{count}");
+        rec.apply(row(&["cnc_id"], vec![Value::Text(RString::from("F1"))]))
+            .unwrap();
+        rec.apply(WireOp::Exec {
+            sql: "DELETE FROM cnc_alarms WHERE cnc_id = ?".into(),
+            params: vec![Value::Text(RString::from("F1"))],
+        })
+        .unwrap();
+        assert_eq!(batch.ops.len(), 2, "only the good writes are recorded");
+    }
+}

@@ -42,7 +42,8 @@ pub fn main(opts: &RunnerOptions) -> i32 {
     // dispositions, before any other thread exists.
     let (input, output) = unsafe {
         // Dies with the collector even when the plugin is stuck and never reads the
-        // closed pipe.
+        // closed pipe. (The signal comes when the thread that started the runner
+        // ends: the dispatcher thread, which owns the runners and ends them first.)
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         // A Ctrl-C or a `systemctl stop` signals the whole group; the collector stops
         // in its own time and then closes the pipe, which ends this process. Killed
