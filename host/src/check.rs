@@ -182,13 +182,8 @@ plugin crashes and quarantine ({}):",
             .and_then(|p| digest(&p.info.file).ok());
         if installed.as_deref() == Some(q.sha256.as_str()) {
             let text = format!(
-                "plugin class {} is quarantined: build {} ({}, SHA-256 {}) crashed {} times (last: {}); its messages are dead letters (plugin_quarantined) until a different build is installed or `mes-collector quarantine lift {}`",
-                q.class,
-                q.version,
-                q.file.display(),
-                q.sha256,
-                q.crashes,
-                q.last_crash,
+                "{}; its messages are dead letters (plugin_quarantined) until a different build is installed or `mes-collector quarantine lift {}`",
+                q.describe(),
                 q.class
             );
             println!("  PROBLEM: {text}");

@@ -187,13 +187,8 @@ pub fn run(config_dir: &Path) -> i32 {
         router.quarantine(
             &q.class,
             format!(
-                "plugin class {} is quarantined: build {} ({}, SHA-256 {}) crashed {} times (last: {}); install a different build or run `mes-collector quarantine lift {}`, then restart",
-                q.class,
-                q.version,
-                q.file.display(),
-                q.sha256,
-                q.crashes,
-                q.last_crash,
+                "{}; install a different build or run `mes-collector quarantine lift {}`, then restart",
+                q.describe(),
                 q.class
             ),
         );
