@@ -164,8 +164,9 @@ fn is_rejection(e: &mysql::Error) -> bool {
             // server shutting down, connection killed, too many connections, read-only
             | 1053 | 1927 | 1040 | 1290 | 1836
             // a Galera node that left the primary component ("WSREP has not yet
-            // prepared node for application use"): another node is tried
-            | 1047
+            // prepared node for application use"; at COMMIT, "Error while appending
+            // streaming replication fragment", 1180): another node is tried
+            | 1047 | 1180
             // query interrupted, out of memory or disk
             | 1317 | 1037 | 1041 | 1021
             // unknown prepared statement: prepared again on a new connection
