@@ -117,9 +117,28 @@ fn connect_to(cfg: &DbConfig, endpoint: usize, timeout: Duration) -> Result<Conn
     // committing, the position read then tells whether that commit happened.
     let galera: Option<(String, String)> = conn.query_first("SHOW VARIABLES LIKE 'wsrep_on'")?;
     if galera.is_some_and(|(_, on)| on.eq_ignore_ascii_case("ON")) {
+        // A node outside the primary component (cut off from the others, or still
+        // receiving its state transfer when it rejoins) accepts connections and
+        // answers SET and SHOW, but refuses every transaction (1047). Taking it for
+        // reachable would keep the collector on it, retrying, while the rest of the
+        // cluster works: count it as unreachable, so the next server is tried.
+        if !galera_ready(&mut conn)? {
+            return Err(std::io::Error::other(format!(
+                "Galera node {} is not ready (wsrep_ready OFF: outside the primary component, or joining)",
+                endpoint_name(cfg, endpoint)
+            ))
+            .into());
+        }
         conn.query_drop("SET SESSION wsrep_sync_wait = 1")?;
     }
     Ok(conn)
+}
+
+/// Whether the server takes transactions: `wsrep_ready` on a Galera node, always
+/// elsewhere.
+fn galera_ready(conn: &mut Conn) -> Result<bool, mysql::Error> {
+    let ready: Option<(String, String)> = conn.query_first("SHOW STATUS LIKE 'wsrep_ready'")?;
+    Ok(ready.is_none_or(|(_, on)| on.eq_ignore_ascii_case("ON")))
 }
 
 fn endpoint_name(cfg: &DbConfig, endpoint: usize) -> String {
@@ -144,6 +163,10 @@ fn is_rejection(e: &mysql::Error) -> bool {
             1205 | 1213
             // server shutting down, connection killed, too many connections, read-only
             | 1053 | 1927 | 1040 | 1290 | 1836
+            // a Galera node that left the primary component ("WSREP has not yet
+            // prepared node for application use"; at COMMIT, "Error while appending
+            // streaming replication fragment", 1180): another node is tried
+            | 1047 | 1180
             // query interrupted, out of memory or disk
             | 1317 | 1037 | 1041 | 1021
             // unknown prepared statement: prepared again on a new connection
@@ -662,7 +685,7 @@ impl MysqlSink {
                     self.mark_up(&format!(" and {attempts} attempts; resuming"));
                     return Ok(done);
                 }
-                Err(e) if is_conflict(&e) => {
+                Err(e) if is_conflict(&e) && !self.left_primary(&e) => {
                     // The server answered: no outage, and no back-off beyond a moment
                     // for the other writer to finish.
                     info!("write conflict ({e}); running the batch of {held} messages again");
@@ -684,6 +707,21 @@ impl MysqlSink {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
+        }
+    }
+
+    /// Whether `e`, a lock wait timeout, came from a Galera node that has left the
+    /// primary component: there a read waiting for `wsrep_sync_wait` fails with 1205,
+    /// as a conflict would, but running it again on that node fails forever. Then the
+    /// connection is given up (the caller's outage path drops it) and the next
+    /// attempt connects to a node that is ready.
+    fn left_primary(&mut self, e: &mysql::Error) -> bool {
+        if !matches!(e, mysql::Error::MySqlError(se) if se.code == 1205) {
+            return false;
+        }
+        match self.conn.as_mut() {
+            Some(conn) => !galera_ready(conn).unwrap_or(false),
+            None => false,
         }
     }
 

@@ -563,8 +563,12 @@ pub fn finish(child: Child) {
 
 /// (rows, distinct seq, min seq, max seq) of generated messages in cnc_data.
 pub fn seq_stats(db: &TestDb) -> (u64, u64, i64, i64) {
-    let row: Option<(u64, u64, Option<i64>, Option<i64>)> = db
-        .conn()
+    seq_stats_in(&mut db.conn())
+}
+
+/// [`seq_stats`] through `conn`, a connection to the test's database.
+pub fn seq_stats_in(conn: &mut Conn) -> (u64, u64, i64, i64) {
+    let row: Option<(u64, u64, Option<i64>, Option<i64>)> = conn
         .query_first(
             "SELECT COUNT(*), COUNT(DISTINCT JSON_EXTRACT(json_data, '$.seq')), \
              MIN(CAST(JSON_EXTRACT(json_data, '$.seq') AS SIGNED)), MAX(CAST(JSON_EXTRACT(json_data, '$.seq') AS SIGNED)) \
