@@ -169,6 +169,7 @@ write_cnf() {
 [mysqld]
 user=$RUN_AS
 datadir=$d/data
+tmpdir=$d/tmp
 socket=$d/mysqld.sock
 pid-file=$d/mysqld.pid
 log-error=$d/err.log
@@ -224,11 +225,14 @@ wait_synced() {
 
 log "Galera cluster in $GDIR, SQL ports $(sql_port 1),$(sql_port 2),$(sql_port 3)"
 for i in 1 2 3; do
-    mkdir -p "$(node_dir "$i")"
+    # A temp dir each: three installs at once in one /tmp collide on their temporary
+    # tables' names ("Error on delete of '/tmp/#sql-temptable-...'").
+    mkdir -p "$(node_dir "$i")/tmp"
     write_cnf "$i"
-    [ "$RUN_AS" = "$(id -un)" ] || chown "$RUN_AS:" "$(node_dir "$i")"
+    [ "$RUN_AS" = "$(id -un)" ] || chown -R "$RUN_AS:" "$(node_dir "$i")"
     # Nodes 2 and 3 get node 1's data by state transfer; their own is a fallback.
     mariadb-install-db --no-defaults --user="$RUN_AS" --datadir="$(node_dir "$i")/data" \
+        --tmpdir="$(node_dir "$i")/tmp" \
         --auth-root-authentication-method=normal --skip-test-db \
         --innodb-buffer-pool-size=32M --innodb-log-file-size=16M \
         >"$(node_dir "$i")/install.log" 2>&1 &

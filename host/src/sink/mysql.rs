@@ -134,6 +134,31 @@ fn connect_to(cfg: &DbConfig, endpoint: usize, timeout: Duration) -> Result<Conn
     Ok(conn)
 }
 
+/// The Galera cluster's view (`wsrep_cluster_conf_id`, which grows with every change
+/// of membership), or `None` off Galera.
+fn galera_view(conn: &mut Conn) -> Result<Option<u64>, mysql::Error> {
+    let on: Option<(String, String)> = conn.query_first("SHOW VARIABLES LIKE 'wsrep_on'")?;
+    if !on.is_some_and(|(_, v)| v.eq_ignore_ascii_case("ON")) {
+        return Ok(None);
+    }
+    let view: Option<(String, u64)> =
+        conn.query_first("SHOW STATUS LIKE 'wsrep_cluster_conf_id'")?;
+    Ok(view.map(|(_, v)| v))
+}
+
+/// How long an in-doubt commit waits for the cluster to drop the node it was sent to,
+/// before the position is read on another node anyway.
+const VIEW_CHANGE_WAIT: Duration = Duration::from_secs(60);
+
+/// Where a COMMIT whose answer was lost was sent, to decide it on another node.
+#[derive(Debug, Clone, Copy)]
+struct Doubt {
+    endpoint: usize,
+    /// The Galera view at the last commit before it, if on Galera.
+    view: Option<u64>,
+    since: Instant,
+}
+
 /// Whether the server takes transactions: `wsrep_ready` on a Galera node, always
 /// elsewhere.
 fn galera_ready(conn: &mut Conn) -> Result<bool, mysql::Error> {
@@ -482,6 +507,8 @@ pub struct MysqlSink {
     endpoint: usize,
     /// When an earlier server than `endpoint` was last tried.
     tried_return: Instant,
+    /// The Galera view as of the last commit, `None` off Galera (see `Doubt`).
+    view: Option<u64>,
     stmts: Statements,
     payload_limit: usize,
     /// Since when the database has been unreachable, for logging state changes once.
@@ -507,6 +534,7 @@ impl MysqlSink {
             conn: None,
             endpoint: 0,
             tried_return: Instant::now(),
+            view: None,
             stmts: Statements::default(),
             payload_limit,
             down_since: None,
@@ -541,11 +569,12 @@ impl MysqlSink {
     ) -> Result<Committed, Stopped> {
         let held = batch.len();
         // Set when a COMMIT was sent but its answer lost: the batch may be in MySQL.
-        let mut marked_in_doubt: Option<Vec<usize>> = None;
+        let mut marked_in_doubt: Option<(Vec<usize>, Doubt)> = None;
         self.retrying(stop, held, |sink| {
-            if let Some(marked) = &marked_in_doubt {
+            if let Some((marked, doubt)) = &marked_in_doubt {
                 // The position commits with the rows, so it tells whether they did.
                 // Until it can be read, the batch stays in doubt.
+                sink.await_view_change(doubt)?;
                 if sink.committed_position()? >= Some(position) {
                     info!("the batch up to spool record {position} was committed before the connection dropped; not writing it again");
                     return Ok(Committed::of(batch));
@@ -557,13 +586,54 @@ impl MysqlSink {
             }
             sink.try_commit(batch, shapes, position).map_err(|failure| {
                 match &failure {
-                    Failure::InDoubt(_, marked) => marked_in_doubt = Some(marked.clone()),
+                    Failure::InDoubt(_, marked) => {
+                        let doubt = Doubt {
+                            endpoint: sink.endpoint,
+                            view: sink.view,
+                            since: Instant::now(),
+                        };
+                        marked_in_doubt = Some((marked.clone(), doubt));
+                    }
                     Failure::LeaseLost(why) => lease_lost(why),
                     Failure::NotCommitted(_) => {}
                 }
                 failure.into_error()
             })
         })
+    }
+
+    /// On a Galera cluster, before a commit sent to one node is decided on another:
+    /// waits until the cluster has dropped the first node (its view changed since the
+    /// last commit). Galera delivers every write set of a view before the view change,
+    /// so a commit the dead node had sent out is then known to the node read here (and
+    /// `wsrep_sync_wait` makes the read wait until it is applied); read earlier, it
+    /// could still be on its way, and the batch would be written twice.
+    fn await_view_change(&mut self, doubt: &Doubt) -> Result<(), mysql::Error> {
+        self.connection()?;
+        let Some(before) = doubt.view else {
+            return Ok(());
+        };
+        if self.endpoint == doubt.endpoint {
+            return Ok(());
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let now = galera_view(conn)?.unwrap_or(before);
+        if now > before {
+            return Ok(());
+        }
+        if doubt.since.elapsed() >= VIEW_CHANGE_WAIT {
+            warn!(
+                "the cluster still lists the node the last commit went to after {} s; deciding it on {} all the same",
+                VIEW_CHANGE_WAIT.as_secs(),
+                endpoint_name(&self.cfg, self.endpoint)
+            );
+            return Ok(());
+        }
+        Err(std::io::Error::other(format!(
+            "a commit sent to {} is in doubt; waiting for the cluster to drop that node before reading whether it happened",
+            endpoint_name(&self.cfg, doubt.endpoint)
+        ))
+        .into())
     }
 
     fn committed_position(&mut self) -> Result<Option<u64>, mysql::Error> {
@@ -660,7 +730,8 @@ impl MysqlSink {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
-    fn use_connection(&mut self, conn: Conn, endpoint: usize) {
+    fn use_connection(&mut self, mut conn: Conn, endpoint: usize) {
+        self.view = galera_view(&mut conn).unwrap_or(None);
         self.conn = Some(conn);
         self.endpoint = endpoint;
         self.tried_return = Instant::now();
@@ -796,7 +867,16 @@ impl MysqlSink {
             return Err(Failure::NotCommitted(e));
         }
         match tx.commit() {
-            Ok(()) => Ok(Committed::of(batch)),
+            Ok(()) => {
+                // The view this commit was made in: a later commit in doubt is decided
+                // elsewhere only once the cluster has moved past it (`Doubt`).
+                if self.view.is_some() {
+                    if let Some(conn) = self.conn.as_mut() {
+                        self.view = galera_view(conn).unwrap_or(self.view);
+                    }
+                }
+                Ok(Committed::of(batch))
+            }
             // The server answered COMMIT with an error (a certification failure, say):
             // it rolled the transaction back.
             Err(e @ mysql::Error::MySqlError(_)) => {
