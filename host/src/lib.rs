@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod intake;
 pub mod logging;
+pub mod mappings;
 pub mod metrics;
 pub mod plugins;
 pub mod replay;
