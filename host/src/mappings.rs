@@ -37,8 +37,8 @@ pub struct MappingFile {
     /// The class it defines: the file name without `.json`.
     pub class: String,
     pub file: PathBuf,
-    /// The file's JSON, handed to the plugin.
-    pub json: serde_json::Value,
+    /// The file's text, handed to the plugin.
+    pub text: String,
     /// Checked for no particular machine.
     pub mapping: Mapping,
 }
@@ -96,11 +96,10 @@ pub fn load_file(path: &Path) -> Result<MappingFile, MappingFailure> {
             file: path.to_path_buf(),
             errors,
         })?;
-    let json = serde_json::from_str(&text).map_err(|e| refused(format!("(top level): {e}")))?;
     Ok(MappingFile {
         class,
         file: path.to_path_buf(),
-        json,
+        text,
         mapping,
     })
 }
@@ -140,7 +139,7 @@ pub fn engine_settings(m: &MappingFile, machine: Option<&serde_json::Value>) -> 
     serde_json::to_value(EngineSettings {
         class: m.class.clone(),
         mapping_file: m.file.display().to_string(),
-        mapping: m.json.clone(),
+        mapping: m.text.clone(),
         machine: machine.cloned(),
     })
     .expect("settings serialize")

@@ -126,12 +126,14 @@ pub fn replay(opts: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     let is_engine = plugin.info.class_name == mes_mapping::ENGINE_CLASS;
     match (&mapping, is_engine) {
         (Some(m), true) => plugin = crate::mappings::backed_by(&plugin, m),
-        (Some(_), false) => return Err(format!(
+        (Some(_), false) => {
+            return Err(format!(
             "--mapping runs on the mapping plugin (class {}, libcnc_mapping.so); {} is class {}",
             mes_mapping::ENGINE_CLASS,
             opts.plugin.display(),
             plugin.info.class_name
-        )),
+        ))
+        }
         (None, true) => {
             return Err(format!(
                 "{} is the mapping plugin: give the mapping to run with --mapping FILE",

@@ -7,6 +7,7 @@ use crate::compile::{
     convert, describe, Column, Envelope, Mapping, Missing, Row, Source, Type, Unmapped, ValueMap,
     Write,
 };
+use crate::sparse::Part;
 
 impl Mapping {
     /// Writes the message's rows. Every row is worked out before the first is written,
@@ -55,9 +56,11 @@ impl Mapping {
     /// The rows `msg` becomes, in order, as (row, values); `Err` says what is wrong,
     /// starting with the JSON path in the mapping.
     pub fn rows_for<'m>(&'m self, msg: &Message<'_>) -> Result<Vec<(&'m Row, Vec<Value>)>, String> {
-        let parsed: J;
+        let parsed: Part;
         let payload = if self.needs_payload {
-            parsed = serde_json::from_str(msg.payload())
+            parsed = self
+                .needed
+                .parse(msg.payload())
                 .map_err(|e| format!("the payload is not JSON: {e}"))?;
             Some(&parsed)
         } else {
@@ -65,7 +68,7 @@ impl Mapping {
         };
         for req in &self.require {
             match payload
-                .and_then(|p| req.pointer.find(p))
+                .and_then(|p| req.route.find(p))
                 .filter(|v| !v.is_null())
             {
                 None => {
@@ -82,11 +85,12 @@ impl Mapping {
         let mut out = Vec::with_capacity(self.rows.len());
         for row in &self.rows {
             let Some(each) = &row.for_each else {
-                out.push((row, values(row, msg, payload, None)?));
+                let scope = payload.map(Scope::Payload);
+                out.push((row, values(row, msg, scope, None)?));
                 continue;
             };
             let found = payload
-                .and_then(|p| each.pointer.find(p))
+                .and_then(|p| each.route.find(p))
                 .filter(|v| !v.is_null());
             match found {
                 None if each.error_if_missing => {
@@ -99,7 +103,8 @@ impl Mapping {
                 Some(J::Array(items)) => {
                     for (i, item) in items.iter().enumerate() {
                         let at = (each.pointer.text.as_str(), i);
-                        out.push((row, values(row, msg, Some(item), Some(at))?));
+                        let scope = Some(Scope::Element(item));
+                        out.push((row, values(row, msg, scope, Some(at))?));
                     }
                 }
                 Some(other) => {
@@ -116,12 +121,21 @@ impl Mapping {
     }
 }
 
+/// What a row's pointers are relative to.
+#[derive(Clone, Copy)]
+enum Scope<'p> {
+    /// The payload, as parsed for the mapping: pointers follow their routes.
+    Payload(&'p Part),
+    /// An element of a `for_each` array.
+    Element(&'p J),
+}
+
 /// One row's values. `scope` is the payload, or the element of a `for_each` row, whose
 /// pointer and index `element` gives for errors.
 fn values(
     row: &Row,
     msg: &Message<'_>,
-    scope: Option<&J>,
+    scope: Option<Scope<'_>>,
     element: Option<(&str, usize)>,
 ) -> Result<Vec<Value>, String> {
     row.columns
@@ -133,7 +147,7 @@ fn values(
 fn value(
     c: &Column,
     msg: &Message<'_>,
-    scope: Option<&J>,
+    scope: Option<Scope<'_>>,
     element: Option<(&str, usize)>,
 ) -> Result<Value, String> {
     let p = match &c.source {
@@ -157,7 +171,11 @@ fn value(
         None if p.text.is_empty() => "the payload".to_string(),
         None => p.text.clone(),
     };
-    let Some(raw) = scope.and_then(|s| p.find(s)).filter(|v| !v.is_null()) else {
+    let found = scope.and_then(|s| match s {
+        Scope::Payload(part) => c.route.find(part),
+        Scope::Element(e) => p.find(e),
+    });
+    let Some(raw) = found.filter(|v| !v.is_null()) else {
         return match &c.missing {
             Missing::Error => Err(format!("{}: {} is missing from the payload", c.path, at())),
             Missing::Value(v) => Ok(v.clone()),

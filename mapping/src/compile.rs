@@ -8,7 +8,10 @@ use std::collections::HashMap;
 
 use mes_plugin_api::{check_identifier, check_names, check_order_by, Value};
 
-use crate::spec::{ColumnSpec, MappingSpec, RowSpec};
+use crate::{
+    sparse::{Needed, Route},
+    spec::{ColumnSpec, MappingSpec, RowSpec},
+};
 
 /// The column types of a mapping, and what each accepts from the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,9 +117,11 @@ impl Pointer {
                 match chars.next() {
                     Some('0') => token.push('~'),
                     Some('1') => token.push('/'),
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "JSON pointer {text:?}: '~' must be followed by 0 (for '~') or 1 (for '/')"
-                    )),
+                    ))
+                    }
                 }
             }
             tokens.push(token);
@@ -128,16 +133,24 @@ impl Pointer {
     }
 
     /// The value the pointer reaches, if any.
-    pub fn find<'v>(&self, mut v: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
-        for t in &self.tokens {
-            v = match v {
-                serde_json::Value::Object(m) => m.get(t.as_str())?,
-                serde_json::Value::Array(a) => a.get(array_index(t)?)?,
-                _ => return None,
-            };
-        }
-        Some(v)
+    pub fn find<'v>(&self, v: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
+        walk(v, &self.tokens)
     }
+}
+
+/// Follows reference tokens from `v`.
+pub(crate) fn walk<'v>(
+    mut v: &'v serde_json::Value,
+    tokens: &[String],
+) -> Option<&'v serde_json::Value> {
+    for t in tokens {
+        v = match v {
+            serde_json::Value::Object(m) => m.get(t.as_str())?,
+            serde_json::Value::Array(a) => a.get(array_index(t)?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
 }
 
 /// RFC 6901: an array index is "0" or digits without a leading zero.
@@ -185,6 +198,8 @@ pub(crate) struct Column {
     /// `rows[1].columns.spin`, for errors.
     pub path: String,
     pub source: Source,
+    /// A pointer's route in the parsed payload (rows without `for_each`).
+    pub route: Route,
     pub ty: Type,
     pub missing: Missing,
     pub map: Option<ValueMap>,
@@ -194,6 +209,7 @@ pub(crate) struct Column {
 #[derive(Debug, Clone)]
 pub(crate) struct ForEach {
     pub pointer: Pointer,
+    pub route: Route,
     pub error_if_missing: bool,
 }
 
@@ -236,6 +252,7 @@ impl Row {
 pub(crate) struct Required {
     pub path: String,
     pub pointer: Pointer,
+    pub route: Route,
     pub ty: Type,
 }
 
@@ -248,6 +265,8 @@ pub struct Mapping {
     pub(crate) rows: Vec<Row>,
     /// Whether any value comes from inside the payload, so that it must be parsed.
     pub(crate) needs_payload: bool,
+    /// The parts of the payload the pointers read.
+    pub(crate) needed: Needed,
 }
 
 /// Which machine a mapping is compiled for.
@@ -274,7 +293,12 @@ impl Mapping {
             let p = Pointer::parse(pointer).map_err(|e| errors.push(format!("{path}: {e}")));
             let t = parse_type(ty, &path, &mut errors);
             if let (Ok(pointer), Some(ty)) = (p, t) {
-                require.push(Required { path, pointer, ty });
+                require.push(Required {
+                    path,
+                    pointer,
+                    ty,
+                    route: Route::default(),
+                });
             }
         }
         if spec.rows.is_empty() {
@@ -296,11 +320,45 @@ impl Mapping {
                         .iter()
                         .any(|c| matches!(c.source, Source::Pointer(_)))
             });
+        let mut needed = Needed::default();
+        for r in &require {
+            needed.add(&r.pointer.tokens);
+        }
+        for row in &rows {
+            match &row.for_each {
+                // Elements are read whole: their pointers are relative to each.
+                Some(each) => needed.add(&each.pointer.tokens),
+                None => {
+                    for c in &row.columns {
+                        if let Source::Pointer(p) = &c.source {
+                            needed.add(&p.tokens);
+                        }
+                    }
+                }
+            }
+        }
+        // Routes once the tree is complete: a later pointer can make a node whole.
+        for r in &mut require {
+            r.route = needed.route(&r.pointer.tokens);
+        }
+        for row in &mut rows {
+            match &mut row.for_each {
+                Some(each) => each.route = needed.route(&each.pointer.tokens),
+                None => {
+                    for c in &mut row.columns {
+                        if let Source::Pointer(p) = &c.source {
+                            c.route = needed.route(&p.tokens);
+                        }
+                    }
+                }
+            }
+        }
         Ok(Mapping {
             origin: origin.to_string(),
             require,
             rows,
             needs_payload,
+            needed,
         })
     }
 
@@ -403,6 +461,7 @@ fn compile_row(
             pointer.map(|pointer| ForEach {
                 pointer,
                 error_if_missing,
+                route: Route::default(),
             })
         }
     };
@@ -472,6 +531,7 @@ fn compile_column(
     };
     let column = |source, ty, missing, map, scale| Column {
         path: path.to_string(),
+        route: Route::default(),
         source,
         ty,
         missing,

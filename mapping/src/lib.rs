@@ -31,6 +31,7 @@
 
 mod apply;
 pub mod compile;
+mod sparse;
 pub mod spec;
 pub mod starter;
 
@@ -53,14 +54,17 @@ pub fn load(text: &str, origin: &str, machine: Machine<'_>) -> Result<Mapping, V
 }
 
 /// What the host hands the mapping plugin's constructor as settings: the mapped class,
-/// its file, the mapping itself and the machine's own `settings` from
-/// `cnc_classes.json`.
+/// its file, the file's text and the machine's own `settings` from `cnc_classes.json`.
+///
+/// The mapping travels as text, not as a JSON object: the host keeps settings as
+/// `serde_json::Value`, whose objects are sorted by key, and the column order of a
+/// row is the order of the file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSettings {
     pub class: String,
     pub mapping_file: String,
-    pub mapping: serde_json::Value,
+    pub mapping: String,
     #[serde(default)]
     pub machine: Option<serde_json::Value>,
 }
@@ -75,12 +79,12 @@ impl EngineSettings {
     /// class and every mistake.
     pub fn compile(&self) -> Result<Mapping, String> {
         let origin = self.origin();
-        spec::from_value(&self.mapping)
-            .map_err(|e| vec![e])
-            .and_then(|spec| {
-                Mapping::compile(&spec, &origin, Machine::Settings(self.machine.as_ref()))
-            })
-            .map_err(|errors| format!("{origin}: {}", errors.join("; ")))
+        load(
+            &self.mapping,
+            &origin,
+            Machine::Settings(self.machine.as_ref()),
+        )
+        .map_err(|errors| format!("{origin}: {}", errors.join("; ")))
     }
 }
 

@@ -166,11 +166,6 @@ pub fn parse(text: &str) -> Result<MappingSpec, String> {
     Ok(spec)
 }
 
-/// Reads an already parsed JSON value (the settings the host hands the plugin).
-pub fn from_value(value: &serde_json::Value) -> Result<MappingSpec, String> {
-    serde_path_to_error::deserialize(value).map_err(path_error)
-}
-
 fn path_error<E: fmt::Display>(e: serde_path_to_error::Error<E>) -> String {
     let path = e.path().to_string();
     let path = if path == "." { "(top level)" } else { &path };

@@ -282,7 +282,9 @@ fn engine_settings_name_the_file_and_class_in_errors() {
     let settings = EngineSettings {
         class: "Fanuc".into(),
         mapping_file: "config/mappings/Fanuc.json".into(),
-        mapping: json!({"rows":[{"table":"t","columns":{"spin":{"pointer":"/spin","type":"flaot"}}}]}),
+        mapping:
+            json!({"rows":[{"table":"t","columns":{"spin":{"pointer":"/spin","type":"flaot"}}}]})
+                .to_string(),
         machine: None,
     };
     assert_eq!(
