@@ -369,7 +369,7 @@ fn new_mapping_from_a_recorded_message_checks_and_stores_rows() {
         r#"{"state":"run","force_kN":412.5,"strokes":12001,"die":{"id":"D-17","temp_C":61},"alarms":[{"code":"A12","level":2}],"flags":[1,0]}"#,
     );
     let recorded = setup.path().join("recorded.jsonl");
-    record(&[sample.clone()], &recorded);
+    record(std::slice::from_ref(&sample), &recorded);
 
     let mappings = setup.path().join("mappings");
     let out = mes_collector(&[
@@ -415,8 +415,9 @@ fn new_mapping_from_a_recorded_message_checks_and_stores_rows() {
         1
     );
     collector.stop();
-    let values: Vec<(String, i64, String, f64, i64, String, i64, String)> = db.rows(
-        "SELECT cnc_id, timestamp, state, force_k_n, strokes, die_id, die_temp_c, CAST(flags AS CHAR) FROM acme_press_values",
+    type Values = (String, i64, String, f64, i64, String, i64, String);
+    let values: Vec<Values> = db.rows(
+        "SELECT cnc_id, timestamp, state, force_kn, strokes, die_id, die_temp_c, CAST(flags AS CHAR) FROM acme_press_values",
     );
     assert_eq!(
         values,
@@ -556,7 +557,16 @@ fn type_a_as_a_mapping_stores_exactly_the_rows_of_the_compiled_plugin() {
     // The JSON is the payload text exactly as sent.
     assert_eq!(a[0].1[2], payloads[0]);
 
-    let status: Vec<(String, Option<String>, Option<f64>, Option<f64>, Option<i64>, String, i64)> = db.rows(
+    type Status = (
+        String,
+        Option<String>,
+        Option<f64>,
+        Option<f64>,
+        Option<i64>,
+        String,
+        i64,
+    );
+    let status: Vec<Status> = db.rows(
         "SELECT cnc_id, status, spin, feed_rate, part_count, part_program, timestamp FROM cnc_status ORDER BY cnc_id",
     );
     let (a, m) = split(

@@ -47,6 +47,8 @@ struct Leaf {
     ty: Option<Type>,
     /// In how many of the objects it could appear in it was there (and not null).
     seen: usize,
+    /// Seen as an empty array: JSON, unless it is an array of objects elsewhere.
+    empty_array: bool,
 }
 
 /// What the objects of one level hold: scalar leaves and arrays of objects.
@@ -81,6 +83,7 @@ impl Shape {
                                     tokens,
                                     ty: None,
                                     seen: 0,
+                                    empty_array: false,
                                 },
                                 Shape::default(),
                             ));
@@ -101,7 +104,9 @@ impl Shape {
                         J::Number(n) if n.is_i64() || n.is_u64() => Some(Type::Integer),
                         J::Number(_) => Some(Type::Float),
                         J::String(_) => Some(Type::Text),
-                        // Arrays of scalars, empty arrays, mixed arrays: kept as JSON.
+                        // An empty array says nothing of its elements (see `settle`).
+                        J::Array(items) if items.is_empty() => None,
+                        // Arrays of scalars, mixed arrays: kept as JSON.
                         _ => Some(Type::Json),
                     };
                     let leaf = match self.leaves.iter_mut().find(|l| l.pointer == pointer) {
@@ -112,10 +117,15 @@ impl Shape {
                                 tokens,
                                 ty: None,
                                 seen: 0,
+                                empty_array: false,
                             });
                             self.leaves.last_mut().expect("pushed")
                         }
                     };
+                    if matches!(v, J::Array(items) if items.is_empty()) {
+                        leaf.empty_array = true;
+                        leaf.seen += 1;
+                    }
                     if let Some(t) = ty {
                         leaf.seen += 1;
                         leaf.ty = Some(match (leaf.ty, t) {
@@ -127,6 +137,25 @@ impl Shape {
                         });
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Shape {
+    /// An array empty in some messages and holding objects in others is an array of
+    /// objects (no element rows for the empty ones), not also a JSON value; one only
+    /// ever empty is JSON.
+    fn settle(&mut self) {
+        for (array, elements) in &mut self.arrays {
+            if let Some(i) = self.leaves.iter().position(|l| l.pointer == array.pointer) {
+                array.seen += self.leaves.remove(i).seen;
+            }
+            elements.settle();
+        }
+        for leaf in &mut self.leaves {
+            if leaf.ty.is_none() && leaf.empty_array {
+                leaf.ty = Some(Type::Json);
             }
         }
     }
@@ -173,7 +202,12 @@ pub fn identifier(parts: &[String], max: usize) -> String {
 }
 
 /// CamelCase → snake_case ("CNCTypeC" → "cnc_type_c", "spindleLoad" → "spindle_load").
+/// A name that already has separators is only lowercased: in "temp_mC" or "force_kN"
+/// the capital is a unit, not a word.
 fn snake(s: &str) -> String {
+    if s.contains(['_', '-', ' ', '.']) {
+        return s.to_ascii_lowercase();
+    }
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len() + 4);
     for (i, &c) in chars.iter().enumerate() {
@@ -268,6 +302,7 @@ pub fn starter(class: &str, payloads: &[J]) -> Result<Starter, String> {
             .ok_or_else(|| "a payload is not a JSON object".to_string())?;
         shape.add(obj);
     }
+    shape.settle();
     let prefix = identifier(&[class.to_string()], 40);
     let mut rows = vec![RowSpec {
         table: "cnc_data".into(),

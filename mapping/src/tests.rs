@@ -17,9 +17,7 @@ fn mapping(text: &str) -> Mapping {
 }
 
 fn errors(text: &str) -> Vec<String> {
-    load(text, "mapping T.json (class T)", Machine::Any)
-        .err()
-        .expect("refused")
+    load(text, "mapping T.json (class T)", Machine::Any).expect_err("refused")
 }
 
 fn run(m: &Mapping, payload: &str) -> (Result<(), String>, Vec<W>) {
@@ -325,10 +323,15 @@ fn pointers_follow_rfc_6901() {
 #[test]
 fn a_starter_mapping_from_a_recorded_payload_loads_and_stores_every_leaf() {
     let payloads = [
-        json!({"ctrlState": 1, "spindle": {"rpm": 1200, "load": 0.5}, "door_open": false,
-               "alarms": [{"code": "E1", "text": "oil", "ack": true}], "axes": [1, 2], "X-Axis": 3}),
-        json!({"ctrlState": 2, "spindle": {"rpm": 1300, "load": 1}, "door_open": true,
-               "alarms": [{"code": "E2", "text": "door", "extra": {"n": 1}}], "axes": [], "X-Axis": 4}),
+        json!({"ctrlState": 1, "spindle": {"rpm": 1200, "load": 0.5, "temp_mC": 4}, "door_open": false,
+               "alarms": [{"code": "E1", "text": "oil", "ack": true}], "axes": [1, 2], "X-Axis": 3,
+               "tags": []}),
+        json!({"ctrlState": 2, "spindle": {"rpm": 1300, "load": 1, "temp_mC": 5}, "door_open": true,
+               "alarms": [{"code": "E2", "text": "door", "extra": {"n": 1}}], "axes": [], "X-Axis": 4,
+               "tags": []}),
+        // An empty array of alarms is no JSON column beside the alarm rows.
+        json!({"ctrlState": 0, "spindle": {"rpm": 0, "load": 0, "temp_mC": 5}, "door_open": true,
+               "alarms": [], "axes": [3], "X-Axis": 4, "tags": []}),
     ];
     let s = starter("CNCTypeZ", &payloads).unwrap();
     let spec = crate::spec::parse(&s.text).unwrap_or_else(|e| panic!("{e}\n{}", s.text));
@@ -350,7 +353,9 @@ fn a_starter_mapping_from_a_recorded_payload_loads_and_stores_every_leaf() {
             "ctrl_state",
             "door_open",
             "spindle_load",
-            "spindle_rpm"
+            "spindle_rpm",
+            "spindle_temp_mc",
+            "tags"
         ]
         .map(String::from)
     );

@@ -37,3 +37,59 @@ impl Plugin for JsonMapping {
 }
 
 export_plugin!(JsonMapping);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mes_plugin_api::testing::RecordingDb;
+
+    fn settings(mapping: &str) -> String {
+        serde_json::to_string(&EngineSettings {
+            class: "Lathe".into(),
+            mapping_file: "config/mappings/Lathe.json".into(),
+            mapping: mapping.into(),
+            machine: Some(serde_json::json!({"line": "L1"})),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_machine_mapped_to_the_engine_itself_is_refused_saying_what_to_do() {
+        for s in [None, Some("{}"), Some(r#"{"line": 1}"#)] {
+            let err = JsonMapping::new("CNC9", s).err().expect("refused");
+            assert!(
+                err.message().contains("config/mappings/<Class>.json"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_mapping_in_the_settings_runs_with_the_machine_settings() {
+        let text = include_str!("../examples/Lathe.json");
+        let mut p = JsonMapping::new("L9", Some(&settings(text))).unwrap();
+        let msg = Message::new(
+            "t",
+            "L9",
+            "p",
+            5,
+            r#"{"ctrl":{"state":2},"spindle":{"rpm":3},"pos":{"x_um":0}}"#,
+        );
+        let mut db = RecordingDb::new();
+        db.handle(&mut p, &msg).unwrap();
+        assert_eq!(db.writes().len(), 2);
+
+        let err = JsonMapping::new(
+            "L9",
+            Some(&settings(&text.replace("\"float\"", "\"flaot\""))),
+        )
+        .err()
+        .expect("refused");
+        assert!(
+            err.message().starts_with(
+                "mapping config/mappings/Lathe.json (class Lathe): rows[1].columns.spindle_load.type: unknown type \"flaot\""
+            ),
+            "{err}"
+        );
+    }
+}
