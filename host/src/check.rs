@@ -76,12 +76,24 @@ pub fn check(config_dir: &Path) -> Vec<String> {
     for m in cfg.classes.values() {
         let status = match plugins.by_class.get(&m.class_name) {
             None => {
-                problems.push(format!(
-                    "cnc_id {} is mapped to class {:?}, but no plugin provides it; put its library in {} or fix cnc_classes.json",
-                    m.cnc_id,
-                    m.class_name,
-                    cfg.collector.plugins_dir.display()
-                ));
+                let refused_mapping = mapped
+                    .failures
+                    .iter()
+                    .find(|f| f.file.file_stem().is_some_and(|s| *s == *m.class_name));
+                problems.push(match refused_mapping {
+                    Some(f) => format!(
+                        "cnc_id {} is mapped to class {:?}, whose mapping {} was refused (above)",
+                        m.cnc_id,
+                        m.class_name,
+                        f.file.display()
+                    ),
+                    None => format!(
+                        "cnc_id {} is mapped to class {:?}, but no plugin provides it; put its library in {} or fix cnc_classes.json",
+                        m.cnc_id,
+                        m.class_name,
+                        cfg.collector.plugins_dir.display()
+                    ),
+                });
                 "NO PLUGIN".to_string()
             }
             Some(p) => match new_instance(p, &m.cnc_id, m) {

@@ -207,6 +207,13 @@ fn a_broken_mapping_is_refused_at_start_naming_file_and_path_and_the_rest_runs()
     let (ok, report) = check(&setup);
     assert!(!ok, "{report}");
     assert!(report.contains(&format!("PROBLEM: {want}")), "{report}");
+    assert!(
+        report.contains(&format!(
+            "cnc_id B1 is mapped to class \"Broken\", whose mapping {} was refused (above)",
+            broken_file.display()
+        )),
+        "{report}"
+    );
     assert!(listed_ok(&report, "Good.json"), "{report}");
 
     let mut collector = Collector::start(&setup);
