@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod intake;
 pub mod logging;
+pub mod mappings;
 pub mod metrics;
 pub mod plugins;
 pub mod quarantine;
