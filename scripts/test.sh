@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, and the end-to-end tests
 # against the real Mosquitto (127.0.0.1:1883) and MariaDB (127.0.0.1:3306).
+# With CI=true or MES_GALERA set, also scripts/galera-test.sh: the tests against a
+# three-node MariaDB Galera cluster it starts and stops (host/tests/galera.rs, which
+# otherwise prints that it was skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -16,3 +19,7 @@ log "cargo build"
 cargo build --workspace --quiet
 log "cargo test"
 cargo test --workspace --all-features --no-fail-fast 2>&1
+if [ "${CI:-}" = true ] || [ -n "${MES_GALERA:-}" ]; then
+    log "Galera cluster tests"
+    bash scripts/galera-test.sh
+fi

@@ -1,6 +1,9 @@
 //! One plugin call across the ABI, as the dispatcher makes it: the shipped
 //! `libcnc_type_a.so` / `libcnc_type_b.so` loaded with the host's loader, an instance
 //! per machine, and `handle(&message, db)` with the host's batch recorder as `db`.
+//! `mapped_a` is CNCTypeA re-expressed as a mapping file
+//! (plugins/cnc-mapping/examples/CNCTypeA.json) run by `libcnc_mapping.so`, for the
+//! cost of a mapping beside the compiled plugin it replaces.
 //!
 //! The libraries come from the build: `cargo build --release --workspace` (or a debug
 //! build) first; `MES_BENCH_PLUGIN_DIR` points elsewhere.
@@ -15,7 +18,7 @@ use abi_stable::{sabi_trait::TD_Opaque, std_types::RResult};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mes_collector::{
     config::ClassMapping,
-    envelope,
+    envelope, mappings,
     plugins::{load_file, new_instance, Instance},
     sink::batch::{Batch, Shapes},
 };
@@ -79,6 +82,30 @@ fn instance(crate_name: &str, cnc_id: &str, class: &str) -> Instance {
     new_instance(&plugin, cnc_id, &mapping).expect("instance")
 }
 
+/// An instance of CNCTypeA's mapping on the mapping plugin, made as the collector
+/// makes it for a machine of a mapped class.
+fn mapped_instance(cnc_id: &str) -> Instance {
+    let path = plugin_path("cnc-mapping");
+    let engine = load_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/cnc-mapping/examples/CNCTypeA.json");
+    let mapping = mappings::load_file(&file).unwrap_or_else(|e| panic!("{e}"));
+    let plugin = mappings::backed_by(&engine, &mapping);
+    eprintln!(
+        "plugin_call: {} on {} {} from {}",
+        file.display(),
+        engine.info.class_name,
+        engine.info.version,
+        path.display()
+    );
+    let class = ClassMapping {
+        cnc_id: cnc_id.into(),
+        class_name: mapping.class.clone(),
+        settings: Some(mappings::engine_settings(&mapping, None)),
+    };
+    new_instance(&plugin, cnc_id, &class).expect("instance")
+}
+
 /// What the dispatcher does per message, minus routing and logging: record the
 /// message's writes through the plugin into the batch; the batch is cleared every
 /// `BATCH` messages as a commit would.
@@ -115,10 +142,15 @@ fn plugin_call(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (name, crate_name, class, raw) in [
         ("type_a", "cnc-type-a", "CNCTypeA", TYPE_A),
+        ("mapped_a", "cnc-mapping", "CNCTypeA", TYPE_A),
         ("type_b", "cnc-type-b", "CNCTypeB", TYPE_B),
     ] {
         let env = envelope::parse(raw.as_bytes()).expect("valid envelope");
-        let mut inst = instance(crate_name, &env.cnc_id, class);
+        let mut inst = if crate_name == "cnc-mapping" {
+            mapped_instance(&env.cnc_id)
+        } else {
+            instance(crate_name, &env.cnc_id, class)
+        };
         let message = Message::new(
             TOPIC,
             &env.cnc_id,

@@ -1,7 +1,7 @@
 //! `mes-collector check`: validates the configuration, loads every plugin, tries the
 //! database and the broker, and names every problem. Prints no secret.
 
-use std::{path::Path, time::Duration};
+use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use mysql::prelude::Queryable;
 
@@ -9,6 +9,7 @@ use crate::{
     config::{Config, COLLECTOR_FILE},
     crash_guard::state::{self as guard_state, GuardState},
     intake::mqtt::{connect_options, create_client},
+    mappings::{self, MappingSet},
     plugins::{
         load_dir, new_instance,
         trust::{digest, PluginPolicy},
@@ -32,7 +33,7 @@ pub fn check(config_dir: &Path) -> Vec<String> {
     let mut problems = Vec::new();
     println!("{}", crate::version_line());
     println!("configuration: {}", config_dir.display());
-    let cfg = match Config::load(config_dir) {
+    let mut cfg = match Config::load(config_dir) {
         Ok(c) => {
             println!(
                 "  ok: {COLLECTOR_FILE}, db_config.json, cnc_classes.json ({} machines)",
@@ -50,7 +51,7 @@ pub fn check(config_dir: &Path) -> Vec<String> {
     };
 
     println!("\nplugins in {}:", cfg.collector.plugins_dir.display());
-    let plugins = match load_dir(&cfg.collector.plugins_dir, &cfg.collector.plugins) {
+    let mut plugins = match load_dir(&cfg.collector.plugins_dir, &cfg.collector.plugins) {
         Ok(p) => p,
         Err(e) => {
             println!("  PROBLEM: {e}");
@@ -70,17 +71,31 @@ pub fn check(config_dir: &Path) -> Vec<String> {
         problems.push(e);
     }
 
+    let mapped = check_mappings(&mut cfg, &mut plugins, &mut problems);
+
     println!("\nmachines:");
     let mut rows = Vec::new();
     for m in cfg.classes.values() {
         let status = match plugins.by_class.get(&m.class_name) {
             None => {
-                problems.push(format!(
-                    "cnc_id {} is mapped to class {:?}, but no plugin provides it; put its library in {} or fix cnc_classes.json",
-                    m.cnc_id,
-                    m.class_name,
-                    cfg.collector.plugins_dir.display()
-                ));
+                let refused_mapping = mapped
+                    .failures
+                    .iter()
+                    .find(|f| f.file.file_stem().is_some_and(|s| *s == *m.class_name));
+                problems.push(match refused_mapping {
+                    Some(f) => format!(
+                        "cnc_id {} is mapped to class {:?}, whose mapping {} was refused (above)",
+                        m.cnc_id,
+                        m.class_name,
+                        f.file.display()
+                    ),
+                    None => format!(
+                        "cnc_id {} is mapped to class {:?}, but no plugin provides it; put its library in {} or fix cnc_classes.json",
+                        m.cnc_id,
+                        m.class_name,
+                        cfg.collector.plugins_dir.display()
+                    ),
+                });
                 "NO PLUGIN".to_string()
             }
             Some(p) => match new_instance(p, &m.cnc_id, m) {
@@ -120,6 +135,14 @@ pub fn check(config_dir: &Path) -> Vec<String> {
             }
             if ok {
                 println!("  ok: connected; tables {} present", TABLES.join(", "));
+            }
+            let found = mappings::check_database(&mut conn, &mapped);
+            if !mapped.files.is_empty() && found.is_empty() {
+                println!("  ok: every table and column the mappings write is there");
+            }
+            for p in found {
+                println!("  PROBLEM: {p}");
+                problems.push(p);
             }
         }
         Err(e) => {
@@ -231,13 +254,8 @@ plugin crashes and quarantine ({}):",
             .and_then(|p| digest(&p.info.file).ok());
         if installed.as_deref() == Some(q.sha256.as_str()) {
             let text = format!(
-                "plugin class {} is quarantined: build {} ({}, SHA-256 {}) crashed {} times (last: {}); its messages are dead letters (plugin_quarantined) until a different build is installed or `mes-collector quarantine lift {}`",
-                q.class,
-                q.version,
-                q.file.display(),
-                q.sha256,
-                q.crashes,
-                q.last_crash,
+                "{}; its messages are dead letters (plugin_quarantined) until a different build is installed or `mes-collector quarantine lift {}`",
+                q.describe(),
                 q.class
             );
             println!("  PROBLEM: {text}");
@@ -249,6 +267,62 @@ plugin crashes and quarantine ({}):",
             );
         }
     }
+}
+
+/// Loads the mapping files, prints them, and registers their classes so that the
+/// machine checks that follow make each machine's instance as `run` would.
+fn check_mappings(
+    cfg: &mut Config,
+    plugins: &mut PluginSet,
+    problems: &mut Vec<String>,
+) -> MappingSet {
+    let (dir, required) = cfg.mappings_dir();
+    println!("\nmappings in {}:", dir.display());
+    let set = match mappings::load_dir(&dir, required) {
+        Ok(set) => set,
+        Err(e) => {
+            println!("  PROBLEM: {e}");
+            problems.push(e);
+            return MappingSet::default();
+        }
+    };
+    let attached = mappings::attach(&set, plugins, &mut cfg.classes);
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    for m in &set.files {
+        let status = if attached.classes.contains(&m.class) {
+            "ok".to_string()
+        } else {
+            "REFUSED (below)".to_string()
+        };
+        let tables: BTreeSet<&str> = m.mapping.rows().iter().map(|r| r.table()).collect();
+        rows.push([
+            file_name(&m.file),
+            m.class.clone(),
+            tables.into_iter().collect::<Vec<_>>().join(", "),
+            status,
+        ]);
+    }
+    for f in &set.failures {
+        rows.push([
+            file_name(&f.file),
+            "-".into(),
+            "-".into(),
+            format!("REFUSED: {} mistake(s), below", f.errors.len()),
+        ]);
+    }
+    print_table(&["FILE", "CLASS", "TABLES", "STATUS"], &rows);
+    for f in set.failures.iter().chain(&attached.refused) {
+        for e in &f.errors {
+            let p = format!("{}: {e}", f.file.display());
+            println!("  PROBLEM: {p}");
+            problems.push(p);
+        }
+    }
+    for c in attached.conflicts {
+        println!("  PROBLEM: {c}");
+        problems.push(c);
+    }
+    set
 }
 
 /// One row per file: file, class, version, ABI status.

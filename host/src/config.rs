@@ -46,6 +46,10 @@ pub struct CollectorConfig {
     pub broker: BrokerConfig,
     /// Directory of plugin libraries; relative paths are relative to the config dir.
     pub plugins_dir: PathBuf,
+    /// Directory of mapping files (`<Class>.json`, see README "Map a controller without
+    /// Rust"); default `mappings`, relative to the config dir.
+    #[serde(default)]
+    pub mappings_dir: Option<PathBuf>,
     /// Which plugin files may load.
     #[serde(default)]
     pub plugins: PluginPolicy,
@@ -309,6 +313,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where the mapping files are, and whether collector.json names the directory
+    /// (then it must exist; the default may be absent).
+    pub fn mappings_dir(&self) -> (PathBuf, bool) {
+        match &self.collector.mappings_dir {
+            Some(d) => (self.dir.join(d), true),
+            None => (self.dir.join(crate::mappings::DEFAULT_DIR), false),
+        }
+    }
+
     /// Reads and checks the three files in `dir`, applying secrets from the
     /// environment. Returns every problem found, not only the first.
     pub fn load(dir: &Path) -> Result<Config, Vec<ConfigError>> {

@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod intake;
 pub mod isolation;
 pub mod logging;
+pub mod mappings;
 pub mod metrics;
 pub mod plugins;
 pub mod quarantine;

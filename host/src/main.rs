@@ -75,13 +75,33 @@ enum Command {
         #[arg(long, default_value = "config", global = true)]
         config_dir: PathBuf,
     },
+    /// Write a starter mapping (a class without Rust) from recorded messages: a
+    /// cnc_data row, a table of the payload's values with inferred types, a child table
+    /// per array of objects; and the CREATE TABLE statements for the new tables.
+    NewMapping {
+        /// The class name machines are mapped to in cnc_classes.json; the file is
+        /// <dir>/<class>.json.
+        class: String,
+        /// Recorded messages: JSON lines, one MQTT message each (`cnc-sim record`).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The mappings directory (mappings_dir of collector.json).
+        #[arg(long, default_value = "config/mappings")]
+        dir: PathBuf,
+        /// Replace <class>.json and <class>.sql if they exist.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run recorded messages (JSON lines, one MQTT payload each) through one plugin as
     /// the collector would, and print each write and dead letter; --write commits them.
     /// Exits 0 if every message was stored, 1 if some became dead letters, 2 on errors.
     Replay {
-        /// The plugin library.
+        /// The plugin library (with --mapping: the mapping plugin, libcnc_mapping.so).
         #[arg(long, value_name = "FILE")]
         plugin: PathBuf,
+        /// A mapping file (<Class>.json) to run on the mapping plugin.
+        #[arg(long, value_name = "FILE")]
+        mapping: Option<PathBuf>,
         /// A machine mapped to the plugin's class; repeat for several. Messages from
         /// other machines are dead letters (unknown_cnc_id), as in the collector.
         #[arg(long = "cnc-id", value_name = "ID", required = true)]
@@ -179,8 +199,22 @@ fn main() -> ExitCode {
                 standalone,
             },
         )),
+        Command::NewMapping {
+            class,
+            from,
+            dir,
+            force,
+        } => ExitCode::from(mes_collector::mappings::new_mapping_main(
+            &mes_collector::mappings::NewMapping {
+                class,
+                from,
+                dir,
+                force,
+            },
+        )),
         Command::Replay {
             plugin,
+            mapping,
             cnc_ids,
             settings,
             topic,
@@ -192,6 +226,7 @@ fn main() -> ExitCode {
         } => ExitCode::from(mes_collector::replay::main(
             &mes_collector::replay::Options {
                 plugin,
+                mapping,
                 cnc_ids,
                 settings,
                 topic,

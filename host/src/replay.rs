@@ -37,6 +37,8 @@ use crate::{
 pub struct Options {
     /// The plugin library.
     pub plugin: PathBuf,
+    /// A mapping file run by `plugin`, the mapping plugin; its class is the file name.
+    pub mapping: Option<PathBuf>,
     /// The machines mapped to the plugin's class; messages from any other cnc_id are
     /// dead letters (`unknown_cnc_id`), as in the collector.
     pub cnc_ids: Vec<String>,
@@ -117,16 +119,46 @@ pub fn replay(opts: &Options, out: &mut dyn Write) -> Result<Summary, String> {
             Some(v)
         }
     };
-    let plugin = load_file(&opts.plugin).map_err(|e| e.to_string())?;
+    let mut plugin = load_file(&opts.plugin).map_err(|e| e.to_string())?;
+    // A mapping runs as its own class on the mapping plugin, with the settings the
+    // collector would give it.
+    let mapping = opts
+        .mapping
+        .as_deref()
+        .map(|path| crate::mappings::load_file(path).map_err(|f| f.to_string()))
+        .transpose()?;
+    let is_engine = plugin.info.class_name == mes_mapping::ENGINE_CLASS;
+    match (&mapping, is_engine) {
+        (Some(m), true) => plugin = crate::mappings::backed_by(&plugin, m),
+        (Some(_), false) => {
+            return Err(format!(
+            "--mapping runs on the mapping plugin (class {}, libcnc_mapping.so); {} is class {}",
+            mes_mapping::ENGINE_CLASS,
+            opts.plugin.display(),
+            plugin.info.class_name
+        ))
+        }
+        (None, true) => {
+            return Err(format!(
+                "{} is the mapping plugin: give the mapping to run with --mapping FILE",
+                opts.plugin.display()
+            ))
+        }
+        (None, false) => {}
+    }
     let class = plugin.info.class_name.clone();
     let classes: BTreeMap<String, ClassMapping> = opts
         .cnc_ids
         .iter()
         .map(|id| {
+            let settings = match &mapping {
+                Some(m) => Some(crate::mappings::engine_settings(m, settings.as_ref())),
+                None => settings.clone(),
+            };
             let mapping = ClassMapping {
                 cnc_id: id.clone(),
                 class_name: class.clone(),
-                settings: settings.clone(),
+                settings,
             };
             (id.clone(), mapping)
         })

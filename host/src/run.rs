@@ -29,7 +29,7 @@ use crate::{
 
 /// Runs the collector until SIGINT or SIGTERM. Returns the process exit code.
 pub fn run(config_dir: &Path) -> i32 {
-    let cfg = match Config::load(config_dir) {
+    let mut cfg = match Config::load(config_dir) {
         Ok(c) => c,
         Err(errors) => {
             for e in errors {
@@ -61,6 +61,12 @@ pub fn run(config_dir: &Path) -> i32 {
         );
     }
     if let Some(e) = plugins.conflict_error() {
+        error!("{e}");
+        return 2;
+    }
+    // Classes defined by mapping files, run by the mapping plugin.
+    let mut plugins = plugins;
+    if let Err(e) = crate::mappings::start(&mut cfg, &mut plugins) {
         error!("{e}");
         return 2;
     }
@@ -196,13 +202,8 @@ pub fn run(config_dir: &Path) -> i32 {
         router.quarantine(
             &q.class,
             format!(
-                "plugin class {} is quarantined: build {} ({}, SHA-256 {}) crashed {} times (last: {}); install a different build or run `mes-collector quarantine lift {}`, then restart",
-                q.class,
-                q.version,
-                q.file.display(),
-                q.sha256,
-                q.crashes,
-                q.last_crash,
+                "{}; install a different build or run `mes-collector quarantine lift {}`, then restart",
+                q.describe(),
                 q.class
             ),
         );

@@ -19,18 +19,12 @@ use std::{
 };
 
 use common::{
+    build::{cargo_build, workspace_root, workspace_target},
     http::{get, metrics_addr},
     *,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 struct Fixtures {
     /// The fixture plugin built against mes-plugin-api 1.0.0 and 1.1.0.
@@ -46,38 +40,19 @@ fn fixtures() -> &'static Fixtures {
     static BUILT: OnceLock<Fixtures> = OnceLock::new();
     BUILT.get_or_init(|| {
         let started = Instant::now();
-        let target = target_dir().parent().unwrap().join("api-versions");
+        let target = workspace_target().join("api-versions");
         for version in ["v1.0.0", "v1.1.0"] {
             let manifest = workspace_root()
                 .join("test-plugins/api-versions")
                 .join(version)
                 .join("Cargo.toml");
-            let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .arg("build")
-                .arg("--manifest-path")
-                .arg(&manifest)
-                .arg("--target-dir")
-                .arg(&target)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "building {}:\n{}",
-                manifest.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            cargo_build(&manifest, &target, &[]);
         }
         eprintln!(
             "API version fixtures built in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        let lib = |name: &str| {
-            target.join("debug").join(format!(
-                "{}{name}.{}",
-                std::env::consts::DLL_PREFIX,
-                std::env::consts::DLL_EXTENSION
-            ))
-        };
+        let lib = |name: &str| lib_in(&target.join("debug"), name);
         Fixtures {
             v1_0: lib("api_v1_0"),
             v1_1: lib("api_v1_1"),
@@ -85,13 +60,6 @@ fn fixtures() -> &'static Fixtures {
             old_host: target.join("debug/old-host"),
         }
     })
-}
-
-fn install(setup: &Setup, lib: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let dest = setup.plugins_dir().join(lib.file_name().unwrap());
-    std::fs::copy(lib, &dest).unwrap();
-    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
 fn message(cnc_id: &str, ts: u64, payload: &str) -> Vec<u8> {
@@ -114,8 +82,8 @@ fn plugins_built_against_every_released_api_load_into_this_host_and_store_their_
         {"cnc_id": "CNC002", "class_name": "CNCTypeB"},
     ]);
     let setup = Setup::new(&db, "apiversions", &classes.to_string(), &["cnc-type-b"]);
-    install(&setup, &fx.v1_0);
-    install(&setup, &fx.v1_1);
+    setup.install_lib(&fx.v1_0);
+    setup.install_lib(&fx.v1_1);
 
     let out = mes_collector(&["plugins", setup.plugins_dir().to_str().unwrap()])
         .output()
@@ -228,8 +196,8 @@ fn a_plugin_that_requires_a_newer_feature_is_refused_naming_it_and_one_that_does
         {"cnc_id": "CNC110", "class_name": "ApiV1_1"},
     ]);
     let setup = Setup::new(&db, "apirefuse", &classes.to_string(), &[]);
-    install(&setup, &fx.requires_metrics);
-    install(&setup, &fx.v1_1);
+    setup.install_lib(&fx.requires_metrics);
+    setup.install_lib(&fx.v1_1);
     let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
         .env("MES_COLLECTOR_WITHOUT_FEATURES", "metrics")
         .output()
@@ -273,7 +241,7 @@ fn plugin_log_records_and_counts_reach_the_hosts_log_and_metrics_bounded() {
         {"cnc_id": "CNC002", "class_name": "CNCTypeB"},
     ]);
     let setup = Setup::new(&db, "apilog", &classes.to_string(), &["cnc-type-b"]);
-    install(&setup, &fx.requires_metrics);
+    setup.install_lib(&fx.requires_metrics);
     // A small log budget, so that a plugin logging per message meets it: bursts of
     // five seconds' worth (25 records), then 5 a second.
     setup.write_collector(&serde_json::json!({"plugins": {"log_records_per_second": 5}}));

@@ -11,50 +11,17 @@
 mod common;
 
 use std::{
-    borrow::BorrowMut,
     fs,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     sync::OnceLock,
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{build::*, *};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// `target`, where `target_dir()` is `target/debug`.
-fn workspace_target() -> PathBuf {
-    target_dir().parent().unwrap().to_path_buf()
-}
-
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn run_ok(mut cmd: impl BorrowMut<Command>) -> Output {
-    let cmd = cmd.borrow_mut();
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?} failed:\n{}", text(&out));
-    out
-}
 
 fn classes(entries: &[serde_json::Value]) -> String {
     serde_json::Value::Array(entries.to_vec()).to_string()
@@ -161,11 +128,7 @@ fn a_scaffolded_plugin_builds_loads_and_stores_a_row() {
         &["--all-targets", "--", "-D", "warnings"],
     ));
     let built = started.elapsed();
-    let lib = target.join("debug").join(format!(
-        "{}scaffolded_lathe.{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_EXTENSION
-    ));
+    let lib = lib_in(&target.join("debug"), "scaffolded-lathe");
 
     let db = TestDb::new("scaffold");
     let setup = Setup::new(
@@ -174,7 +137,7 @@ fn a_scaffolded_plugin_builds_loads_and_stores_a_row() {
         &classes(&[serde_json::json!({"cnc_id": "LATHE01", "class_name": "ScaffoldedLathe"})]),
         &[],
     );
-    fs::copy(&lib, setup.plugins_dir().join(lib.file_name().unwrap())).unwrap();
+    setup.install_lib(&lib);
     let (ok, report) = check(&setup);
     assert!(ok, "{report}");
     for needle in ["libscaffolded_lathe.so", "ScaffoldedLathe", "LATHE01"] {
@@ -279,11 +242,7 @@ fn a_standalone_plugin_builds_against_a_tagged_api_from_git_and_stores_rows() {
         "mes-plugin-api not taken from the tag:\n{lock}"
     );
     let built = started.elapsed();
-    let lib = target.join("debug").join(format!(
-        "{}vendor_lathe.{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_EXTENSION
-    ));
+    let lib = lib_in(&target.join("debug"), "vendor-lathe");
 
     let db = TestDb::new("standalone");
     let setup = Setup::new(
@@ -292,7 +251,7 @@ fn a_standalone_plugin_builds_against_a_tagged_api_from_git_and_stores_rows() {
         &classes(&[serde_json::json!({"cnc_id": "VLATHE01", "class_name": "VendorLathe"})]),
         &[],
     );
-    fs::copy(&lib, setup.plugins_dir().join(lib.file_name().unwrap())).unwrap();
+    setup.install_lib(&lib);
     let collector = Collector::start(&setup);
     setup.publish(&[br#"{"cnc_id":"VLATHE01","part_program":"p1","timestamp":"1747379200","payload":{"status":"idle","spin":0}}"#]);
     assert_eq!(
@@ -562,17 +521,11 @@ fn fixtures() -> &'static Fixtures {
         let out_dir = target.join("variants");
         fs::create_dir_all(&out_dir).unwrap();
         let build = |package: &str, features: Option<&str>| {
-            let mut cmd = cargo();
-            cmd.arg("build")
-                .arg("--manifest-path")
-                .arg(&manifest)
-                .arg("--target-dir")
-                .arg(&target)
-                .args(["-p", package]);
+            let mut args = vec!["-p", package];
             if let Some(f) = features {
-                cmd.args(["--features", f]);
+                args.extend(["--features", f]);
             }
-            run_ok(&mut cmd);
+            cargo_build(&manifest, &target, &args);
         };
         let lib = target.join("debug").join(format!(
             "{}incompatible_plugin.{}",

@@ -66,6 +66,22 @@ pub struct Quarantine {
     pub last_crash: String,
 }
 
+impl Quarantine {
+    /// Which build of which class is quarantined and why, for `check`, the log and the
+    /// dead letters; the caller adds what to do.
+    pub fn describe(&self) -> String {
+        format!(
+            "plugin class {} is quarantined: build {} ({}, SHA-256 {}) crashed {} times (last: {})",
+            self.class,
+            self.version,
+            self.file.display(),
+            self.sha256,
+            self.crashes,
+            self.last_crash
+        )
+    }
+}
+
 /// A message that crashed (or hung) a plugin: the next run dead-letters it without
 /// calling the plugin. Kept until the committed position passes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

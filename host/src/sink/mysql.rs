@@ -117,9 +117,53 @@ fn connect_to(cfg: &DbConfig, endpoint: usize, timeout: Duration) -> Result<Conn
     // committing, the position read then tells whether that commit happened.
     let galera: Option<(String, String)> = conn.query_first("SHOW VARIABLES LIKE 'wsrep_on'")?;
     if galera.is_some_and(|(_, on)| on.eq_ignore_ascii_case("ON")) {
+        // A node outside the primary component (cut off from the others, or still
+        // receiving its state transfer when it rejoins) accepts connections and
+        // answers SET and SHOW, but refuses every transaction (1047). Taking it for
+        // reachable would keep the collector on it, retrying, while the rest of the
+        // cluster works: count it as unreachable, so the next server is tried.
+        if !galera_ready(&mut conn)? {
+            return Err(std::io::Error::other(format!(
+                "Galera node {} is not ready (wsrep_ready OFF: outside the primary component, or joining)",
+                endpoint_name(cfg, endpoint)
+            ))
+            .into());
+        }
         conn.query_drop("SET SESSION wsrep_sync_wait = 1")?;
     }
     Ok(conn)
+}
+
+/// The Galera cluster's view (`wsrep_cluster_conf_id`, which grows with every change
+/// of membership), or `None` off Galera.
+fn galera_view(conn: &mut Conn) -> Result<Option<u64>, mysql::Error> {
+    let on: Option<(String, String)> = conn.query_first("SHOW VARIABLES LIKE 'wsrep_on'")?;
+    if !on.is_some_and(|(_, v)| v.eq_ignore_ascii_case("ON")) {
+        return Ok(None);
+    }
+    let view: Option<(String, u64)> =
+        conn.query_first("SHOW STATUS LIKE 'wsrep_cluster_conf_id'")?;
+    Ok(view.map(|(_, v)| v))
+}
+
+/// How long an in-doubt commit waits for the cluster to drop the node it was sent to,
+/// before the position is read on another node anyway.
+const VIEW_CHANGE_WAIT: Duration = Duration::from_secs(60);
+
+/// Where a COMMIT whose answer was lost was sent, to decide it on another node.
+#[derive(Debug, Clone, Copy)]
+struct Doubt {
+    endpoint: usize,
+    /// The Galera view at the last commit before it, if on Galera.
+    view: Option<u64>,
+    since: Instant,
+}
+
+/// Whether the server takes transactions: `wsrep_ready` on a Galera node, always
+/// elsewhere.
+fn galera_ready(conn: &mut Conn) -> Result<bool, mysql::Error> {
+    let ready: Option<(String, String)> = conn.query_first("SHOW STATUS LIKE 'wsrep_ready'")?;
+    Ok(ready.is_none_or(|(_, on)| on.eq_ignore_ascii_case("ON")))
 }
 
 fn endpoint_name(cfg: &DbConfig, endpoint: usize) -> String {
@@ -144,6 +188,10 @@ fn is_rejection(e: &mysql::Error) -> bool {
             1205 | 1213
             // server shutting down, connection killed, too many connections, read-only
             | 1053 | 1927 | 1040 | 1290 | 1836
+            // a Galera node that left the primary component ("WSREP has not yet
+            // prepared node for application use"; at COMMIT, "Error while appending
+            // streaming replication fragment", 1180): another node is tried
+            | 1047 | 1180
             // query interrupted, out of memory or disk
             | 1317 | 1037 | 1041 | 1021
             // unknown prepared statement: prepared again on a new connection
@@ -459,6 +507,8 @@ pub struct MysqlSink {
     endpoint: usize,
     /// When an earlier server than `endpoint` was last tried.
     tried_return: Instant,
+    /// The Galera view as of the last commit, `None` off Galera (see `Doubt`).
+    view: Option<u64>,
     stmts: Statements,
     payload_limit: usize,
     /// Since when the database has been unreachable, for logging state changes once.
@@ -484,6 +534,7 @@ impl MysqlSink {
             conn: None,
             endpoint: 0,
             tried_return: Instant::now(),
+            view: None,
             stmts: Statements::default(),
             payload_limit,
             down_since: None,
@@ -518,11 +569,12 @@ impl MysqlSink {
     ) -> Result<Committed, Stopped> {
         let held = batch.len();
         // Set when a COMMIT was sent but its answer lost: the batch may be in MySQL.
-        let mut marked_in_doubt: Option<Vec<usize>> = None;
+        let mut marked_in_doubt: Option<(Vec<usize>, Doubt)> = None;
         self.retrying(stop, held, |sink| {
-            if let Some(marked) = &marked_in_doubt {
+            if let Some((marked, doubt)) = &marked_in_doubt {
                 // The position commits with the rows, so it tells whether they did.
                 // Until it can be read, the batch stays in doubt.
+                sink.await_view_change(doubt)?;
                 if sink.committed_position()? >= Some(position) {
                     info!("the batch up to spool record {position} was committed before the connection dropped; not writing it again");
                     return Ok(Committed::of(batch));
@@ -534,13 +586,54 @@ impl MysqlSink {
             }
             sink.try_commit(batch, shapes, position).map_err(|failure| {
                 match &failure {
-                    Failure::InDoubt(_, marked) => marked_in_doubt = Some(marked.clone()),
+                    Failure::InDoubt(_, marked) => {
+                        let doubt = Doubt {
+                            endpoint: sink.endpoint,
+                            view: sink.view,
+                            since: Instant::now(),
+                        };
+                        marked_in_doubt = Some((marked.clone(), doubt));
+                    }
                     Failure::LeaseLost(why) => lease_lost(why),
                     Failure::NotCommitted(_) => {}
                 }
                 failure.into_error()
             })
         })
+    }
+
+    /// On a Galera cluster, before a commit sent to one node is decided on another:
+    /// waits until the cluster has dropped the first node (its view changed since the
+    /// last commit). Galera delivers every write set of a view before the view change,
+    /// so a commit the dead node had sent out is then known to the node read here (and
+    /// `wsrep_sync_wait` makes the read wait until it is applied); read earlier, it
+    /// could still be on its way, and the batch would be written twice.
+    fn await_view_change(&mut self, doubt: &Doubt) -> Result<(), mysql::Error> {
+        self.connection()?;
+        let Some(before) = doubt.view else {
+            return Ok(());
+        };
+        if self.endpoint == doubt.endpoint {
+            return Ok(());
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let now = galera_view(conn)?.unwrap_or(before);
+        if now > before {
+            return Ok(());
+        }
+        if doubt.since.elapsed() >= VIEW_CHANGE_WAIT {
+            warn!(
+                "the cluster still lists the node the last commit went to after {} s; deciding it on {} all the same",
+                VIEW_CHANGE_WAIT.as_secs(),
+                endpoint_name(&self.cfg, self.endpoint)
+            );
+            return Ok(());
+        }
+        Err(std::io::Error::other(format!(
+            "a commit sent to {} is in doubt; waiting for the cluster to drop that node before reading whether it happened",
+            endpoint_name(&self.cfg, doubt.endpoint)
+        ))
+        .into())
     }
 
     fn committed_position(&mut self) -> Result<Option<u64>, mysql::Error> {
@@ -637,7 +730,8 @@ impl MysqlSink {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
-    fn use_connection(&mut self, conn: Conn, endpoint: usize) {
+    fn use_connection(&mut self, mut conn: Conn, endpoint: usize) {
+        self.view = galera_view(&mut conn).unwrap_or(None);
         self.conn = Some(conn);
         self.endpoint = endpoint;
         self.tried_return = Instant::now();
@@ -662,7 +756,7 @@ impl MysqlSink {
                     self.mark_up(&format!(" and {attempts} attempts; resuming"));
                     return Ok(done);
                 }
-                Err(e) if is_conflict(&e) => {
+                Err(e) if is_conflict(&e) && !self.left_primary(&e) => {
                     // The server answered: no outage, and no back-off beyond a moment
                     // for the other writer to finish.
                     info!("write conflict ({e}); running the batch of {held} messages again");
@@ -684,6 +778,21 @@ impl MysqlSink {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
+        }
+    }
+
+    /// Whether `e`, a lock wait timeout, came from a Galera node that has left the
+    /// primary component: there a read waiting for `wsrep_sync_wait` fails with 1205,
+    /// as a conflict would, but running it again on that node fails forever. Then the
+    /// connection is given up (the caller's outage path drops it) and the next
+    /// attempt connects to a node that is ready.
+    fn left_primary(&mut self, e: &mysql::Error) -> bool {
+        if !matches!(e, mysql::Error::MySqlError(se) if se.code == 1205) {
+            return false;
+        }
+        match self.conn.as_mut() {
+            Some(conn) => !galera_ready(conn).unwrap_or(false),
+            None => false,
         }
     }
 
@@ -758,7 +867,16 @@ impl MysqlSink {
             return Err(Failure::NotCommitted(e));
         }
         match tx.commit() {
-            Ok(()) => Ok(Committed::of(batch)),
+            Ok(()) => {
+                // The view this commit was made in: a later commit in doubt is decided
+                // elsewhere only once the cluster has moved past it (`Doubt`).
+                if self.view.is_some() {
+                    if let Some(conn) = self.conn.as_mut() {
+                        self.view = galera_view(conn).unwrap_or(self.view);
+                    }
+                }
+                Ok(Committed::of(batch))
+            }
             // The server answered COMMIT with an error (a certification failure, say):
             // it rolled the transaction back.
             Err(e @ mysql::Error::MySqlError(_)) => {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod build;
 pub mod faults;
 pub mod http;
 
@@ -39,16 +40,21 @@ pub fn target_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
-/// A plugin library built by `cargo build --workspace` (scripts/test.sh does that
-/// before the tests).
-pub fn plugin_lib(crate_name: &str) -> PathBuf {
-    let file = format!(
+/// The library `cargo build` makes of crate `crate_name` in `profile_dir` (a
+/// `target/debug`).
+pub fn lib_in(profile_dir: &Path, crate_name: &str) -> PathBuf {
+    profile_dir.join(format!(
         "{}{}.{}",
         std::env::consts::DLL_PREFIX,
         crate_name.replace('-', "_"),
         std::env::consts::DLL_EXTENSION
-    );
-    let path = target_dir().join(&file);
+    ))
+}
+
+/// A plugin library built by `cargo build --workspace` (scripts/test.sh does that
+/// before the tests).
+pub fn plugin_lib(crate_name: &str) -> PathBuf {
+    let path = lib_in(&target_dir(), crate_name);
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --workspace` before the tests (scripts/test.sh does)",
@@ -169,11 +175,15 @@ impl Setup {
         setup
     }
 
-    /// Copies a plugin crate's library into the plugins dir, mode 0644.
+    /// Copies a workspace plugin crate's library into the plugins dir, mode 0644.
     pub fn add_plugin(&self, crate_name: &str) -> PathBuf {
-        let lib = plugin_lib(crate_name);
+        self.install_lib(&plugin_lib(crate_name))
+    }
+
+    /// Copies a library into the plugins dir, mode 0644, as a plant installs one.
+    pub fn install_lib(&self, lib: &Path) -> PathBuf {
         let dest = self.plugins_dir().join(lib.file_name().unwrap());
-        fs::copy(&lib, &dest).unwrap();
+        fs::copy(lib, &dest).unwrap();
         fs::set_permissions(&dest, fs::Permissions::from_mode(0o644)).unwrap();
         dest
     }
@@ -553,8 +563,12 @@ pub fn finish(child: Child) {
 
 /// (rows, distinct seq, min seq, max seq) of generated messages in cnc_data.
 pub fn seq_stats(db: &TestDb) -> (u64, u64, i64, i64) {
-    let row: Option<(u64, u64, Option<i64>, Option<i64>)> = db
-        .conn()
+    seq_stats_in(&mut db.conn())
+}
+
+/// [`seq_stats`] through `conn`, a connection to the test's database.
+pub fn seq_stats_in(conn: &mut Conn) -> (u64, u64, i64, i64) {
+    let row: Option<(u64, u64, Option<i64>, Option<i64>)> = conn
         .query_first(
             "SELECT COUNT(*), COUNT(DISTINCT JSON_EXTRACT(json_data, '$.seq')), \
              MIN(CAST(JSON_EXTRACT(json_data, '$.seq') AS SIGNED)), MAX(CAST(JSON_EXTRACT(json_data, '$.seq') AS SIGNED)) \
