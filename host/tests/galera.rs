@@ -600,9 +600,11 @@ fn two_collectors_on_two_nodes_update_the_same_rows_conflicts_are_retried() {
     let cert_before = cert(0) + cert(1) + cert(2);
     let mut collectors = [Collector::start(&a), Collector::start(&b)];
     // Two collectors rarely overlap on one row within a transaction's milliseconds.
-    // To make certification failures certain, node 3 keeps writing A's lease row,
-    // which every one of A's batch transactions writes too: whichever commits second
-    // fails certification (1213); for A that must mean "run the batch again".
+    // To make certification failures certain, node 3 keeps writing A's lease row for
+    // the first seconds of the stream, which every one of A's batch transactions
+    // writes too: whichever commits second fails certification (1213); for A that
+    // must mean "run the batch again". (Written without pause and without end, it
+    // starves A: every one of A's transactions loses.)
     let stop_hammer = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let hammer = {
         let stop = stop_hammer.clone();
@@ -610,7 +612,9 @@ fn two_collectors_on_two_nodes_update_the_same_rows_conflicts_are_retried() {
         let client_id = a.client_id.clone();
         thread::spawn(move || {
             let mut writes = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let until = Instant::now() + Duration::from_secs(4);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                thread::sleep(Duration::from_millis(1));
                 if conn
                     .exec_drop(
                         "UPDATE collector_lease SET renewals = renewals + 1 WHERE client_id = ?",
