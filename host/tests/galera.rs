@@ -438,28 +438,6 @@ fn check_newest_status(conn: &mut Conn, node: usize) {
     }
 }
 
-/// `mes-collector run` for `setup`, to its end: (exit code, log).
-fn run_to_exit(setup: &Setup, timeout: Duration) -> (Option<i32>, String) {
-    let mut child = mes_collector(&["run", "--config-dir", setup.path().to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + timeout;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > until {
-            let _ = child.kill();
-            break;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn the_node_written_to_is_killed_the_collector_fails_over_and_returns_storing_every_message_once() {
     let Some(cluster) = cluster("failover") else {

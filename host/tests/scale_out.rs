@@ -4,12 +4,7 @@
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    process::Stdio,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, thread, time::Duration};
 
 use mysql::prelude::Queryable;
 use serde_json::json;
@@ -17,28 +12,6 @@ use serde_json::json;
 use common::{faults::PrivateBroker, *};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// `mes-collector run` for `setup`, to its end: (exit code, log).
-fn run_to_exit(setup: &Setup, timeout: Duration) -> (Option<i32>, String) {
-    let mut child = mes_collector(&["run", "--config-dir", setup.path().to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + timeout;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > until {
-            let _ = child.kill();
-            break;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn a_second_collector_with_a_live_client_id_is_refused_and_takes_over_when_the_holder_dies() {

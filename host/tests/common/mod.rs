@@ -299,6 +299,29 @@ pub fn mes_collector(args: &[&str]) -> Command {
     cmd
 }
 
+/// `mes-collector run` for `setup`, to its end, for a collector expected to refuse to
+/// start: (exit code, log). Killed after `timeout` if it does start.
+pub fn run_to_exit(setup: &Setup, timeout: Duration) -> (Option<i32>, String) {
+    let mut child = mes_collector(&["run", "--config-dir", setup.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub struct Collector {
     child: Option<Child>,
     log: PathBuf,
