@@ -141,6 +141,12 @@ fn galera_view(conn: &mut Conn) -> Result<Option<u64>, mysql::Error> {
     if !on.is_some_and(|(_, v)| v.eq_ignore_ascii_case("ON")) {
         return Ok(None);
     }
+    cluster_view(conn)
+}
+
+/// `wsrep_cluster_conf_id` of a connection known to be to a Galera node: after each
+/// commit, one query where `galera_view` needs two.
+fn cluster_view(conn: &mut Conn) -> Result<Option<u64>, mysql::Error> {
     let view: Option<(String, u64)> =
         conn.query_first("SHOW STATUS LIKE 'wsrep_cluster_conf_id'")?;
     Ok(view.map(|(_, v)| v))
@@ -872,7 +878,7 @@ impl MysqlSink {
                 // elsewhere only once the cluster has moved past it (`Doubt`).
                 if self.view.is_some() {
                     if let Some(conn) = self.conn.as_mut() {
-                        self.view = galera_view(conn).unwrap_or(self.view);
+                        self.view = cluster_view(conn).ok().flatten().or(self.view);
                     }
                 }
                 Ok(Committed::of(batch))
