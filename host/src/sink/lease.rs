@@ -193,6 +193,36 @@ impl Lease {
         }))
     }
 
+    /// Renews the lease inside a batch's transaction: `Ok(false)` when this collector
+    /// does not hold it (taken over, or the row is gone), and then [`Lease::claim`],
+    /// outside the batch, says by whom.
+    ///
+    /// One UPDATE, judged by its affected rows, and no SELECT: on a Galera node, a
+    /// transaction aborted by a replicated write (a brute-force abort) while a SELECT
+    /// of it runs is rolled back after the SELECT's rows have gone out, and the client
+    /// is never told; the statements after it then commit one by one. Seen with the
+    /// SELECT that `claim` makes: a batch's rows were lost while its position was
+    /// stored. A write's abort is reported in its answer, so a batch's transaction
+    /// holds writes only.
+    pub fn renew(&self, tx: &mut mysql::Transaction<'_>) -> Result<bool, mysql::Error> {
+        let renewed = tx.exec_drop(
+            "UPDATE collector_lease SET expires_at = NOW(3) + INTERVAL ? MICROSECOND, \
+             renewals = renewals + 1 WHERE client_id = ? AND holder = ?",
+            (
+                self.ttl.as_micros() as u64,
+                self.client_id.as_str(),
+                self.holder.encode(),
+            ),
+        );
+        match renewed {
+            // No table: `claim` explains it.
+            Err(mysql::Error::MySqlError(e)) if e.code == 1146 => Ok(false),
+            // `renewals` changes on every renewal, so a held row always counts.
+            Ok(()) => Ok(tx.affected_rows() == 1),
+            Err(e) => Err(e),
+        }
+    }
+
     fn current(&self, q: &mut impl Queryable) -> Result<(String, i64), mysql::Error> {
         let row: Option<(String, i64)> = q.exec_first(
             "SELECT holder, TIMESTAMPDIFF(MICROSECOND, NOW(3), expires_at) \

@@ -817,6 +817,31 @@ impl MysqlSink {
         let mut tx = conn
             .start_transaction(TxOpts::default())
             .map_err(Failure::NotCommitted)?;
+        if let Some(lease) = &self.lease {
+            if !lease.renew(&mut tx).map_err(Failure::NotCommitted)? {
+                // Not ours any more, or the row is gone: the claim, outside the batch,
+                // takes it back where the holder is gone, or names the holder.
+                drop(tx);
+                match lease.claim(conn) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(refused)) => {
+                        return Err(Failure::LeaseLost(
+                            refused.explain(lease.client_id(), lease.ttl()),
+                        ))
+                    }
+                    Err(e) => return Err(Failure::NotCommitted(e)),
+                }
+                tx = conn
+                    .start_transaction(TxOpts::default())
+                    .map_err(Failure::NotCommitted)?;
+                if !lease.renew(&mut tx).map_err(Failure::NotCommitted)? {
+                    return Err(Failure::NotCommitted(mysql::Error::from(
+                        std::io::Error::other("the lease just claimed could not be renewed"),
+                    )));
+                }
+            }
+            self.last_renewal = Instant::now();
+        }
         let live: Vec<usize> = (0..batch.len())
             .filter(|&i| batch.entries[i].dead.is_none())
             .collect();
@@ -842,22 +867,6 @@ impl MysqlSink {
                 .map(|p| (p.class_name.clone(), p.version.clone()));
             e.dead = Some(dl);
             marked.push(i);
-        }
-        if let Some(lease) = &self.lease {
-            match lease.claim(&mut tx) {
-                Ok(Ok(())) => self.last_renewal = Instant::now(),
-                Ok(Err(refused)) => {
-                    return Err(Failure::LeaseLost(
-                        refused.explain(lease.client_id(), lease.ttl()),
-                    ))
-                }
-                Err(e) => {
-                    for i in marked {
-                        batch.entries[i].dead = None;
-                    }
-                    return Err(Failure::NotCommitted(e));
-                }
-            }
         }
         let written = write_dead_letters(&mut tx, batch, payload_limit).and_then(|()| {
             tx.exec_drop(
