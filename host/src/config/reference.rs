@@ -365,3 +365,48 @@ fn drift_between_the_page_and_the_code_is_reported() {
         "{diffs:#?}"
     );
 }
+
+/// Every environment variable the collector's code reads (a `"MES_..."` literal, or
+/// `RUST_LOG`) has a row in the page's Environment table.
+#[test]
+fn every_environment_variable_the_code_reads_is_documented() {
+    let section = &DOC[DOC
+        .find("\n## Environment\n")
+        .expect("an Environment section")..];
+    let documented: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .collect();
+    let mut read = std::collections::BTreeSet::new();
+    let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with(file!()) {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (i, _) in text
+                    .match_indices("\"MES_")
+                    .chain(text.match_indices("\"RUST_LOG\""))
+                {
+                    let name = text[i + 1..].split('"').next().unwrap();
+                    read.insert((name.to_string(), path.clone()));
+                }
+            }
+        }
+    }
+    assert!(
+        read.iter().any(|(n, _)| n == "MES_DB_PASSWORD"),
+        "the scan found nothing: {read:?}"
+    );
+    let missing: Vec<String> = read
+        .iter()
+        .filter(|(n, _)| !documented.contains(&n.as_str()))
+        .map(|(n, p)| format!("{n} (read in {})", p.display()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{DOC_PATH} has no row for these environment variables: {missing:?}"
+    );
+}
