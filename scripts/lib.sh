@@ -72,7 +72,7 @@ ensure_services() {
         log "allowing root@127.0.0.1 without password on the local MariaDB"
         $SUDO mariadb -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
                           GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;" \
-            || die "cannot log in to MariaDB as root over 127.0.0.1; see README 'Configuration'"
+            || die "cannot log in to MariaDB as root over 127.0.0.1; see README 'Set up'"
     fi
 }
 

@@ -41,13 +41,14 @@ fn err(file: &Path, message: impl Into<String>) -> ConfigError {
 
 /// `collector.json`.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct CollectorConfig {
     pub broker: BrokerConfig,
     /// Directory of plugin libraries; relative paths are relative to the config dir.
     pub plugins_dir: PathBuf,
-    /// Directory of mapping files (`<Class>.json`, see README "Map a controller without
-    /// Rust"); default `mappings`, relative to the config dir.
+    /// Directory of mapping files (`<Class>.json`, see docs/mapping.md); default
+    /// `mappings`, relative to the config dir.
     #[serde(default)]
     pub mappings_dir: Option<PathBuf>,
     /// Which plugin files may load.
@@ -79,6 +80,7 @@ fn default_client_lease_secs() -> u64 {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
     pub uri: String,
@@ -103,6 +105,7 @@ pub struct BrokerConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// Most messages committed in one transaction.
@@ -152,6 +155,7 @@ fn default_dead_letter_payload_limit() -> usize {
 
 /// TLS settings of a connection (broker or database).
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file of the CA(s) that signed the server's certificate. Without it the
@@ -176,6 +180,7 @@ fn yes() -> bool {
 
 /// `db_config.json`, with the original service's keys.
 #[derive(Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct DbConfig {
     /// The server, when there is one; see `hosts` for a cluster.
@@ -293,6 +298,7 @@ fn default_db_port() -> u16 {
 
 /// One entry of `cnc_classes.json`.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ClassMapping {
     pub cnc_id: String,
@@ -640,3 +646,8 @@ mod tests {
         assert!(e[0].message.contains("clas_name"), "{}", e[0]);
     }
 }
+
+/// docs/configuration.md against these structs. They derive `Serialize` in tests only,
+/// for this check: outside tests nothing can serialize a password into a log or file.
+#[cfg(test)]
+mod reference;

@@ -43,6 +43,7 @@ impl fmt::Display for EnvelopeError {
 /// Bounds on what a message may be, checked before it is parsed (`limits` in
 /// `collector.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Larger messages are dead-lettered as `too_large`.

@@ -446,7 +446,7 @@ pub fn new_mapping(req: &NewMapping) -> Result<String, String> {
         "created {} (class {}, {} rows: cnc_data{}) from {} recorded message(s)\n\
          and {} with the CREATE TABLE statements for the new tables:\n\n{}\
          next:\n  \
-         1. edit {}: check each type and missing rule, add value maps and scales (README: Map a controller without Rust)\n  \
+         1. edit {}: check each type and missing rule, add value maps and scales (docs/mapping.md)\n  \
          2. create the tables: mariadb -h127.0.0.1 -uroot <database> < {}\n  \
          3. map machines to \"{}\" in cnc_classes.json\n  \
          4. mes-collector check --config-dir <dir>\n  \

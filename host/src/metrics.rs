@@ -162,6 +162,12 @@ impl Metrics {
             last_seen_at: Mutex::new(BTreeMap::new()),
             registry,
         };
+        // Every mapped class starts at 0 rather than without a series, so that a
+        // dashboard or an alert can tell "never crashed" from "not scraped".
+        for class in &m.known_classes {
+            m.plugin_quarantined.with_label_values(&[class]).set(0);
+            m.plugin_recent_crashes.with_label_values(&[class]).set(0);
+        }
         Arc::new(m)
     }
 

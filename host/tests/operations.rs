@@ -9,81 +9,11 @@ use std::{
 
 use common::{
     faults::TcpProxy,
-    http::{get, metrics_addr},
+    http::{get, metrics_addr, parse_exposition},
     *,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Checks the Prometheus text exposition format (0.0.4) line by line and returns the
-/// samples as (name{labels}, value).
-fn parse_exposition(text: &str) -> Vec<(String, f64)> {
-    let mut typed = std::collections::HashSet::new();
-    let mut samples = Vec::new();
-    for line in text.lines() {
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut parts = rest.splitn(3, ' ');
-            let kind = parts.next().unwrap();
-            let name = parts.next().expect("metric name after # HELP/# TYPE");
-            assert!(valid_name(name), "bad metric name in {line:?}");
-            if kind == "TYPE" {
-                let t = parts.next().unwrap_or("");
-                assert!(
-                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
-                    "{line:?}"
-                );
-                typed.insert(name.to_string());
-            } else {
-                assert_eq!(kind, "HELP", "{line:?}");
-            }
-            continue;
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("no value in {line:?}"));
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-        };
-        let name = series.split('{').next().unwrap();
-        assert!(valid_name(name), "bad name in {line:?}");
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line:?}");
-                for pair in labels[1..labels.len() - 1]
-                    .split("\",")
-                    .filter(|p| !p.is_empty())
-                {
-                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line:?}"));
-                    assert!(
-                        valid_name(k) && v.starts_with('"'),
-                        "bad label {pair:?} in {line:?}"
-                    );
-                }
-            }
-        }
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
-            .unwrap_or(name);
-        assert!(typed.contains(family), "sample before its # TYPE: {line:?}");
-        samples.push((series.to_string(), value));
-    }
-    samples
-}
-
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && !n.starts_with(|c: char| c.is_ascii_digit())
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
 
 fn value(samples: &[(String, f64)], series: &str) -> f64 {
     samples

@@ -1,4 +1,4 @@
-//! Security: the collector works with exactly the grants the README gives it.
+//! Security: the collector works with exactly the grants docs/operations.md gives it.
 
 mod common;
 
@@ -9,13 +9,13 @@ use mysql::prelude::Queryable;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The README's "Database grants", for this test's database and user.
-fn readme_grants(db: &str, user: &str) -> Vec<String> {
-    let readme = include_str!("../../README.md");
-    let start = readme
-        .find("### Database grants")
-        .expect("README has a Database grants section");
-    let block = &readme[start..];
+/// The "Database grants" of docs/operations.md, for this test's database and user.
+fn documented_grants(db: &str, user: &str) -> Vec<String> {
+    let page = include_str!("../../docs/operations.md");
+    let start = page
+        .find("\n## Database grants\n")
+        .expect("docs/operations.md has a Database grants section");
+    let block = &page[start..];
     let sql = &block[block.find("```sql").unwrap() + 6..];
     let sql = &sql[..sql.find("```").unwrap()];
     sql.lines()
@@ -44,7 +44,7 @@ impl User {
             let who = format!("'{}'@'{host}'", user.name);
             root.query_drop(format!("CREATE USER {who} IDENTIFIED BY 'lp-pass'"))
                 .unwrap();
-            for grant in readme_grants(&db.name, &who) {
+            for grant in documented_grants(&db.name, &who) {
                 root.query_drop(&grant)
                     .unwrap_or_else(|e| panic!("{grant}: {e}"));
             }
@@ -64,7 +64,7 @@ impl Drop for User {
 }
 
 #[test]
-fn the_collector_works_with_the_least_privileges_the_readme_grants() {
+fn the_collector_works_with_the_least_privileges_the_docs_grant() {
     let db = TestDb::new("leastpriv");
     let user = User::create(&db);
     let setup = Setup::new(

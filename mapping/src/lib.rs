@@ -3,8 +3,8 @@
 //! A mapping file says which rows a message becomes: for each row its table, how it is
 //! written (insert, upsert, upsert_newest) and where each column's value comes from (a
 //! JSON pointer into the payload, an envelope field, a machine setting or a constant),
-//! with its type, what a missing value means, a value map and a scale. The README's
-//! "Map a controller without Rust" is the reference of every key.
+//! with its type, what a missing value means, a value map and a scale. `docs/mapping.md`
+//! ("Map a controller without Rust") is the reference of every key.
 //!
 //! This crate is the one implementation of that format. The `cnc-mapping` plugin
 //! (class [`ENGINE_CLASS`]) applies it to messages; the host uses it for `check`,

@@ -14,7 +14,7 @@
 //! quarantine are not involved: the collector itself never died.
 //!
 //! What it costs: two pipe round trips per message and the copying on either side
-//! (measured in the README). What is lost when a runner restarts: the plugin
+//! (measured in docs/operations.md). What is lost when a runner restarts: the plugin
 //! instances of its machines, which are created anew (as after a collector restart).
 
 pub mod runner;

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 /// plugins log and count, and how a plugin that crashes or hangs the process is
 /// contained (see [`crate::crash_guard`]).
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct PluginPolicy {
     /// SHA-256 digests (hex) of the only plugin files that may load; absent: any file

@@ -32,6 +32,7 @@ use record::{encode, read, seal, Next};
 
 /// When appended records are forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum Fsync {
     /// Each record is written to the OS before the callback returns: survives the
@@ -44,6 +45,7 @@ pub enum Fsync {
 
 /// The `spool` section of `collector.json`.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
     /// Directory of segment files; one per collector. Relative to the config dir.
