@@ -19,7 +19,8 @@
 #       BENCH_REPS times; the table shows each run and the median.
 #   (3) the collector with batching off (batch.max_messages 1) for N/10 messages,
 #       and the speed-up of (2) over it.
-#   (4) latency at a steady rate: p50/p99/max of stored_at - sent_at_us.
+#   (4) latency at a steady rate: p50/p99/max of stored_at - sent_at_us, and the CPU
+#       it costs, once per latency budget of BENCH_STEADY_BUDGETS.
 #   (5) for every collector run: peak RSS (VmHWM) and CPU seconds (utime+stime) per
 #       100,000 messages, and the same CPU figure for the publisher, the broker, the
 #       counter and the database server (the latter server-wide: anything else using
@@ -46,7 +47,10 @@
 #   BENCH_RATE           msg/s for the latency run (4)                    [2000]
 #   BENCH_DURATION       seconds of the latency run (4)                   [30]
 #   BENCH_BATCH          batch.max_messages for (2) and (4)               [500]
-#   BENCH_BATCH_WAIT_MS  batch.max_wait_ms for (2), (3) and (4)           [50]
+#   BENCH_LATENCY_MS     batch.max_latency_ms (the latency budget) for (2), (3)
+#                        and the first of (4)                              [50]
+#   BENCH_STEADY_BUDGETS the latency budgets (ms) of the runs of (4), one run each
+#                        at BENCH_RATE                     ["BENCH_LATENCY_MS 20 0"]
 #   BENCH_SPOOL_FSYNC    spool.fsync: never | always                      [never]
 #   BENCH_WINDOW         publisher's unacknowledged-message window        [1000]
 #   BENCH_MAX_INFLIGHT   Mosquitto max_inflight_messages (0 = no limit)   [20, its default]
@@ -91,7 +95,9 @@ UNBATCHED_N=${BENCH_UNBATCHED_N:-$((N / 10))}
 RATE=${BENCH_RATE:-2000}
 DURATION=${BENCH_DURATION:-30}
 BATCH=${BENCH_BATCH:-500}
-BATCH_WAIT_MS=${BENCH_BATCH_WAIT_MS:-50}
+LATENCY_MS=${BENCH_LATENCY_MS:-${BENCH_BATCH_WAIT_MS:-50}}
+# Each budget once, in the order given.
+STEADY_BUDGETS=$(echo "${BENCH_STEADY_BUDGETS:-$LATENCY_MS 20 0}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
 SPOOL_FSYNC=${BENCH_SPOOL_FSYNC:-never}
 WINDOW=${BENCH_WINDOW:-1000}
 MAX_INFLIGHT=${BENCH_MAX_INFLIGHT:-20}
@@ -110,7 +116,10 @@ DB_PASSWORD=${BENCH_DB_PASSWORD:-}
 OUT=${BENCH_OUT:-target/bench}
 LATENCY_N=$(awk -v r="$RATE" -v d="$DURATION" 'BEGIN { printf "%d", r * d }')
 
-for v in N REPS MACHINES UNBATCHED_N BATCH BATCH_WAIT_MS WINDOW MAX_INFLIGHT STALL_SECS LATENCY_N; do
+for b in $STEADY_BUDGETS; do
+    [[ $b =~ ^[0-9]+$ ]] || die "BENCH_STEADY_BUDGETS must hold whole numbers (ms), got '$b'"
+done
+for v in N REPS MACHINES UNBATCHED_N BATCH LATENCY_MS WINDOW MAX_INFLIGHT STALL_SECS LATENCY_N; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 [ "$N" -gt 0 ] && [ "$REPS" -gt 0 ] && [ "$UNBATCHED_N" -gt 0 ] && [ "$LATENCY_N" -gt 0 ] \
@@ -367,9 +376,10 @@ raw_run() {
     log "$run: ${R[$run.rate]} msg/s (received ${R[$run.received]} of $N)"
 }
 
-# (2)/(3)/(4) one collector run: label, messages, batch.max_messages, publish rate (0 = max).
+# (2)/(3)/(4) one collector run: label, messages, batch.max_messages, publish rate (0 =
+# max), and the latency budget (default BENCH_LATENCY_MS).
 collector_run() {
-    local run=$1 count=$2 batch=$3 rate=$4
+    local run=$1 count=$2 batch=$3 rate=$4 budget=${5:-$LATENCY_MS}
     local dir="$WORK/$run" db="mes_bench_${TAG}_$1" topic="bench/$TAG/$1" mport
     mport=$(free_port)
     log "$run: collector path, $count messages, batch.max_messages $batch, $([ "$rate" = 0 ] && echo "full speed" || echo "$rate msg/s")"
@@ -380,7 +390,7 @@ collector_run() {
 {
   "broker": { "uri": "$BROKER_URI", "client_id": "mes-bench-$TAG-$run", "topic": "$topic", "qos": 1 },
   "plugins_dir": "plugins", $PLUGINS_JSON
-  "batch": { "max_messages": $batch, "max_wait_ms": $BATCH_WAIT_MS },
+  "batch": { "max_messages": $batch, "max_latency_ms": $budget },
   "spool": { "dir": "spool", "fsync": "$SPOOL_FSYNC" },
   "metrics_addr": "127.0.0.1:$mport"
 }
@@ -543,7 +553,7 @@ group_run() {
         printf '%s\n' "{" \
             "  \"broker\": { \"uri\": \"$BROKER_URI\", \"client_id\": \"mes-bench-$TAG-$run-$i\", \"topic\": \"\$share/bench/$topic\", \"qos\": 1 }," \
             "  \"plugins_dir\": \"plugins\"," \
-            "  \"batch\": { \"max_messages\": $BATCH, \"max_wait_ms\": $BATCH_WAIT_MS }," \
+            "  \"batch\": { \"max_messages\": $BATCH, \"max_latency_ms\": $LATENCY_MS }," \
             "  \"spool\": { \"dir\": \"spool\", \"fsync\": \"$SPOOL_FSYNC\" }," \
             "  \"metrics_addr\": \"\"" \
             "}" >"$dir/collector.json"
@@ -651,7 +661,11 @@ for i in $(seq 1 "$REPS"); do
     RATIO+=("$(fmt2 "$(div "${R[col$i.rate]}" "${R[raw$i.rate]}")")")
 done
 collector_run unbatched "$UNBATCHED_N" 1 0
-collector_run steady "$LATENCY_N" "$BATCH" "$RATE"
+STEADY=()
+for b in $STEADY_BUDGETS; do
+    collector_run "steady$b" "$LATENCY_N" "$BATCH" "$RATE" "$b"
+    STEADY+=("steady$b")
+done
 
 if [ "${BENCH_PERF:-0}" = 1 ]; then
     if command -v perf >/dev/null; then
@@ -698,7 +712,7 @@ RATIO_MED=$(median "${RATIO[@]}")
 SPEEDUP=$(div "$COL_MED" "${R[unbatched.rate]}")
 
 ALL_OK=yes
-for r in "${raws[@]}" "${cols[@]}" unbatched steady; do
+for r in "${raws[@]}" "${cols[@]}" unbatched "${STEADY[@]}"; do
     [ "${R[$r.ok]}" = yes ] || ALL_OK=NO
 done
 
@@ -707,7 +721,7 @@ head_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || head_rev="$head_rev (with uncommitted changes)"
 busiest() { head -4 "$1" | awk -F'\t' '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }'; }
 busiest=$(busiest "${R[col$REPS.threads]}")
-busiest_steady=$(busiest "${R[steady.threads]}")
+busiest_steady=$(busiest "${R[${STEADY[0]}.threads]}")
 
 {
     echo "## Benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'))"
@@ -715,7 +729,7 @@ busiest_steady=$(busiest "${R[steady.threads]}")
     echo "Machine: $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), Linux $(uname -r)."
     echo "Versions: $("$BIN/mes-collector" --version | head -1), commit $head_rev; $(rustc --version 2>/dev/null || echo rustc ?);"
     echo "Mosquitto $("$MOSQUITTO" -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -1); MySQL server $db_version."
-    echo "Settings: N=$N messages, $MACHINES machines, batch $BATCH messages / ${BATCH_WAIT_MS} ms, spool fsync $SPOOL_FSYNC, RUST_LOG=$COLLECTOR_LOG,"
+    echo "Settings: N=$N messages, $MACHINES machines, batch $BATCH messages / latency budget ${LATENCY_MS} ms, spool fsync $SPOOL_FSYNC, RUST_LOG=$COLLECTOR_LOG,"
     echo "publisher window $WINDOW, private Mosquitto with max_queued_messages 0 and max_inflight_messages $MAX_INFLIGHT."
     if [ "$ISOLATE" = 1 ]; then
         echo "Plugins: CNCTypeA and CNCTypeB isolated (BENCH_ISOLATE=1, plugins.isolate); collector CPU includes its runner processes."
@@ -754,12 +768,16 @@ busiest_steady=$(busiest "${R[steady.threads]}")
     echo "| speed-up of (2) (median) over (3) | **$(fmt1 "$SPEEDUP")x** |"
     echo "| (3) collector CPU s per 100k messages / peak RSS MiB | ${R[unbatched.cpu]} / ${R[unbatched.rss_mib]} |"
     echo "| (3) database server CPU s per 100k messages | ${R[unbatched.db_cpu]} |"
-    echo "| (4) steady $RATE msg/s for $DURATION s ($LATENCY_N messages; publisher achieved ${R[steady.pub_rate]} msg/s): latency p50 / p99 / max | **${R[steady.p50]} / ${R[steady.p99]} / ${R[steady.max]} ms** |"
-    echo "| (4) collector CPU s per 100k messages / peak RSS MiB | ${R[steady.cpu]} / ${R[steady.rss_mib]} |"
-    echo "| (4) database server CPU s per 100k messages | ${R[steady.db_cpu]} |"
+    for r in "${STEADY[@]}"; do
+        b=${r#steady}
+        echo "| (4) steady $RATE msg/s for $DURATION s, latency budget $b ms ($LATENCY_N messages; publisher achieved ${R[$r.pub_rate]} msg/s): latency p50 / p99 / max | **${R[$r.p50]} / ${R[$r.p99]} / ${R[$r.max]} ms** |"
+        echo "| (4) budget $b ms: collector CPU s per 100k messages / peak RSS MiB | **${R[$r.cpu]}** / ${R[$r.rss_mib]} |"
+        echo "| (4) budget $b ms: database server CPU s per 100k messages | **${R[$r.db_cpu]}** |"
+        echo "| (4) budget $b ms: batches committed / mean commit time, ms | ${R[$r.batches]} / ${R[$r.commit_ms]} |"
+    done
     echo
     echo "Busiest collector threads (CPU s) in (2) run $REPS: $busiest;"
-    echo "in (4): $busiest_steady."
+    echo "in (4) with budget ${STEADY[0]#steady} ms: $busiest_steady."
     echo
     echo "Nothing lost: **$ALL_OK**"
     echo
@@ -768,7 +786,7 @@ busiest_steady=$(busiest "${R[steady.threads]}")
     for r in "${raws[@]}"; do
         echo "| $r (count) | ${R[$r.published]} | ${R[$r.received]} | - | - | ${R[$r.ok]} |"
     done
-    for r in "${cols[@]}" unbatched steady; do
+    for r in "${cols[@]}" unbatched "${STEADY[@]}"; do
         echo "| $r (collector) | ${R[$r.published]} | ${R[$r.rows]} | ${R[$r.distinct]} | ${R[$r.dead]} | ${R[$r.ok]} |"
     done
 } >"$OUT/results.md"

@@ -111,14 +111,17 @@ pub struct BatchConfig {
     /// Most messages committed in one transaction.
     #[serde(default = "default_max_messages")]
     pub max_messages: usize,
-    /// Longest a message waits for its batch to fill before the batch is committed.
-    #[serde(default = "default_max_wait_ms")]
-    pub max_wait_ms: u64,
+    /// The latency budget: how long a message may wait from the dispatcher's first
+    /// sight of it to its commit, batch filling and commit together. Also read under
+    /// its former name `max_wait_ms` (which bounded the filling only while the
+    /// previous batch was still being committed), so existing files keep working.
+    #[serde(default = "default_max_latency_ms", alias = "max_wait_ms")]
+    pub max_latency_ms: u64,
 }
 
 impl BatchConfig {
-    pub fn max_wait(&self) -> Duration {
-        Duration::from_millis(self.max_wait_ms)
+    pub fn max_latency(&self) -> Duration {
+        Duration::from_millis(self.max_latency_ms)
     }
 }
 
@@ -126,7 +129,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
             max_messages: default_max_messages(),
-            max_wait_ms: default_max_wait_ms(),
+            max_latency_ms: default_max_latency_ms(),
         }
     }
 }
@@ -143,7 +146,7 @@ fn default_keep_alive_secs() -> u64 {
 fn default_max_messages() -> usize {
     500
 }
-fn default_max_wait_ms() -> u64 {
+fn default_max_latency_ms() -> u64 {
     50
 }
 fn default_metrics_addr() -> String {

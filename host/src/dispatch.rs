@@ -28,7 +28,7 @@ use crate::{
     sink::{
         batch::{Batch, Shapes},
         mysql::MysqlSink,
-        writer::{Sealed, Writer},
+        writer::{CommitTime, Sealed, Writer},
     },
     spool::{Record, Spool, SpoolReader},
 };
@@ -102,8 +102,12 @@ impl Dispatcher {
         // One batch being filled, one being committed, one waiting between them.
         let (to_writer, sealed) = crossbeam_channel::bounded::<Sealed>(1);
         let (emptied, recycled) = crossbeam_channel::bounded::<Batch>(2);
-        let writer =
-            Writer::new(sink, spool, self.metrics.clone()).spawn(sealed, emptied, stop.clone());
+        let commit_time = CommitTime::default();
+        let writer = Writer::new(sink, spool, self.metrics.clone(), commit_time.clone()).spawn(
+            sealed,
+            emptied,
+            stop.clone(),
+        );
         let mut shapes_sent = 0;
         while !stop.load(Ordering::Relaxed) {
             let Some(first) = self.read(&mut reader, Instant::now() + Duration::from_millis(100))
@@ -111,25 +115,36 @@ impl Dispatcher {
                 continue;
             };
             let mut batch = recycled.try_recv().unwrap_or_default();
-            let full_by = Instant::now() + self.batch.max_wait();
+            // The latency budget: the first message may wait for company as long as
+            // the budget leaves after a commit (twice the usual, for the slow ones),
+            // so that a steady line commits few, large batches instead of one per
+            // message, and a quiet line is still stored within the budget. A backlog
+            // fills the batch at once and never waits.
+            let seal_at = Instant::now()
+                + self
+                    .batch
+                    .max_latency()
+                    .saturating_sub(commit_time.typical() * 2);
             let mut position = first.seq;
             self.guard.batch_begins(first.seq);
             self.dispatch(first, &mut batch);
-            // Adaptive batching: while the writer has nothing waiting, a batch goes as
-            // soon as no further message is at hand, so a quiet line is stored within
-            // one commit; while it is busy, the batch grows (up to max_messages, or
-            // max_wait after its first message), so a busy line makes few, large
-            // commits.
             while batch.len() < self.batch.max_messages {
+                let now = Instant::now();
                 let writer_idle = to_writer.is_empty();
-                let until = if writer_idle { Instant::now() } else { full_by };
-                match self.read(&mut reader, until) {
-                    Some(r) => {
-                        position = r.seq;
-                        self.dispatch(r, &mut batch);
-                    }
-                    None if writer_idle || Instant::now() >= full_by => break,
-                    None => {}
+                if now >= seal_at && writer_idle {
+                    break;
+                }
+                // Past the budget while the writer still commits the previous batch,
+                // the batch keeps growing, a millisecond at a time, until the writer
+                // can take it: it could not go any sooner.
+                let until = if now < seal_at {
+                    seal_at
+                } else {
+                    now + Duration::from_millis(1)
+                };
+                if let Some(r) = self.read(&mut reader, until) {
+                    position = r.seq;
+                    self.dispatch(r, &mut batch);
                 }
             }
             self.guard.batch_sealed();

@@ -611,7 +611,7 @@ fn two_collectors_on_two_nodes_update_the_same_rows_conflicts_are_retried() {
     let shared = format!("$share/g/{}", a.topic);
     for s in [&a, &b] {
         s.write_collector(&json!({"broker": {"uri": broker.uri(), "topic": shared},
-            "batch": {"max_messages": 10, "max_wait_ms": 5}}));
+            "batch": {"max_messages": 10, "max_latency_ms": 5}}));
     }
     let cert = |node| {
         cluster.counter(node, "wsrep_local_cert_failures")

@@ -4,7 +4,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{atomic::AtomicBool, Arc},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -54,6 +57,31 @@ pub struct Sealed {
 
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
+/// How long a commit takes these days: a moving average the writer keeps and the
+/// dispatcher reads, so that a batch waits for more messages only as long as the
+/// latency budget leaves after its commit.
+#[derive(Debug, Clone, Default)]
+pub struct CommitTime(Arc<AtomicU64>);
+
+impl CommitTime {
+    fn record(&self, took: Duration) {
+        let took = took.as_micros().min(u64::MAX as u128) as u64;
+        let before = self.0.load(Ordering::Relaxed);
+        // A 1/8 weight: a single slow commit (an outage's retries) moves it little,
+        // a lasting change within a few dozen commits.
+        let now = if before == 0 {
+            took
+        } else {
+            before - before / 8 + took / 8
+        };
+        self.0.store(now, Ordering::Relaxed);
+    }
+
+    pub fn typical(&self) -> Duration {
+        Duration::from_micros(self.0.load(Ordering::Relaxed))
+    }
+}
+
 pub struct Writer {
     sink: MysqlSink,
     spool: Spool,
@@ -61,16 +89,23 @@ pub struct Writer {
     /// The dispatcher's shapes, mirrored from what each sealed batch brings.
     shapes: Shapes,
     totals: Totals,
+    commit_time: CommitTime,
 }
 
 impl Writer {
-    pub fn new(sink: MysqlSink, spool: Spool, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        sink: MysqlSink,
+        spool: Spool,
+        metrics: Arc<Metrics>,
+        commit_time: CommitTime,
+    ) -> Self {
         Writer {
             sink,
             spool,
             metrics,
             shapes: Shapes::default(),
             totals: Totals::default(),
+            commit_time,
         }
     }
 
@@ -135,6 +170,7 @@ impl Writer {
     ) -> Result<(), Stopped> {
         let started = Instant::now();
         let done = self.sink.commit(batch, &self.shapes, position, stop)?;
+        self.commit_time.record(started.elapsed());
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -245,7 +245,7 @@ impl Setup {
             "plugins_dir": "plugins",
             // A free port each, so tests run in parallel.
             "metrics_addr": "127.0.0.1:0",
-            "batch": {"max_messages": 200, "max_wait_ms": 20}
+            "batch": {"max_messages": 200, "max_latency_ms": 20}
         });
         merge(&mut c, extra);
         self.write("collector.json", &c.to_string());
