@@ -203,6 +203,128 @@ fn plugin_files_others_could_replace_or_not_on_the_allow_list_are_refused() {
     );
 }
 
+/// `mes-collector plugins` with these arguments: (exit code, stdout, stderr).
+fn plugins_cmd(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["plugins"];
+    all.extend(args);
+    let out = mes_collector(&all).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plugins_applies_the_collectors_policy_and_prints_the_allow_entry_of_an_upgrade() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new("plugpol");
+    let setup = Setup::new(
+        &db,
+        "plugpol",
+        r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"},{"cnc_id":"CNC002","class_name":"CNCTypeB"}]"#,
+        &["cnc-type-a", "cnc-type-b"],
+    );
+    let config_dir = setup.path().to_str().unwrap().to_string();
+    let plugins_dir = setup.plugins_dir();
+    let entry_of = |file: &std::path::Path| {
+        let (code, out, err) = plugins_cmd(&[
+            "allow-entry",
+            file.to_str().unwrap(),
+            "--config-dir",
+            &config_dir,
+        ]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        let entry: String = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("not one JSON string ({e}): {out}"));
+        assert_eq!(entry.len(), 64, "{out}");
+        (entry, err)
+    };
+    let (digest_a, _) = entry_of(&plugins_dir.join("libcnc_type_a.so"));
+    let (digest_b, err) = entry_of(&plugins_dir.join("libcnc_type_b.so"));
+    assert!(err.contains("class CNCTypeB, version 1.0.0"), "{err}");
+
+    // Only A pinned: `plugins` refuses B as `run` (and `check`) do, and says why.
+    setup.write_collector(&serde_json::json!({"plugins": {"allow": [digest_a]}}));
+    let (code, out, err) = plugins_cmd(&["--config-dir", &config_dir]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("plugins.allow: 1 SHA-256 digest(s)") && out.contains("collector.json"),
+        "{out}"
+    );
+    assert!(
+        out.contains("libcnc_type_b.so: `run` under this policy refuses it")
+            && out.contains("not in plugins.allow"),
+        "{out}"
+    );
+    let (ok, text) = check(&setup);
+    assert!(!ok && text.contains("not in plugins.allow"), "{text}");
+    // A bare directory is listed under the default policy, and says so.
+    let (code, out, err) = plugins_cmd(&[plugins_dir.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("policy: the default (no plugins.allow)"),
+        "{out}"
+    );
+
+    // B's entry added: all loads.
+    setup.write_collector(&serde_json::json!({"plugins": {"allow": [digest_a, digest_b]}}));
+    let (code, out, err) = plugins_cmd(&["--config-dir", &config_dir]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (_, err) = entry_of(&plugins_dir.join("libcnc_type_b.so"));
+    assert!(err.contains("already in plugins.allow"), "{err}");
+
+    // A new build of A (same code, other bytes: another digest), staged elsewhere.
+    let staged = setup.path().join("staging");
+    std::fs::create_dir(&staged).unwrap();
+    let new_a = staged.join("libcnc_type_a.so");
+    let mut bytes = std::fs::read(plugins_dir.join("libcnc_type_a.so")).unwrap();
+    bytes.extend_from_slice(b"\0rebuilt");
+    std::fs::write(&new_a, bytes).unwrap();
+    std::fs::set_permissions(&new_a, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = plugins_cmd(&[staged.to_str().unwrap(), "--config-dir", &config_dir]);
+    assert_eq!(
+        code,
+        Some(1),
+        "the pinned policy refuses the new build:\n{out}{err}"
+    );
+    let (digest_new, err) = entry_of(&new_a);
+    assert_ne!(digest_new, digest_a);
+    assert!(
+        err.contains(&format!("it replaces {digest_a:?}")) && err.contains("class CNCTypeA"),
+        "{err}"
+    );
+    // Installed before the entry is changed: `plugins` and `check` refuse it, and
+    // allow-entry names the entry that matches no file any more.
+    std::fs::copy(&new_a, plugins_dir.join("libcnc_type_a.so")).unwrap();
+    let (code, out, err) = plugins_cmd(&["--config-dir", &config_dir]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let (_, err) = entry_of(&plugins_dir.join("libcnc_type_a.so"));
+    assert!(
+        err.contains("match no file there any more") && err.contains(&digest_a),
+        "{err}"
+    );
+    // The printed entry in place of the old one: loads, and the collector stores
+    // through it.
+    setup.write_collector(&serde_json::json!({"plugins": {"allow": [digest_new, digest_b]}}));
+    let (code, out, err) = plugins_cmd(&["--config-dir", &config_dir]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (ok, text) = check(&setup);
+    assert!(ok, "{text}");
+
+    // A file that `run` refuses whatever the allow list says gets no entry.
+    std::fs::set_permissions(&new_a, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, out, err) = plugins_cmd(&[
+        "allow-entry",
+        new_a.to_str().unwrap(),
+        "--config-dir",
+        &config_dir,
+    ]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("writable by group or others"), "{err}");
+}
+
 enum Want {
     Stored,
     Dead(&'static str),
