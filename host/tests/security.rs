@@ -857,6 +857,142 @@ mod tls {
         assert!(ok, "{text}");
     }
 
+    /// `cnc-sim` with the test's environment free of a broker password.
+    fn sim(args: &[&str]) -> Command {
+        let mut cmd = cnc_sim(args);
+        cmd.env_remove("MES_MQTT_PASSWORD");
+        cmd
+    }
+
+    /// Starts `cnc-sim <conn> record` for `count` messages and waits for `ready`.
+    fn start_recording(conn: &[&str], out: &Path, count: usize) -> std::process::Child {
+        use std::io::BufRead;
+        let mut args = conn.to_vec();
+        let count = count.to_string();
+        args.extend([
+            "record",
+            "--out",
+            out.to_str().unwrap(),
+            "--count",
+            &count,
+            "--timeout-secs",
+            "20",
+        ]);
+        let mut child = sim(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        if ready.trim() != "ready" {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "cnc-sim record did not subscribe:\n{}",
+                common::build::text(&out)
+            );
+        }
+        child
+    }
+
+    #[test]
+    fn cnc_sim_records_and_publishes_through_a_tls_broker_with_a_password() {
+        let certs = Certs::new();
+        let broker = certs.broker("server");
+        let uri = format!("ssl://localhost:{}", broker.port);
+        let topic = format!("test/{}", unique("simtls"));
+        let work = tempfile::tempdir().unwrap();
+        let secret = work.path().join("mqtt.secret");
+        std::fs::write(&secret, "broker-pass\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let messages = work.path().join("messages.jsonl");
+        let sent = SAMPLES.join("\n") + "\n";
+        std::fs::write(&messages, &sent).unwrap();
+        let ca = certs.path("ca.crt");
+        let flags = [
+            "--broker",
+            uri.as_str(),
+            "--topic",
+            topic.as_str(),
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--username",
+            "collector",
+            "--password-file",
+            secret.to_str().unwrap(),
+        ];
+        // A collector's configuration for the same broker, as a plant has it: a shared
+        // subscription, a relative password file.
+        let config = work.path().join("config");
+        std::fs::create_dir(&config).unwrap();
+        std::fs::copy(&secret, config.join("mqtt.secret")).unwrap();
+        std::fs::write(
+            config.join("collector.json"),
+            serde_json::json!({"broker": {"uri": uri, "client_id": "mes-collector-1",
+                "topic": format!("$share/collectors/{topic}"), "username": "collector",
+                "password_file": "mqtt.secret", "tls": {"ca_file": ca}},
+                "plugins_dir": "plugins"})
+            .to_string(),
+        )
+        .unwrap();
+        let from_config = ["--broker-config", config.to_str().unwrap()];
+
+        // Recorded with the options, published with the collector's configuration.
+        let recorded = work.path().join("recorded.jsonl");
+        let recorder = start_recording(&flags, &recorded, SAMPLES.len());
+        let mut args = from_config.to_vec();
+        args.extend(["publish", "--file", messages.to_str().unwrap()]);
+        common::build::run_ok(sim(&args));
+        let out = recorder.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", common::build::text(&out));
+        assert_eq!(std::fs::read_to_string(&recorded).unwrap(), sent);
+
+        // And the other way round, with the password given inline.
+        let recorded = work.path().join("recorded-2.jsonl");
+        let recorder = start_recording(&from_config, &recorded, SAMPLES.len());
+        let mut args = flags[..8].to_vec();
+        args.extend([
+            "--password",
+            "broker-pass",
+            "publish",
+            "--file",
+            messages.to_str().unwrap(),
+        ]);
+        common::build::run_ok(sim(&args));
+        let out = recorder.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", common::build::text(&out));
+        assert_eq!(std::fs::read_to_string(&recorded).unwrap(), sent);
+
+        // The options are what made it work: the wrong password, a CA the broker's
+        // certificate does not come from, or no TLS, are refused.
+        let other_ca = certs.path("other-ca.crt");
+        let plain = uri.replace("ssl://", "tcp://");
+        let refused: [Vec<&str>; 3] = [
+            [&flags[..8], &["--password", "not-it"][..]].concat(),
+            [
+                &flags[..4],
+                &["--ca-file", other_ca.to_str().unwrap()],
+                &flags[6..],
+            ]
+            .concat(),
+            [&["--broker", plain.as_str()][..], &flags[2..4], &flags[8..]].concat(),
+        ];
+        for conn in refused {
+            let mut args = conn.clone();
+            args.extend(["publish", "--file", messages.to_str().unwrap()]);
+            let out = sim(&args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && err.contains("cannot connect to the broker"),
+                "{conn:?}: {}",
+                common::build::text(&out)
+            );
+            assert!(!err.contains("broker-pass"), "{err}");
+        }
+    }
+
     fn broker_line(text: &str) -> String {
         let start = text
             .find("\nbroker ")
