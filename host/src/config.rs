@@ -450,6 +450,14 @@ pub fn load_broker(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
+    if !file.is_file() {
+        return Err(err(
+            &file,
+            format!(
+                "no such file; give the collector's {COLLECTOR_FILE} or the config dir holding it"
+            ),
+        ));
+    }
     let mut broker = read_json::<CollectorConfig>(&file)
         .and_then(|c| check_collector(&file, c))?
         .broker;

@@ -89,7 +89,7 @@ pub fn secured_connect_options(cfg: &BrokerConfig) -> Result<mqtt::ConnectOption
         b.ssl_options(ssl_options(cfg)?);
     } else if cfg.tls.is_some() {
         return Err(format!(
-            "broker.tls is set but broker.uri {} is not a TLS URI; use ssl://host:8883 or mqtts://host:8883",
+            "broker.tls is set (cnc-sim: --ca-file, --cert-file, --key-file or --verify-hostname) but the broker URI {} is not a TLS URI; use ssl://host:8883 or mqtts://host:8883",
             cfg.uri
         ));
     }
