@@ -1,7 +1,11 @@
 //! `mes-collector check`: validates the configuration, loads every plugin, tries the
 //! database and the broker, and names every problem. Prints no secret.
 
-use std::{collections::BTreeSet, path::Path, time::Duration};
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use mysql::prelude::Queryable;
 
@@ -11,8 +15,8 @@ use crate::{
     intake::mqtt::{connect_options, create_client},
     mappings::{self, MappingSet},
     plugins::{
-        load_dir, new_instance,
-        trust::{digest, PluginPolicy},
+        load_dir, load_file, new_instance,
+        trust::{admit, digest, PluginPolicy},
         PluginInfo, PluginSet,
     },
     sink::mysql::connect,
@@ -373,15 +377,82 @@ fn plugin_rows(plugins: &PluginSet) -> Vec<[String; 4]> {
     rows
 }
 
-/// `mes-collector plugins DIR`: the plugin table alone. `Ok(false)` when some file
-/// was refused or a class is claimed twice.
-pub fn list_plugins(dir: &Path) -> Result<bool, String> {
-    let plugins = load_dir(dir, &PluginPolicy::default())?;
+/// Which plugin policy `plugins` and `plugins allow-entry` apply: a collector's
+/// (`--config-dir`), so that they call a file ok only if that collector's `run` would
+/// load it, or the default one for a bare directory.
+pub struct PolicySource {
+    pub policy: PluginPolicy,
+    /// The collector's plugins directory, when the policy is a collector's.
+    pub plugins_dir: Option<PathBuf>,
+    /// Where the policy comes from, for the header line.
+    pub origin: String,
+}
+
+impl PolicySource {
+    /// The `plugins` section of the collector in `config_dir`, or the default policy.
+    pub fn new(config_dir: Option<&Path>) -> Result<PolicySource, String> {
+        let Some(config_dir) = config_dir else {
+            return Ok(PolicySource {
+                policy: PluginPolicy::default(),
+                plugins_dir: None,
+                origin: "the default (no plugins.allow), not a collector's: give --config-dir to apply the plugins section of its collector.json, as `run` does".into(),
+            });
+        };
+        let cfg = Config::load(config_dir).map_err(|errors| {
+            let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            format!(
+                "{}\n(to list a bare directory with the default policy: mes-collector plugins DIR)",
+                list.join("\n")
+            )
+        })?;
+        Ok(PolicySource {
+            origin: format!(
+                "plugins section of {}",
+                config_dir.join(COLLECTOR_FILE).display()
+            ),
+            policy: cfg.collector.plugins,
+            plugins_dir: Some(cfg.collector.plugins_dir),
+        })
+    }
+
+    /// One line per rule the policy applies.
+    fn describe(&self) -> Vec<String> {
+        let mut lines = vec![format!("policy: {}", self.origin)];
+        lines.push(match &self.policy.allow {
+            Some(allow) => format!(
+                "  plugins.allow: {} SHA-256 digest(s); any other file is refused",
+                allow.len()
+            ),
+            None => {
+                "  plugins.allow: not set; any file that passes the permission checks loads".into()
+            }
+        });
+        lines.push(if self.policy.allow_insecure_permissions {
+            "  permission checks: OFF (plugins.allow_insecure_permissions, development only)"
+                .into()
+        } else {
+            "  permission checks: on (files and directory writable only by their owner, owned by this user or root)".into()
+        });
+        lines
+    }
+}
+
+/// `mes-collector plugins`: the plugin table alone, under `source`'s policy, of `dir`
+/// or else the collector's plugins directory. `Ok(false)` when some file was refused
+/// or a class is claimed twice.
+pub fn list_plugins(dir: Option<&Path>, source: &PolicySource) -> Result<bool, String> {
+    let dir = dir
+        .or(source.plugins_dir.as_deref())
+        .ok_or("no plugins directory: give one, or --config-dir")?;
+    let plugins = load_dir(dir, &source.policy)?;
     println!(
         "plugins in {} (plugin API of this host: {}):",
         dir.display(),
         mes_plugin_api::API_VERSION
     );
+    for line in source.describe() {
+        println!("{line}");
+    }
     print_table(&["FILE", "CLASS", "VERSION", "ABI"], &plugin_rows(&plugins));
     // For plugins.allow in collector.json.
     println!("\nSHA-256:");
@@ -399,9 +470,94 @@ pub fn list_plugins(dir: &Path) -> Result<bool, String> {
         }
     }
     for f in &plugins.failures {
-        println!("\n{}: {}", file_name(&f.file), f.reason);
+        println!(
+            "\n{}: `run` under this policy refuses it: {}",
+            file_name(&f.file),
+            f.reason
+        );
+    }
+    if let Some(e) = plugins.conflict_error() {
+        println!("\n{e}");
     }
     Ok(plugins.failures.is_empty() && plugins.conflicts.is_empty())
+}
+
+/// `mes-collector plugins allow-entry FILE`: the `plugins.allow` entry that lets
+/// `file` load, as JSON on stdout (alone, for scripts); on stderr, which class and
+/// version it is and, with a collector's policy, which entry it takes the place of.
+/// Refuses a file that `run` would refuse for another reason than the allow list
+/// (permissions, not a plugin, another ABI): an entry would not make it load.
+pub fn allow_entry(file: &Path, source: &PolicySource) -> Result<(), String> {
+    let unpinned = PluginPolicy {
+        allow: None,
+        ..source.policy.clone()
+    };
+    admit(file, &unpinned)
+        .map_err(|e| format!("{}: `run` would refuse it: {e}", file.display()))?;
+    let sha = digest(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let plugin = load_file(file)
+        .map_err(|f| format!("{}: `run` would refuse it: {}", file.display(), f.reason))?;
+    let info = &plugin.info;
+    println!("{}", serde_json::Value::String(sha.clone()));
+    eprintln!(
+        "{}: class {}, version {}, plugin API {}; SHA-256 {sha}",
+        file.display(),
+        info.class_name,
+        info.version,
+        info.api_version
+    );
+    let (Some(allow), Some(plugins_dir)) = (&source.policy.allow, &source.plugins_dir) else {
+        eprintln!(
+            "policy: {}; put the entry in the plugins.allow list of collector.json",
+            source.origin
+        );
+        return Ok(());
+    };
+    let listed = |d: &str| allow.iter().any(|a| a.trim().eq_ignore_ascii_case(d));
+    if listed(&sha) {
+        eprintln!("it is already in plugins.allow ({})", source.origin);
+        return Ok(());
+    }
+    // The entry of the build it upgrades: the allowed file of the same class in the
+    // plugins directory, or else entries that match no file there any more.
+    let installed = load_dir(plugins_dir, &source.policy)
+        .ok()
+        .and_then(|set| set.by_class.get(&info.class_name).cloned());
+    match installed.and_then(|p| Some((digest(&p.info.file).ok()?, p))) {
+        Some((old, p)) if listed(&old) => eprintln!(
+            "it replaces {:?}, the entry of {} (class {}, version {}) in plugins.allow ({}): put it in that entry's place when the new file is installed",
+            old,
+            p.info.file.display(),
+            p.info.class_name,
+            p.info.version,
+            source.origin
+        ),
+        _ => {
+            let present: BTreeSet<String> = std::fs::read_dir(plugins_dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| digest(&e.ok()?.path()).ok())
+                .collect();
+            let unmatched: Vec<&String> = allow
+                .iter()
+                .filter(|a| !present.contains(&a.trim().to_ascii_lowercase()))
+                .collect();
+            eprintln!(
+                "no allowed file of class {} is in {}; add the entry to plugins.allow ({}){}",
+                info.class_name,
+                plugins_dir.display(),
+                source.origin,
+                if unmatched.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; these entries match no file there any more (an old build's?): {unmatched:?}"
+                    )
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 fn file_name(p: &Path) -> String {

@@ -371,20 +371,14 @@ impl Config {
                         Err(e) => errors.push(err(&dir.join(DB_FILE), e)),
                     }
                 }
-                if let Some(file) = &collector.broker.password_file {
-                    match read_secret(file) {
-                        Ok(pw) => collector.broker.password = Some(pw),
-                        Err(e) => errors.push(err(&dir.join(COLLECTOR_FILE), e)),
-                    }
+                if let Err(e) = collector.broker.resolve_password(env) {
+                    errors.push(err(&dir.join(COLLECTOR_FILE), e));
                 }
                 if !errors.is_empty() {
                     return Err(errors);
                 }
                 if let Some(pw) = env.get("MES_DB_PASSWORD") {
                     db.password = pw.clone();
-                }
-                if let Some(pw) = env.get("MES_MQTT_PASSWORD") {
-                    collector.broker.password = Some(pw.clone());
                 }
                 Ok(Config {
                     dir: dir.to_path_buf(),
@@ -400,28 +394,85 @@ impl Config {
 
 /// Relative file paths in the configuration are relative to the config dir.
 fn resolve_paths(dir: &Path, collector: &mut CollectorConfig, db: &mut DbConfig) {
-    let fix = |p: &mut PathBuf| {
-        if p.is_relative() {
-            *p = dir.join(&*p);
+    resolve_broker_paths(dir, &mut collector.broker);
+    if let Some(tls) = db.tls.as_mut() {
+        resolve_tls_paths(dir, tls);
+    }
+    if let Some(p) = db.password_file.as_mut() {
+        relative_to(dir, p);
+    }
+}
+
+fn relative_to(dir: &Path, p: &mut PathBuf) {
+    if p.is_relative() {
+        *p = dir.join(&*p);
+    }
+}
+
+fn resolve_tls_paths(dir: &Path, tls: &mut TlsConfig) {
+    for p in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file]
+        .into_iter()
+        .flatten()
+    {
+        relative_to(dir, p);
+    }
+}
+
+fn resolve_broker_paths(dir: &Path, broker: &mut BrokerConfig) {
+    if let Some(tls) = broker.tls.as_mut() {
+        resolve_tls_paths(dir, tls);
+    }
+    if let Some(p) = broker.password_file.as_mut() {
+        relative_to(dir, p);
+    }
+}
+
+impl BrokerConfig {
+    /// The password from `password_file`, with `MES_MQTT_PASSWORD` over it or over
+    /// `password`.
+    pub fn resolve_password(&mut self, env: &HashMap<String, String>) -> Result<(), String> {
+        if let Some(file) = &self.password_file {
+            self.password = Some(read_secret(file)?);
         }
+        if let Some(pw) = env.get("MES_MQTT_PASSWORD") {
+            self.password = Some(pw.clone());
+        }
+        Ok(())
+    }
+}
+
+/// The broker section of a collector's `collector.json` (`path` is the file or the
+/// config dir holding it), checked and with its password resolved as `run` does, for
+/// tools that connect where that collector connects (`cnc-sim --broker-config`). The
+/// other two files are not needed.
+pub fn load_broker(
+    path: &Path,
+    env: &HashMap<String, String>,
+) -> Result<BrokerConfig, ConfigError> {
+    let file = if path.is_dir() {
+        path.join(COLLECTOR_FILE)
+    } else {
+        path.to_path_buf()
     };
-    for tls in [collector.broker.tls.as_mut(), db.tls.as_mut()]
-        .into_iter()
-        .flatten()
-    {
-        for p in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file]
-            .into_iter()
-            .flatten()
-        {
-            fix(p);
-        }
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    if !file.is_file() {
+        return Err(err(
+            &file,
+            format!(
+                "no such file; give the collector's {COLLECTOR_FILE} or the config dir holding it"
+            ),
+        ));
     }
-    for p in [&mut collector.broker.password_file, &mut db.password_file]
-        .into_iter()
-        .flatten()
-    {
-        fix(p);
-    }
+    let mut broker = read_json::<CollectorConfig>(&file)
+        .and_then(|c| check_collector(&file, c))?
+        .broker;
+    resolve_broker_paths(&dir, &mut broker);
+    broker.resolve_password(env).map_err(|e| err(&file, e))?;
+    Ok(broker)
 }
 
 /// Reads a password file, refusing one that others can read.

@@ -31,12 +31,21 @@ enum Command {
         #[arg(long, default_value = "config")]
         config_dir: PathBuf,
     },
-    /// List the plugin libraries in a directory with class, version and ABI status,
-    /// without starting anything.
+    /// List the plugin libraries with class, version, ABI status and SHA-256, under a
+    /// collector's plugin policy (allow list, permission checks) as `run` applies it,
+    /// without starting anything; `plugins allow-entry FILE` prints a file's
+    /// plugins.allow entry.
+    #[command(args_conflicts_with_subcommands = true)]
     Plugins {
-        /// The plugins directory.
-        #[arg(default_value = "run/plugins")]
-        dir: PathBuf,
+        #[command(subcommand)]
+        action: Option<PluginsAction>,
+        /// A plugins directory to list instead of the collector's plugins_dir. Without
+        /// --config-dir it is checked under the default policy (no allow list).
+        dir: Option<PathBuf>,
+        /// Directory holding collector.json, db_config.json and cnc_classes.json, whose
+        /// plugins section (and plugins_dir) applies [default: config, unless DIR is given]
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
     },
     /// Create a plugin crate for a new machine type: Cargo.toml, src/lib.rs with a
     /// handler and its unit test, README.md. Inside a Cargo workspace the crate is
@@ -149,6 +158,21 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum PluginsAction {
+    /// Print the plugins.allow entry (JSON) for a plugin file, e.g. the new build of a
+    /// pinned plugin, after checking that `run` would otherwise load it; on stderr,
+    /// its class and version and the entry it replaces.
+    AllowEntry {
+        /// The plugin library.
+        file: PathBuf,
+        /// Directory holding the collector's configuration, whose plugins section
+        /// applies; without it, the default policy.
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum QuarantineAction {
     /// Quarantined classes and the crashes still counted.
     List,
@@ -172,14 +196,36 @@ fn main() -> ExitCode {
     mes_collector::logging::init(cli.log_format);
     match cli.command {
         Command::Run { config_dir } => ExitCode::from(mes_collector::run::run(&config_dir) as u8),
-        Command::Plugins { dir } => match mes_collector::check::list_plugins(&dir) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
+        Command::Plugins {
+            action,
+            dir,
+            config_dir,
+        } => {
+            use mes_collector::check::{allow_entry, list_plugins, PolicySource};
+            let done = match action {
+                Some(PluginsAction::AllowEntry { file, config_dir }) => {
+                    PolicySource::new(config_dir.as_deref())
+                        .and_then(|source| allow_entry(&file, &source))
+                        .map(|()| true)
+                }
+                None => {
+                    // As `check` and `run`: the collector in ./config, unless a bare
+                    // directory is named.
+                    let config_dir =
+                        config_dir.or_else(|| dir.is_none().then(|| PathBuf::from("config")));
+                    PolicySource::new(config_dir.as_deref())
+                        .and_then(|source| list_plugins(dir.as_deref(), &source))
+                }
+            };
+            match done {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
             }
-        },
+        }
         Command::NewPlugin {
             name,
             class,

@@ -256,6 +256,7 @@ pub fn run(config_dir: &Path) -> i32 {
         metrics,
         cfg.collector.limits.max_message_bytes,
         &signalled,
+        &cfg.collector.spool.dir,
     ) {
         Ok(i) => i,
         Err(e) => {

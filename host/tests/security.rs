@@ -203,6 +203,128 @@ fn plugin_files_others_could_replace_or_not_on_the_allow_list_are_refused() {
     );
 }
 
+/// `mes-collector plugins` with these arguments: (exit code, stdout, stderr).
+fn plugins_cmd(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["plugins"];
+    all.extend(args);
+    let out = mes_collector(&all).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plugins_applies_the_collectors_policy_and_prints_the_allow_entry_of_an_upgrade() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new("plugpol");
+    let setup = Setup::new(
+        &db,
+        "plugpol",
+        r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"},{"cnc_id":"CNC002","class_name":"CNCTypeB"}]"#,
+        &["cnc-type-a", "cnc-type-b"],
+    );
+    let config_dir = setup.path().to_str().unwrap().to_string();
+    let plugins_dir = setup.plugins_dir();
+    let entry_of = |file: &std::path::Path| {
+        let (code, out, err) = plugins_cmd(&[
+            "allow-entry",
+            file.to_str().unwrap(),
+            "--config-dir",
+            &config_dir,
+        ]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        let entry: String = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("not one JSON string ({e}): {out}"));
+        assert_eq!(entry.len(), 64, "{out}");
+        (entry, err)
+    };
+    let (digest_a, _) = entry_of(&plugins_dir.join("libcnc_type_a.so"));
+    let (digest_b, err) = entry_of(&plugins_dir.join("libcnc_type_b.so"));
+    assert!(err.contains("class CNCTypeB, version 1.0.0"), "{err}");
+
+    // Only A pinned: `plugins` refuses B as `run` (and `check`) do, and says why.
+    setup.write_collector(&serde_json::json!({"plugins": {"allow": [digest_a]}}));
+    let (code, out, err) = plugins_cmd(&["--config-dir", &config_dir]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("plugins.allow: 1 SHA-256 digest(s)") && out.contains("collector.json"),
+        "{out}"
+    );
+    assert!(
+        out.contains("libcnc_type_b.so: `run` under this policy refuses it")
+            && out.contains("not in plugins.allow"),
+        "{out}"
+    );
+    let (ok, text) = check(&setup);
+    assert!(!ok && text.contains("not in plugins.allow"), "{text}");
+    // A bare directory is listed under the default policy, and says so.
+    let (code, out, err) = plugins_cmd(&[plugins_dir.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("policy: the default (no plugins.allow)"),
+        "{out}"
+    );
+
+    // B's entry added: all loads.
+    setup.write_collector(&serde_json::json!({"plugins": {"allow": [digest_a, digest_b]}}));
+    let (code, out, err) = plugins_cmd(&["--config-dir", &config_dir]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (_, err) = entry_of(&plugins_dir.join("libcnc_type_b.so"));
+    assert!(err.contains("already in plugins.allow"), "{err}");
+
+    // A new build of A (same code, other bytes: another digest), staged elsewhere.
+    let staged = setup.path().join("staging");
+    std::fs::create_dir(&staged).unwrap();
+    let new_a = staged.join("libcnc_type_a.so");
+    let mut bytes = std::fs::read(plugins_dir.join("libcnc_type_a.so")).unwrap();
+    bytes.extend_from_slice(b"\0rebuilt");
+    std::fs::write(&new_a, bytes).unwrap();
+    std::fs::set_permissions(&new_a, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = plugins_cmd(&[staged.to_str().unwrap(), "--config-dir", &config_dir]);
+    assert_eq!(
+        code,
+        Some(1),
+        "the pinned policy refuses the new build:\n{out}{err}"
+    );
+    let (digest_new, err) = entry_of(&new_a);
+    assert_ne!(digest_new, digest_a);
+    assert!(
+        err.contains(&format!("it replaces {digest_a:?}")) && err.contains("class CNCTypeA"),
+        "{err}"
+    );
+    // Installed before the entry is changed: `plugins` and `check` refuse it, and
+    // allow-entry names the entry that matches no file any more.
+    std::fs::copy(&new_a, plugins_dir.join("libcnc_type_a.so")).unwrap();
+    let (code, out, err) = plugins_cmd(&["--config-dir", &config_dir]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let (_, err) = entry_of(&plugins_dir.join("libcnc_type_a.so"));
+    assert!(
+        err.contains("match no file there any more") && err.contains(&digest_a),
+        "{err}"
+    );
+    // The printed entry in place of the old one: loads, and the collector stores
+    // through it.
+    setup.write_collector(&serde_json::json!({"plugins": {"allow": [digest_new, digest_b]}}));
+    let (code, out, err) = plugins_cmd(&["--config-dir", &config_dir]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (ok, text) = check(&setup);
+    assert!(ok, "{text}");
+
+    // A file that `run` refuses whatever the allow list says gets no entry.
+    std::fs::set_permissions(&new_a, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, out, err) = plugins_cmd(&[
+        "allow-entry",
+        new_a.to_str().unwrap(),
+        "--config-dir",
+        &config_dir,
+    ]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("writable by group or others"), "{err}");
+}
+
 enum Want {
     Stored,
     Dead(&'static str),
@@ -733,6 +855,142 @@ mod tls {
         );
         let (ok, text) = check(&setup);
         assert!(ok, "{text}");
+    }
+
+    /// `cnc-sim` with the test's environment free of a broker password.
+    fn sim(args: &[&str]) -> Command {
+        let mut cmd = cnc_sim(args);
+        cmd.env_remove("MES_MQTT_PASSWORD");
+        cmd
+    }
+
+    /// Starts `cnc-sim <conn> record` for `count` messages and waits for `ready`.
+    fn start_recording(conn: &[&str], out: &Path, count: usize) -> std::process::Child {
+        use std::io::BufRead;
+        let mut args = conn.to_vec();
+        let count = count.to_string();
+        args.extend([
+            "record",
+            "--out",
+            out.to_str().unwrap(),
+            "--count",
+            &count,
+            "--timeout-secs",
+            "20",
+        ]);
+        let mut child = sim(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        if ready.trim() != "ready" {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "cnc-sim record did not subscribe:\n{}",
+                common::build::text(&out)
+            );
+        }
+        child
+    }
+
+    #[test]
+    fn cnc_sim_records_and_publishes_through_a_tls_broker_with_a_password() {
+        let certs = Certs::new();
+        let broker = certs.broker("server");
+        let uri = format!("ssl://localhost:{}", broker.port);
+        let topic = format!("test/{}", unique("simtls"));
+        let work = tempfile::tempdir().unwrap();
+        let secret = work.path().join("mqtt.secret");
+        std::fs::write(&secret, "broker-pass\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let messages = work.path().join("messages.jsonl");
+        let sent = SAMPLES.join("\n") + "\n";
+        std::fs::write(&messages, &sent).unwrap();
+        let ca = certs.path("ca.crt");
+        let flags = [
+            "--broker",
+            uri.as_str(),
+            "--topic",
+            topic.as_str(),
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--username",
+            "collector",
+            "--password-file",
+            secret.to_str().unwrap(),
+        ];
+        // A collector's configuration for the same broker, as a plant has it: a shared
+        // subscription, a relative password file.
+        let config = work.path().join("config");
+        std::fs::create_dir(&config).unwrap();
+        std::fs::copy(&secret, config.join("mqtt.secret")).unwrap();
+        std::fs::write(
+            config.join("collector.json"),
+            serde_json::json!({"broker": {"uri": uri, "client_id": "mes-collector-1",
+                "topic": format!("$share/collectors/{topic}"), "username": "collector",
+                "password_file": "mqtt.secret", "tls": {"ca_file": ca}},
+                "plugins_dir": "plugins"})
+            .to_string(),
+        )
+        .unwrap();
+        let from_config = ["--broker-config", config.to_str().unwrap()];
+
+        // Recorded with the options, published with the collector's configuration.
+        let recorded = work.path().join("recorded.jsonl");
+        let recorder = start_recording(&flags, &recorded, SAMPLES.len());
+        let mut args = from_config.to_vec();
+        args.extend(["publish", "--file", messages.to_str().unwrap()]);
+        common::build::run_ok(sim(&args));
+        let out = recorder.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", common::build::text(&out));
+        assert_eq!(std::fs::read_to_string(&recorded).unwrap(), sent);
+
+        // And the other way round, with the password given inline.
+        let recorded = work.path().join("recorded-2.jsonl");
+        let recorder = start_recording(&from_config, &recorded, SAMPLES.len());
+        let mut args = flags[..8].to_vec();
+        args.extend([
+            "--password",
+            "broker-pass",
+            "publish",
+            "--file",
+            messages.to_str().unwrap(),
+        ]);
+        common::build::run_ok(sim(&args));
+        let out = recorder.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", common::build::text(&out));
+        assert_eq!(std::fs::read_to_string(&recorded).unwrap(), sent);
+
+        // The options are what made it work: the wrong password, a CA the broker's
+        // certificate does not come from, or no TLS, are refused.
+        let other_ca = certs.path("other-ca.crt");
+        let plain = uri.replace("ssl://", "tcp://");
+        let refused: [Vec<&str>; 3] = [
+            [&flags[..8], &["--password", "not-it"][..]].concat(),
+            [
+                &flags[..4],
+                &["--ca-file", other_ca.to_str().unwrap()],
+                &flags[6..],
+            ]
+            .concat(),
+            [&["--broker", plain.as_str()][..], &flags[2..4], &flags[8..]].concat(),
+        ];
+        for conn in refused {
+            let mut args = conn.clone();
+            args.extend(["publish", "--file", messages.to_str().unwrap()]);
+            let out = sim(&args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && err.contains("cannot connect to the broker"),
+                "{conn:?}: {}",
+                common::build::text(&out)
+            );
+            assert!(!err.contains("broker-pass"), "{err}");
+        }
     }
 
     fn broker_line(text: &str) -> String {

@@ -9,7 +9,7 @@
 //! stdout carries only machine-parsable lines (the summary, `ready`, the classes
 //! JSON); everything meant for humans while running goes to stderr.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -21,6 +21,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
+use mes_collector::{
+    config::{load_broker, read_secret, BrokerConfig, TlsConfig},
+    intake::mqtt::secured_connect_options,
+};
 use paho_mqtt as mqtt;
 use serde::Serialize;
 
@@ -61,24 +65,23 @@ struct Cli {
 #[derive(Args)]
 #[command(next_help_heading = "Connection options")]
 struct ConnArgs {
-    /// MQTT broker URI
-    #[arg(
-        long,
-        global = true,
-        default_value = "tcp://127.0.0.1:1883",
-        value_name = "URI"
-    )]
-    broker: String,
+    /// Take the broker URI, topic, user name, password (password_file,
+    /// MES_MQTT_PASSWORD) and TLS settings from the broker section of a collector's
+    /// collector.json (the file, or its config dir); the options below override them.
+    /// The collector's client_id is never used, and a shared subscription
+    /// ($share/<group>/<filter>) is subscribed as plain <filter>, so that cnc-sim takes
+    /// no message away from the collectors.
+    #[arg(long, global = true, value_name = "FILE|DIR")]
+    broker_config: Option<PathBuf>,
+
+    /// MQTT broker URI; ssl:// or mqtts:// for TLS [default: tcp://127.0.0.1:1883]
+    #[arg(long, global = true, value_name = "URI")]
+    broker: Option<String>,
 
     /// Topic to publish to, or to subscribe to for `count` and `record` (wildcards
-    /// allowed there)
-    #[arg(
-        long,
-        global = true,
-        default_value = "sensor/CNC",
-        value_name = "TOPIC"
-    )]
-    topic: String,
+    /// allowed there) [default: sensor/CNC]
+    #[arg(long, global = true, value_name = "TOPIC")]
+    topic: Option<String>,
 
     /// MQTT client id [default: cnc-sim-<pid>]
     #[arg(long, global = true, value_name = "ID")]
@@ -88,13 +91,136 @@ struct ConnArgs {
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(i32).range(0..=2))]
     qos: i32,
 
-    /// User name for the broker
+    /// User name for the broker (broker.username)
     #[arg(long, global = true, value_name = "USER")]
     username: Option<String>,
 
-    /// Password for the broker [env: MES_MQTT_PASSWORD]
+    /// Password for the broker [env: MES_MQTT_PASSWORD]; prefer --password-file
     #[arg(long, global = true, value_name = "PASSWORD")]
     password: Option<String>,
+
+    /// A file holding the broker password, readable by its owner only
+    /// (broker.password_file)
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+
+    /// PEM file of the CA(s) that signed the broker's certificate; without it the
+    /// system's trust store is used (broker.tls.ca_file)
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM), for brokers that require one (broker.tls.cert_file)
+    #[arg(long, global = true, value_name = "FILE")]
+    cert_file: Option<PathBuf>,
+
+    /// Client private key (PEM) (broker.tls.key_file)
+    #[arg(long, global = true, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+
+    /// Check that the broker's certificate names the host connected to
+    /// (broker.tls.verify_hostname) [default: true]
+    #[arg(long, global = true, value_name = "BOOL", action = clap::ArgAction::Set)]
+    verify_hostname: Option<bool>,
+}
+
+/// Where and how to connect, resolved from the options and `--broker-config`.
+struct Conn {
+    broker: String,
+    topic: String,
+    qos: i32,
+    /// The collector's own broker settings type, so that both connect through the
+    /// same code ([`secured_connect_options`]).
+    cfg: BrokerConfig,
+}
+
+const DEFAULT_BROKER: &str = "tcp://127.0.0.1:1883";
+const DEFAULT_TOPIC: &str = "sensor/CNC";
+
+/// `$share/<group>/<filter>` → `<filter>`: a member of the collectors' share group
+/// would receive (and take from them) only some of the messages.
+fn unshared(topic: &str) -> &str {
+    topic
+        .strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(topic, |(_, filter)| filter)
+}
+
+impl ConnArgs {
+    fn resolve(&self) -> Result<Conn> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let mut cfg = match &self.broker_config {
+            Some(path) => load_broker(path, &env).or_else(|e| fail(e.to_string()))?,
+            None => BrokerConfig {
+                uri: DEFAULT_BROKER.into(),
+                client_id: String::new(),
+                topic: DEFAULT_TOPIC.into(),
+                qos: 1,
+                username: None,
+                password: env.get(PASSWORD_ENV).cloned(),
+                password_file: None,
+                tls: None,
+                keep_alive_secs: 30,
+            },
+        };
+        // Never the collector's: connecting with its client id would end its session.
+        cfg.client_id = client_id(self);
+        cfg.qos = self.qos;
+        if let Some(uri) = &self.broker {
+            cfg.uri = uri.clone();
+        }
+        cfg.topic = match &self.topic {
+            Some(t) => t.clone(),
+            None => {
+                let t = unshared(&cfg.topic);
+                if t != cfg.topic {
+                    eprintln!(
+                        "cnc-sim: using topic {t} of the collectors' shared subscription {}",
+                        cfg.topic
+                    );
+                }
+                t.to_string()
+            }
+        };
+        if let Some(user) = &self.username {
+            cfg.username = Some(user.clone());
+        }
+        if let Some(file) = &self.password_file {
+            cfg.password = Some(read_secret(file).or_else(fail)?);
+        }
+        if let Some(pw) = &self.password {
+            cfg.password = Some(pw.clone());
+        }
+        if self.ca_file.is_some()
+            || self.cert_file.is_some()
+            || self.key_file.is_some()
+            || self.verify_hostname.is_some()
+        {
+            let tls = cfg.tls.get_or_insert(TlsConfig {
+                ca_file: None,
+                cert_file: None,
+                key_file: None,
+                verify_hostname: true,
+            });
+            for (from, to) in [
+                (&self.ca_file, &mut tls.ca_file),
+                (&self.cert_file, &mut tls.cert_file),
+                (&self.key_file, &mut tls.key_file),
+            ] {
+                if from.is_some() {
+                    to.clone_from(from);
+                }
+            }
+            if let Some(v) = self.verify_hostname {
+                tls.verify_hostname = v;
+            }
+        }
+        Ok(Conn {
+            broker: cfg.uri.clone(),
+            topic: cfg.topic.clone(),
+            qos: cfg.qos,
+            cfg,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -229,25 +355,29 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Command::Classes { machines } = cli.command {
+        return print_classes(machines);
+    }
+    let conn = cli.conn.resolve()?;
     match cli.command {
-        Command::Classes { machines } => print_classes(machines),
-        Command::Publish { file, send } => publish_file(&cli.conn, &send, &file),
+        Command::Classes { .. } => unreachable!("handled above"),
+        Command::Publish { file, send } => publish_file(&conn, &send, &file),
         Command::Generate {
             machines,
             count,
             start_seq,
             seed,
             send,
-        } => generate(&cli.conn, &send, machines, count, start_seq, seed),
+        } => generate(&conn, &send, machines, count, start_seq, seed),
         Command::Count {
             count,
             timeout_secs,
-        } => count_messages(&cli.conn, count, Duration::from_secs(timeout_secs)),
+        } => count_messages(&conn, count, Duration::from_secs(timeout_secs)),
         Command::Record {
             out,
             count,
             timeout_secs,
-        } => record_messages(&cli.conn, &out, count, Duration::from_secs(timeout_secs)),
+        } => record_messages(&conn, &out, count, Duration::from_secs(timeout_secs)),
     }
 }
 
@@ -262,10 +392,11 @@ fn client_id(conn: &ConnArgs) -> String {
 
 /// Connects with a clean session: the simulator must not pick up messages
 /// queued for an earlier run under the same client id, or counts would be off.
-fn connect(conn: &ConnArgs, window: u32) -> Result<mqtt::AsyncClient> {
+/// TLS and authentication are set up by the collector's own code.
+fn connect(conn: &Conn, window: u32) -> Result<mqtt::AsyncClient> {
     let create = mqtt::CreateOptionsBuilder::new_v3()
         .server_uri(&conn.broker)
-        .client_id(client_id(conn))
+        .client_id(&conn.cfg.client_id)
         .persistence(mqtt::PersistenceType::None)
         // The C library counts publishes waiting behind max_inflight as
         // "buffered" even while connected, and rejects them past this limit
@@ -279,21 +410,16 @@ fn connect(conn: &ConnArgs, window: u32) -> Result<mqtt::AsyncClient> {
         ))
     })?;
 
-    let mut opts = mqtt::ConnectOptionsBuilder::new_v3();
+    let mut opts = secured_connect_options(&conn.cfg).or_else(|e| {
+        fail(format!(
+            "cannot connect to the broker at {}: {e}",
+            conn.broker
+        ))
+    })?;
     opts.clean_session(true)
-        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_interval(Duration::from_secs(conn.cfg.keep_alive_secs))
         .connect_timeout(Duration::from_secs(10))
         .max_inflight(window as i32);
-    if let Some(user) = &conn.username {
-        opts.user_name(user);
-    }
-    let password = conn
-        .password
-        .clone()
-        .or_else(|| std::env::var(PASSWORD_ENV).ok());
-    if let Some(pw) = password {
-        opts.password(pw);
-    }
     if let Err(e) = cli.connect(opts.finalize()).wait() {
         return fail(format!(
             "cannot connect to the broker at {}: {e}",
@@ -354,7 +480,13 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn new(conn: &ConnArgs, send: &SendArgs) -> Result<Self> {
+    fn new(conn: &Conn, send: &SendArgs) -> Result<Self> {
+        if conn.topic.contains(['+', '#']) {
+            return fail(format!(
+                "cannot publish to {}: a topic filter with wildcards (a collector's broker.topic?); give --topic with a plain topic",
+                conn.topic
+            ));
+        }
         let cli = connect(conn, send.window)?;
         let lost = connection_lost_flag(&cli);
         Ok(Publisher {
@@ -540,7 +672,7 @@ impl Publisher {
     }
 }
 
-fn publish_file(conn: &ConnArgs, send: &SendArgs, path: &Path) -> Result<()> {
+fn publish_file(conn: &Conn, send: &SendArgs, path: &Path) -> Result<()> {
     // Opened before connecting so that a wrong path is reported as such.
     let file = File::open(path)
         .or_else(|e| fail(format!("cannot open the file {}: {e}", path.display())))?;
@@ -868,7 +1000,7 @@ fn message_for(m: &Machine, rng: &mut Rng, seq: u64) -> Vec<u8> {
 }
 
 fn generate(
-    conn: &ConnArgs,
+    conn: &Conn,
     send: &SendArgs,
     machines: u32,
     count: u64,
@@ -897,7 +1029,7 @@ fn generate(
 /// Connects, subscribes, and prints `ready` once the broker confirmed the
 /// subscription: what `count` and `record` share.
 fn subscribe(
-    conn: &ConnArgs,
+    conn: &Conn,
 ) -> Result<(mqtt::AsyncClient, mqtt::SyncReceiver<Option<mqtt::Message>>)> {
     let cli = connect(conn, 100)?;
     // Consuming starts before subscribing so that nothing published right
@@ -933,7 +1065,7 @@ fn subscribe(
     Ok((cli, rx))
 }
 
-fn disconnect(cli: &mqtt::AsyncClient, conn: &ConnArgs) {
+fn disconnect(cli: &mqtt::AsyncClient, conn: &Conn) {
     if let Err(e) = cli.disconnect(None).wait() {
         eprintln!(
             "cnc-sim: warning: disconnect from {} failed: {e}",
@@ -942,7 +1074,7 @@ fn disconnect(cli: &mqtt::AsyncClient, conn: &ConnArgs) {
     }
 }
 
-fn count_messages(conn: &ConnArgs, count: u64, idle_timeout: Duration) -> Result<()> {
+fn count_messages(conn: &Conn, count: u64, idle_timeout: Duration) -> Result<()> {
     let (cli, rx) = subscribe(conn)?;
 
     let mut received: u64 = 0;
@@ -1006,7 +1138,7 @@ fn count_messages(conn: &ConnArgs, count: u64, idle_timeout: Duration) -> Result
 // Recording
 
 fn record_messages(
-    conn: &ConnArgs,
+    conn: &Conn,
     out: &Path,
     count: Option<u64>,
     idle_timeout: Duration,

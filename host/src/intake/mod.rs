@@ -3,3 +3,4 @@
 
 pub mod dedup;
 pub mod mqtt;
+pub mod subscriptions;

@@ -7,6 +7,7 @@
 //! holds the rest of the stream.
 
 use std::{
+    path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -19,7 +20,11 @@ use log::{debug, error, info, warn};
 use paho_mqtt as mqtt;
 
 use crate::{
-    config::BrokerConfig, intake::dedup::Redelivery, lock, metrics::Metrics, spool::Spool,
+    config::BrokerConfig,
+    intake::{dedup::Redelivery, subscriptions::Subscriptions},
+    lock,
+    metrics::Metrics,
+    spool::Spool,
 };
 
 pub struct MqttIntake {
@@ -72,24 +77,21 @@ fn ssl_options(cfg: &BrokerConfig) -> Result<mqtt::SslOptions, String> {
     Ok(b.finalize())
 }
 
-pub fn connect_options(
-    cfg: &BrokerConfig,
-    persistent_session: bool,
-) -> Result<mqtt::ConnectOptions, String> {
+/// Connect options with the broker section's security: TLS (CA, client certificate
+/// and key, host name verification) and user name and password (already resolved from
+/// `password_file` or the environment, see [`BrokerConfig::resolve_password`]). The
+/// collector and `cnc-sim` both start from it, so that whatever connects the
+/// collector to a secured broker connects the simulator too; each adds its own session
+/// and timing options.
+pub fn secured_connect_options(cfg: &BrokerConfig) -> Result<mqtt::ConnectOptionsBuilder, String> {
     let mut b = mqtt::ConnectOptionsBuilder::new();
     if is_tls(&cfg.uri) {
         b.ssl_options(ssl_options(cfg)?);
     } else if cfg.tls.is_some() {
         return Err(format!(
-            "broker.tls is set but broker.uri {} is not a TLS URI; use ssl://host:8883 or mqtts://host:8883",
+            "broker.tls is set (cnc-sim: --ca-file, --cert-file, --key-file or --verify-hostname) but the broker URI {} is not a TLS URI; use ssl://host:8883 or mqtts://host:8883",
             cfg.uri
         ));
-    }
-    b.clean_session(!persistent_session)
-        .keep_alive_interval(Duration::from_secs(cfg.keep_alive_secs))
-        .connect_timeout(Duration::from_secs(5));
-    if persistent_session {
-        b.automatic_reconnect(Duration::from_millis(500), Duration::from_secs(30));
     }
     if let Some(user) = &cfg.username {
         b.user_name(user);
@@ -97,7 +99,58 @@ pub fn connect_options(
     if let Some(pw) = &cfg.password {
         b.password(pw.as_str());
     }
+    Ok(b)
+}
+
+pub fn connect_options(
+    cfg: &BrokerConfig,
+    persistent_session: bool,
+) -> Result<mqtt::ConnectOptions, String> {
+    let mut b = secured_connect_options(cfg)?;
+    b.clean_session(!persistent_session)
+        .keep_alive_interval(Duration::from_secs(cfg.keep_alive_secs))
+        .connect_timeout(Duration::from_secs(5));
+    if persistent_session {
+        b.automatic_reconnect(Duration::from_millis(500), Duration::from_secs(30));
+    }
     Ok(b.finalize())
+}
+
+/// What this collector's session subscribed to before, from the spool directory.
+fn remembered_subscriptions(state_dir: &Path, cfg: &BrokerConfig) -> Subscriptions {
+    let remembered = Subscriptions::load(state_dir, &cfg.client_id).unwrap_or_else(|e| {
+        warn!("{e}");
+        Subscriptions::fresh(state_dir, &cfg.client_id)
+    });
+    if let Some(old) = remembered.other_client_id() {
+        warn!(
+            "broker.client_id changed from {old:?} to {:?}: the broker may still keep the session of {old:?} and queue messages for it; if no collector uses that id any more, end it with a clean-session connect as {old:?} (e.g. `mosquitto_sub -i {old} -t unused -E`)",
+            cfg.client_id
+        );
+    }
+    remembered
+}
+
+/// Waits for the broker to confirm each unsubscription, and forgets the filter once it
+/// did; one it did not is unsubscribed again at the next start.
+fn forget_unsubscribed(
+    unsubscribed: Vec<(String, mqtt::Token)>,
+    mut remembered: Subscriptions,
+    uri: &str,
+) {
+    for (filter, token) in unsubscribed {
+        match token.wait() {
+            Ok(_) => {
+                info!("unsubscribed from old topic {filter:?} (no longer broker.topic)");
+                if let Err(e) = remembered.remove(&filter) {
+                    warn!("{e}; {filter:?} will be unsubscribed again at the next start");
+                }
+            }
+            Err(e) => warn!(
+                "the broker {uri} did not confirm the unsubscription from old topic {filter:?} ({e}); trying again at the next start"
+            ),
+        }
+    }
 }
 
 /// Returning from the callback acknowledges the message, so it only returns once the
@@ -128,7 +181,9 @@ fn append_until_stored(spool: &Spool, topic: &str, payload: &[u8]) {
 
 impl MqttIntake {
     /// Connects and subscribes, retrying with back-off until the broker answers or
-    /// `stop` is set. Every message is appended to `spool`.
+    /// `stop` is set. Every message is appended to `spool`. A kept session's
+    /// subscriptions that are no longer configured (remembered in `state_dir`, the
+    /// spool directory) are unsubscribed.
     pub fn start(
         cfg: &BrokerConfig,
         spool: Spool,
@@ -136,6 +191,7 @@ impl MqttIntake {
         metrics: Arc<Metrics>,
         max_message_bytes: usize,
         stop: &AtomicBool,
+        state_dir: &Path,
     ) -> Result<Option<MqttIntake>, String> {
         let client = create_client(cfg, &cfg.client_id)?;
         let topic = cfg.topic.clone();
@@ -192,7 +248,31 @@ impl MqttIntake {
                     let session_present = response
                         .connect_response()
                         .is_some_and(|r| r.session_present);
+                    let configured = vec![cfg.topic.clone()];
+                    let mut remembered = remembered_subscriptions(state_dir, cfg);
+                    if let Err(e) = remembered.add(&configured) {
+                        warn!(
+                            "{e}; a later change of broker.topic cannot unsubscribe {:?}",
+                            cfg.topic
+                        );
+                    }
                     let subscribed = client.subscribe(&cfg.topic, cfg.qos);
+                    let stale = if session_present {
+                        remembered.stale(&configured)
+                    } else {
+                        // A new session holds no subscription but those just made.
+                        if let Err(e) = remembered.replace(&configured) {
+                            warn!("{e}");
+                        }
+                        Vec::new()
+                    };
+                    let unsubscribed: Vec<(String, mqtt::Token)> = stale
+                        .into_iter()
+                        .map(|f| {
+                            let token = client.unsubscribe(f.as_str());
+                            (f, token)
+                        })
+                        .collect();
                     if session_present {
                         // The broker kept the session, and sends what it queued for it
                         // before the acknowledgement of this subscription, each message
@@ -207,6 +287,7 @@ impl MqttIntake {
                                     "the broker {uri} refused the subscription to {topic:?}: {e}"
                                 );
                             }
+                            forget_unsubscribed(unsubscribed, remembered, &uri);
                         });
                     } else {
                         subscribed.wait_for(Duration::from_secs(30)).map_err(|e| {

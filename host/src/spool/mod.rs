@@ -150,6 +150,28 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Replaces `path` with `bytes` so that a reader, or the next start after a crash or a
+/// power loss, finds the old file or the new one whole, never half of one: a
+/// temporary file beside it, flushed, renamed over it, and the directory flushed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    sync_dir(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
+}
+
 impl Spool {
     /// Opens (or creates) the spool in `cfg.dir`, cutting off a torn or corrupt tail.
     pub fn open(cfg: SpoolConfig) -> io::Result<(Spool, Recovery)> {
