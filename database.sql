@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS cnc_alarms (
 
 -- Every message the collector could not store, with the reason. `payload` holds the
 -- raw message, cut at `dead_letter_payload_limit` bytes (default 65536);
--- `payload_bytes` is its full size.
+-- `payload_bytes` is its full size. `mes-collector dead-letters replay` deletes the
+-- rows it stores; one that fails again keeps its id and `received_at`, takes the new
+-- reason, and counts `replays`.
 CREATE TABLE IF NOT EXISTS dead_letters (
     id             BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
     received_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
@@ -54,9 +56,18 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     detail         TEXT         NOT NULL,
     payload        MEDIUMBLOB   NOT NULL,
     payload_bytes  INT UNSIGNED NOT NULL,
+    replays          INT UNSIGNED NOT NULL DEFAULT 0,
+    last_replayed_at DATETIME(3)  NULL,
     KEY dead_letters_reason (reason),
-    KEY dead_letters_cnc (cnc_id)
+    KEY dead_letters_cnc (cnc_id),
+    KEY dead_letters_received (received_at)
 ) ENGINE=InnoDB;
+
+-- Added after the first release: brought to tables created before it.
+ALTER TABLE dead_letters
+    ADD COLUMN IF NOT EXISTS replays          INT UNSIGNED NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS last_replayed_at DATETIME(3)  NULL,
+    ADD KEY IF NOT EXISTS dead_letters_received (received_at);
 
 -- How far each collector has got in its spool: committed in the same transaction as
 -- the rows, so after a crash the collector resumes exactly after the last commit.

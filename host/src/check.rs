@@ -411,23 +411,33 @@ fn file_name(p: &Path) -> String {
 }
 
 fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    write_table(&mut std::io::stdout().lock(), header, rows);
+}
+
+/// Columns padded to their widest cell, indented by two spaces.
+pub(crate) fn write_table<const N: usize>(
+    out: &mut dyn std::io::Write,
+    header: &[&str; N],
+    rows: &[[String; N]],
+) {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in width.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut line = |cells: Vec<&str>| {
         let parts: Vec<String> = cells
             .iter()
             .zip(&width)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("  {}", parts.join("  ").trim_end());
+        let _ = writeln!(out, "  {}", parts.join("  ").trim_end());
     };
     line(header.to_vec());
     if rows.is_empty() {
-        println!("  (none)");
+        let _ = writeln!(out, "  (none)");
+        return;
     }
     for r in rows {
         line(r.iter().map(String::as_str).collect());
