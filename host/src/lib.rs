@@ -21,6 +21,7 @@ pub mod quarantine;
 pub mod replay;
 pub mod run;
 pub mod scaffold;
+pub mod schema;
 pub mod sink;
 pub mod spool;
 
