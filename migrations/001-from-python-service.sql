@@ -3,8 +3,8 @@
 -- latter past 2038; VARCHAR(64) cnc_id, VARCHAR(255) part_program, JSON json_data),
 -- `stored_at` and the (cnc_id, timestamp) index added, utf8mb3 converted to utf8mb4.
 -- Every row is kept with its values: widening converts each value exactly; utf8mb3
--- text is valid utf8mb4 as it is. For MariaDB 10.5 and later. See
--- docs/migrating-from-python.md.
+-- text is valid utf8mb4 as it is. For MariaDB (10.2.7 or later; tested on 10.11), not
+-- MySQL. See docs/migrating-from-python.md.
 --
 -- Safe to run more than once: a table already in the current layout is not touched.
 -- Stop the collector first (the conversion copies the table and blocks its writes

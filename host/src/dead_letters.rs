@@ -233,7 +233,7 @@ fn db_error(cfg: &Config, e: mysql::Error) -> String {
             "; the table lacks columns of this version: apply database.sql (it adds them and keeps what exists)"
         }
         mysql::Error::MySqlError(se) if se.code == 1142 => {
-            "; the database user needs SELECT, UPDATE and DELETE on dead_letters (see docs/dead-letters.md)"
+            "; a replay needs DELETE on dead_letters and collector_position beyond the collector's grants (docs/dead-letters.md)"
         }
         _ => "",
     };
