@@ -487,6 +487,14 @@ pub fn replay(
         .map_err(|e| db_error(&sink.cfg, e))?
         .unwrap_or(0);
     let total = selection.limit.map_or(total, |l| total.min(l));
+    // The sink retries what fails as if the database were down, which a missing
+    // grant would make forever: find that out here, where it can be said.
+    reader
+        .query_drop("START TRANSACTION")
+        .and_then(|()| reader.query_drop("DELETE FROM dead_letters WHERE 1 = 0"))
+        .and_then(|()| reader.query_drop("DELETE FROM collector_position WHERE 1 = 0"))
+        .and_then(|()| reader.query_drop("ROLLBACK"))
+        .map_err(|e| db_error(&sink.cfg, e))?;
     let mut router = router(&mut sink.cfg)?;
     let limits = sink.cfg.collector.limits;
     let payload_limit = sink.cfg.collector.dead_letter_payload_limit;

@@ -21,8 +21,11 @@ pub struct Column {
     pub nullable: bool,
 }
 
+/// A row of `information_schema.COLUMNS`, as selected by [`columns`].
+type ColumnRow = (String, String, String, Option<u64>, Option<String>, String);
+
 fn columns(conn: &mut Conn, table: &str) -> Result<Vec<Column>, mysql::Error> {
-    let rows: Vec<(String, String, String, Option<u64>, Option<String>, String)> = conn.exec(
+    let rows: Vec<ColumnRow> = conn.exec(
         "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_MAXIMUM_LENGTH, CHARACTER_SET_NAME, IS_NULLABLE \
          FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
         (table,),

@@ -352,3 +352,52 @@ impl QueryDropOk for mysql::Conn {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
+
+#[test]
+fn a_replay_without_the_delete_grant_says_which_grant_is_missing() {
+    let db = TestDb::new("dl_grant");
+    let setup = Setup::new(
+        &db,
+        "dl_grant",
+        &classes(&[("CNC001", "CNCTypeA")]),
+        &["cnc-type-a"],
+    );
+    // The collector's grants of the README, without the replay's DELETE.
+    let user = unique("mes_dl");
+    let mut root = db.conn();
+    root.query_drop_ok(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"));
+    let user_guard = DropUser(user.clone());
+    for (privileges, table) in [
+        ("SELECT, INSERT", "cnc_data"),
+        ("SELECT, INSERT", "dead_letters"),
+        ("SELECT, INSERT, UPDATE", "cnc_status"),
+        ("SELECT, INSERT, UPDATE", "collector_position"),
+    ] {
+        root.query_drop_ok(&format!(
+            "GRANT {privileges} ON `{}`.{table} TO '{user}'@'%'",
+            db.name
+        ));
+    }
+    setup.write(
+        "db_config.json",
+        &serde_json::json!({"host":"127.0.0.1","port":3306,"user":user,"password":"pw","database":db.name})
+            .to_string(),
+    );
+    let out = dead_letters(&setup, &["replay"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("DELETE command denied"), "{t}");
+    assert!(t.contains("docs/dead-letters.md"), "{t}");
+    drop(user_guard);
+}
+
+struct DropUser(String);
+
+impl Drop for DropUser {
+    fn drop(&mut self) {
+        use mysql::prelude::Queryable;
+        if let Ok(mut root) = try_root_conn(None) {
+            let _ = root.query_drop(format!("DROP USER IF EXISTS '{}'@'%'", self.0));
+        }
+    }
+}

@@ -46,11 +46,16 @@ fn mariadb(sql: &str, db: &str) -> (bool, String) {
     )
 }
 
+/// (cnc_id, timestamp, part_program, json_data) as the old service's columns allow.
+type OldRow<'a> = (
+    Option<&'a str>,
+    Option<i64>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
 /// A database made with the original service's DDL, holding `rows`.
-fn python_database(
-    tag: &str,
-    rows: &[(Option<&str>, Option<i64>, Option<&str>, Option<&str>)],
-) -> TestDb {
+fn python_database(tag: &str, rows: &[OldRow<'_>]) -> TestDb {
     let db = TestDb {
         name: format!("mes_t_{}", unique(tag)),
     };
