@@ -270,3 +270,30 @@ fn a_null_the_new_layout_cannot_hold_stops_the_migration_before_any_change() {
         .unwrap();
     assert_eq!(null, Some(None), "the NULL is not turned into ''");
 }
+
+#[test]
+fn check_asks_for_database_sql_when_dead_letters_lacks_the_replay_columns() {
+    let db = TestDb::new("dl_columns");
+    db.conn()
+        .query_drop("ALTER TABLE dead_letters DROP COLUMN replays, DROP COLUMN last_replayed_at")
+        .unwrap();
+    let setup = Setup::new(
+        &db,
+        "dl_columns",
+        r#"[{"cnc_id": "CNC001", "class_name": "CNCTypeA"}]"#,
+        &["cnc-type-a"],
+    );
+    let (passed, report) = check(&setup);
+    assert!(!passed, "{report}");
+    assert!(
+        report.contains(
+            "dead_letters.replays, dead_letters.last_replayed_at missing (added by this version); apply database.sql"
+        ),
+        "{report}"
+    );
+    // database.sql, applied over the existing tables, adds them.
+    let (ok, out) = mariadb(DATABASE_SQL, &db.name);
+    assert!(ok, "{out}");
+    let (passed, report) = check(&setup);
+    assert!(passed, "{report}");
+}
