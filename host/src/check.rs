@@ -139,6 +139,7 @@ pub fn check(config_dir: &Path) -> Vec<String> {
             }
             if ok {
                 println!("  ok: connected; tables {} present", TABLES.join(", "));
+                check_layout(&mut conn, &cfg, &mut problems);
             }
             let found = mappings::check_database(&mut conn, &mapped);
             if !mapped.files.is_empty() && found.is_empty() {
@@ -177,6 +178,49 @@ pub fn check(config_dir: &Path) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The tables' columns against `database.sql`: the original Python service's
+/// `cnc_data`, and columns added since the tables were made.
+fn check_layout(conn: &mut mysql::Conn, cfg: &Config, problems: &mut Vec<String>) {
+    let found = match crate::schema::inspect(conn) {
+        Ok(f) => f,
+        Err(e) => {
+            println!("  PROBLEM: cannot read the tables' layout from information_schema: {e}");
+            problems.push(format!(
+                "database {}: cannot read the tables' layout: {e}",
+                cfg.db.target()
+            ));
+            return;
+        }
+    };
+    if !found.cnc_data.is_empty() {
+        let mut text = if found.python_layout {
+            "cnc_data has the layout of the original Python service, which database.sql leaves as it is; it differs:".to_string()
+        } else {
+            "cnc_data differs from database.sql:".to_string()
+        };
+        for d in &found.cnc_data {
+            text.push_str(&format!("\n- {d}"));
+        }
+        text.push_str(&format!(
+            "\nfix: {}",
+            crate::schema::remedy(&cfg.db.database)
+        ));
+        println!("  PROBLEM: {}", text.replace('\n', "\n    "));
+        problems.push(text);
+    }
+    if !found.missing.is_empty() {
+        let text = format!(
+            "{} missing (added by this version); apply database.sql: it adds them and keeps what exists",
+            found.missing.join(", ")
+        );
+        println!("  PROBLEM: {text}");
+        problems.push(text);
+    }
+    if found.cnc_data.is_empty() && found.missing.is_empty() {
+        println!("  ok: the tables' columns are those of database.sql");
+    }
 }
 
 /// The crash guard's quarantine: a class still quarantined at its installed build is a
@@ -567,23 +611,33 @@ fn file_name(p: &Path) -> String {
 }
 
 fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    write_table(&mut std::io::stdout().lock(), header, rows);
+}
+
+/// Columns padded to their widest cell, indented by two spaces.
+pub(crate) fn write_table<const N: usize>(
+    out: &mut dyn std::io::Write,
+    header: &[&str; N],
+    rows: &[[String; N]],
+) {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in width.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut line = |cells: Vec<&str>| {
         let parts: Vec<String> = cells
             .iter()
             .zip(&width)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("  {}", parts.join("  ").trim_end());
+        let _ = writeln!(out, "  {}", parts.join("  ").trim_end());
     };
     line(header.to_vec());
     if rows.is_empty() {
-        println!("  (none)");
+        let _ = writeln!(out, "  (none)");
+        return;
     }
     for r in rows {
         line(r.iter().map(String::as_str).collect());

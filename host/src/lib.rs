@@ -8,6 +8,7 @@ pub mod check;
 pub mod config;
 pub mod crash_guard;
 pub mod dead_letter;
+pub mod dead_letters;
 pub mod dispatch;
 pub mod envelope;
 pub mod intake;
@@ -20,6 +21,7 @@ pub mod quarantine;
 pub mod replay;
 pub mod run;
 pub mod scaffold;
+pub mod schema;
 pub mod sink;
 pub mod spool;
 

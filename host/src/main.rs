@@ -137,6 +137,18 @@ enum Command {
         #[arg(long)]
         isolate: bool,
     },
+    /// The messages the collector could not store (`dead_letters`): counts by reason
+    /// and the rows; `replay` sends them through the collector's plugins and database
+    /// again once their cause is fixed.
+    DeadLetters {
+        #[command(subcommand)]
+        action: Option<DeadLettersAction>,
+        #[command(flatten)]
+        filters: DeadLetterFilters,
+        /// Directory holding collector.json, db_config.json and cnc_classes.json.
+        #[arg(long, default_value = "config", global = true)]
+        config_dir: PathBuf,
+    },
     /// Runs one plugin in a child process for the collector (`plugins.isolate`),
     /// talking frames over stdin and stdout; not for use by hand.
     #[command(hide = true)]
@@ -170,6 +182,49 @@ enum PluginsAction {
         #[arg(long)]
         config_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersAction {
+    /// Counts by reason, then the rows (the default).
+    List,
+    /// Run the selected dead letters through the collector's plugins and write their
+    /// rows; each stored one leaves dead_letters in the same transaction, those that
+    /// fail again stay with the new reason. Exits 0 if every one was stored, 1 if some
+    /// failed again or could not be replayed, 2 on errors.
+    Replay {
+        /// Run everything, the database writes included, and roll back: print what
+        /// would happen, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Which dead letters; each filter may be repeated (any of its values matches), and
+/// all filters given must hold.
+#[derive(clap::Args)]
+struct DeadLetterFilters {
+    /// A reason, e.g. unknown_cnc_id, db_rejected.
+    #[arg(long = "reason", value_name = "REASON", global = true)]
+    reasons: Vec<String>,
+    #[arg(long = "cnc-id", value_name = "ID", global = true)]
+    cnc_ids: Vec<String>,
+    /// A plugin class.
+    #[arg(long = "plugin", value_name = "CLASS", global = true)]
+    plugins: Vec<String>,
+    /// Received at or after: RFC 3339 (2026-05-16T08:30:00Z) or YYYY-MM-DD HH:MM:SS in
+    /// the database's time zone.
+    #[arg(long, value_name = "TIME", global = true)]
+    since: Option<String>,
+    /// Received before; same forms as --since.
+    #[arg(long, value_name = "TIME", global = true)]
+    until: Option<String>,
+    /// A dead letter's id.
+    #[arg(long = "id", value_name = "ID", global = true)]
+    ids: Vec<u64>,
+    /// At most this many (listing: default 100).
+    #[arg(long, value_name = "N", global = true)]
+    limit: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -281,6 +336,29 @@ fn main() -> ExitCode {
                 isolate,
             },
         )),
+        Command::DeadLetters {
+            action,
+            filters,
+            config_dir,
+        } => {
+            let selection = mes_collector::dead_letters::Selection {
+                reasons: filters.reasons,
+                cnc_ids: filters.cnc_ids,
+                plugins: filters.plugins,
+                since: filters.since,
+                until: filters.until,
+                ids: filters.ids,
+                limit: filters.limit,
+            };
+            ExitCode::from(match action {
+                None | Some(DeadLettersAction::List) => {
+                    mes_collector::dead_letters::list_main(&config_dir, &selection)
+                }
+                Some(DeadLettersAction::Replay { dry_run }) => {
+                    mes_collector::dead_letters::replay_main(&config_dir, &selection, dry_run)
+                }
+            })
+        }
         Command::Quarantine { action, config_dir } => {
             let done = match action {
                 QuarantineAction::List => {

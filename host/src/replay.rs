@@ -28,7 +28,7 @@ use crate::{
     plugins::{load_file, trust::PluginPolicy, Router},
     sink::{
         batch::{Batch, Op, RowKind, Shapes},
-        mysql::{connect, MysqlSink},
+        mysql::{connect, Committed, MysqlSink},
     },
 };
 
@@ -363,27 +363,33 @@ fn quoted(s: &str) -> String {
     out
 }
 
+/// The collector's configuration in `dir`, every problem named in the error.
+pub(crate) fn load_config(dir: &Path) -> Result<Config, String> {
+    Config::load(dir).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        format!(
+            "--config-dir {}: {}; `mes-collector check --config-dir {}` says more",
+            dir.display(),
+            list.join("; "),
+            dir.display()
+        )
+    })
+}
+
 /// `--write`: the collector's MySQL sink under a client id of the replay's own, so that
-/// the running collector's spool position is never touched.
-struct Sink {
+/// the running collector's spool position is never touched, and without its lease.
+/// `mes-collector dead-letters replay` writes through it too.
+pub(crate) struct Sink {
     sink: MysqlSink,
-    cfg: Config,
+    pub(crate) cfg: Config,
     client_id: String,
-    batch_size: usize,
+    pub(crate) batch_size: usize,
     stop: AtomicBool,
 }
 
 impl Sink {
-    fn open(dir: &Path) -> Result<Sink, String> {
-        let cfg = Config::load(dir).map_err(|errors| {
-            let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-            format!(
-                "--config-dir {}: {}; `mes-collector check --config-dir {}` says more",
-                dir.display(),
-                list.join("; "),
-                dir.display()
-            )
-        })?;
+    pub(crate) fn open(dir: &Path) -> Result<Sink, String> {
+        let cfg = load_config(dir)?;
         // Fails fast here, rather than in the sink, which waits for the database.
         connect(&cfg.db)
             .map_err(|e| format!("database {}: cannot connect: {e}", cfg.db.target()))?;
@@ -404,10 +410,27 @@ impl Sink {
         })
     }
 
-    fn commit(&mut self, batch: &mut Batch, shapes: &Shapes, line: usize) -> Result<(), String> {
+    /// Commits the batch; `step` grows with every batch of the run (the replay's own
+    /// position, by which a commit whose answer was lost is known to have happened).
+    pub(crate) fn commit(
+        &mut self,
+        batch: &mut Batch,
+        shapes: &Shapes,
+        step: usize,
+    ) -> Result<Committed, String> {
         self.sink
-            .commit(batch, shapes, line as u64, &self.stop)
-            .map(|_| ())
+            .commit(batch, shapes, step as u64, &self.stop)
+            .map_err(|_| "stopped while the database was unreachable".to_string())
+    }
+
+    /// Runs the batch's statements and rolls them back (see [`MysqlSink::trial`]).
+    pub(crate) fn trial(
+        &mut self,
+        batch: &mut Batch,
+        shapes: &Shapes,
+    ) -> Result<Committed, String> {
+        self.sink
+            .trial(batch, shapes, &self.stop)
             .map_err(|_| "stopped while the database was unreachable".to_string())
     }
 }

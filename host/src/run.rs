@@ -19,7 +19,7 @@ use crate::{
     dispatch::Dispatcher,
     intake::{dedup::Redelivery, mqtt::MqttIntake},
     metrics::Metrics,
-    plugins::{load_dir, Router},
+    plugins::{load_dir, PluginSet, Router},
     sink::{
         lease::Lease,
         mysql::{connect, MysqlSink},
@@ -42,42 +42,13 @@ pub fn run(config_dir: &Path) -> i32 {
             return 2;
         }
     };
-    crate::plugins::services::set_limits(
-        cfg.collector.plugins.log_records_per_second,
-        cfg.collector.plugins.metric_series_per_class,
-    );
-    let plugins = match load_dir(&cfg.collector.plugins_dir, &cfg.collector.plugins) {
+    let plugins = match load_plugins(&mut cfg) {
         Ok(p) => p,
         Err(e) => {
             error!("{e}");
             return 2;
         }
     };
-    for f in &plugins.failures {
-        error!(
-            "plugin {} not loaded: {}",
-            f.file.display(),
-            f.reason.replace('\n', " | ")
-        );
-    }
-    if let Some(e) = plugins.conflict_error() {
-        error!("{e}");
-        return 2;
-    }
-    // Classes defined by mapping files, run by the mapping plugin.
-    let mut plugins = plugins;
-    if let Err(e) = crate::mappings::start(&mut cfg, &mut plugins) {
-        error!("{e}");
-        return 2;
-    }
-    for p in plugins.by_class.values() {
-        info!(
-            "plugin {} {} loaded from {}",
-            p.info.class_name,
-            p.info.version,
-            p.info.file.display()
-        );
-    }
     for m in cfg.classes.values() {
         if !plugins.by_class.contains_key(&m.class_name) {
             warn!(
@@ -302,6 +273,39 @@ pub fn run(config_dir: &Path) -> i32 {
             1
         }
     }
+}
+
+/// Loads the plugins and the mapped classes of `cfg` as the collector runs them,
+/// logging each refused file and each class loaded. `Err` is a reason not to start.
+/// `dead-letters replay` loads them the same way, so that a replayed message meets the
+/// plugins the collector would hand it to.
+pub fn load_plugins(cfg: &mut Config) -> Result<PluginSet, String> {
+    crate::plugins::services::set_limits(
+        cfg.collector.plugins.log_records_per_second,
+        cfg.collector.plugins.metric_series_per_class,
+    );
+    let mut plugins = load_dir(&cfg.collector.plugins_dir, &cfg.collector.plugins)?;
+    for f in &plugins.failures {
+        error!(
+            "plugin {} not loaded: {}",
+            f.file.display(),
+            f.reason.replace('\n', " | ")
+        );
+    }
+    if let Some(e) = plugins.conflict_error() {
+        return Err(e);
+    }
+    // Classes defined by mapping files, run by the mapping plugin.
+    crate::mappings::start(cfg, &mut plugins)?;
+    for p in plugins.by_class.values() {
+        info!(
+            "plugin {} {} loaded from {}",
+            p.info.class_name,
+            p.info.version,
+            p.info.file.display()
+        );
+    }
+    Ok(plugins)
 }
 
 /// Takes the lease on the collector's client_id. With the database unreachable, the

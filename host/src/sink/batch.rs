@@ -140,6 +140,24 @@ pub struct Entry {
     pub first_op: usize,
     pub end_op: usize,
     pub dead: Option<DeadLetter>,
+    /// Set when the message is a stored dead letter being replayed
+    /// (`mes-collector dead-letters replay`).
+    pub replay_of: Option<Replayed>,
+}
+
+/// The `dead_letters` row a replayed message came from. The sink deletes it in the
+/// transaction that stores the message's rows; a message that fails again goes back
+/// under the same id with its new reason.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    pub id: u64,
+    /// As stored (`received_at`), kept when the message fails again.
+    pub received_at: String,
+    /// Replays before this one.
+    pub replays: u32,
+    /// The row was gone when the sink came to delete it: another replay took it, so
+    /// this one writes nothing for the message.
+    pub gone: bool,
 }
 
 #[derive(Debug, Default)]
@@ -178,6 +196,7 @@ impl Batch {
             first_op: at,
             end_op: at,
             dead: None,
+            replay_of: None,
         });
     }
 
@@ -210,7 +229,16 @@ impl Batch {
     pub fn dead_letters(&self) -> impl Iterator<Item = (&Entry, &DeadLetter)> {
         self.entries
             .iter()
+            .filter(|e| !e.taken_elsewhere())
             .filter_map(|e| e.dead.as_ref().map(|d| (e, d)))
+    }
+}
+
+impl Entry {
+    /// A replayed dead letter that another replay stored or took first: nothing of it
+    /// is written.
+    pub fn taken_elsewhere(&self) -> bool {
+        self.replay_of.as_ref().is_some_and(|r| r.gone)
     }
 }
 

@@ -475,19 +475,58 @@ fn write_dead_letters(
         };
         let topic: String = entry.topic.chars().take(255).collect();
         let cnc_id: Option<String> = dl.cnc_id.as_ref().map(|c| c.chars().take(64).collect());
-        tx.exec_drop(
-            "INSERT INTO dead_letters (topic, cnc_id, plugin_class, plugin_version, reason, detail, payload, payload_bytes) VALUES (?,?,?,?,?,?,?,?)",
-            (
-                topic,
-                cnc_id,
-                class,
-                version,
-                dl.reason.as_str(),
-                detail,
-                truncate_payload(&entry.raw, payload_limit),
-                entry.raw.len() as u64,
-            ),
-        )?;
+        let payload = truncate_payload(&entry.raw, payload_limit);
+        match &entry.replay_of {
+            None => tx.exec_drop(
+                "INSERT INTO dead_letters (topic, cnc_id, plugin_class, plugin_version, reason, detail, payload, payload_bytes) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    topic,
+                    cnc_id,
+                    class,
+                    version,
+                    dl.reason.as_str(),
+                    detail,
+                    payload,
+                    entry.raw.len() as u64,
+                ),
+            )?,
+            // A replayed message that failed again goes back under its id, with the
+            // time it was first received and its new reason.
+            Some(r) => tx.exec_drop(
+                "INSERT INTO dead_letters (id, received_at, topic, cnc_id, plugin_class, plugin_version, reason, detail, payload, payload_bytes, replays, last_replayed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,NOW(3))",
+                mysql::Params::Positional(vec![
+                    r.id.into(),
+                    r.received_at.as_str().into(),
+                    topic.into(),
+                    cnc_id.into(),
+                    class.into(),
+                    version.into(),
+                    dl.reason.as_str().into(),
+                    detail.into(),
+                    payload.into(),
+                    (entry.raw.len() as u64).into(),
+                    (r.replays + 1).into(),
+                ]),
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the `dead_letters` row of each replayed message of the batch, so that the
+/// row leaves in the transaction that stores the message. A row already gone, or
+/// replayed meanwhile (its `replays` moved on), was taken by another replay: that
+/// message is left out. The delete locks the row until the end of the transaction, so
+/// two replays of one row cannot both store it.
+fn claim_replayed(tx: &mut Transaction<'_>, batch: &mut Batch) -> Result<(), mysql::Error> {
+    for entry in &mut batch.entries {
+        if let Some(r) = entry.replay_of.as_mut() {
+            tx.exec_drop(
+                "DELETE FROM dead_letters WHERE id = ? AND replays = ?",
+                (r.id, r.replays),
+            )?;
+            r.gone = tx.affected_rows() == 0;
+        }
     }
     Ok(())
 }
@@ -497,6 +536,16 @@ fn write_dead_letters(
 pub struct Committed {
     pub stored: usize,
     pub dead: usize,
+    /// Replayed dead letters another replay took first (see `claim_replayed`).
+    pub taken: usize,
+}
+
+/// How an attempt ends: committed with the spool position it reaches, or rolled back
+/// after every statement ran (a dry run, which still finds what MySQL would refuse).
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Commit { position: u64 },
+    RollBack,
 }
 
 /// The dispatcher was told to stop while the database was unreachable; the batch
@@ -590,7 +639,7 @@ impl MysqlSink {
                 }
                 marked_in_doubt = None;
             }
-            sink.try_commit(batch, shapes, position).map_err(|failure| {
+            sink.try_commit(batch, shapes, Ending::Commit { position }).map_err(|failure| {
                 match &failure {
                     Failure::InDoubt(_, marked) => {
                         let doubt = Doubt {
@@ -605,6 +654,21 @@ impl MysqlSink {
                 }
                 failure.into_error()
             })
+        })
+    }
+
+    /// Runs the batch's statements as [`MysqlSink::commit`] would, then rolls the
+    /// transaction back: nothing is written, and the messages MySQL would refuse are
+    /// marked as `db_rejected` dead letters in the batch.
+    pub fn trial(
+        &mut self,
+        batch: &mut Batch,
+        shapes: &Shapes,
+        stop: &AtomicBool,
+    ) -> Result<Committed, Stopped> {
+        self.retrying(stop, batch.len(), |sink| {
+            sink.try_commit(batch, shapes, Ending::RollBack)
+                .map_err(Failure::into_error)
         })
     }
 
@@ -808,7 +872,7 @@ impl MysqlSink {
         &mut self,
         batch: &mut Batch,
         shapes: &Shapes,
-        position: u64,
+        ending: Ending,
     ) -> Result<Committed, Failure> {
         let client_id = self.client_id.clone();
         let payload_limit = self.payload_limit;
@@ -842,8 +906,9 @@ impl MysqlSink {
             }
             self.last_renewal = Instant::now();
         }
+        claim_replayed(&mut tx, batch).map_err(Failure::NotCommitted)?;
         let live: Vec<usize> = (0..batch.len())
-            .filter(|&i| batch.entries[i].dead.is_none())
+            .filter(|&i| batch.entries[i].dead.is_none() && !batch.entries[i].taken_elsewhere())
             .collect();
         let mut refused = Vec::new();
         write_isolating(
@@ -868,6 +933,23 @@ impl MysqlSink {
             e.dead = Some(dl);
             marked.push(i);
         }
+        let unmark = |batch: &mut Batch, marked: Vec<usize>| {
+            for i in marked {
+                batch.entries[i].dead = None;
+            }
+        };
+        let position = match ending {
+            Ending::Commit { position } => position,
+            Ending::RollBack => {
+                let written = write_dead_letters(&mut tx, batch, payload_limit);
+                let rolled_back = written.and_then(|()| tx.rollback());
+                if let Err(e) = rolled_back {
+                    unmark(batch, marked);
+                    return Err(Failure::NotCommitted(e));
+                }
+                return Ok(Committed::of(batch));
+            }
+        };
         let written = write_dead_letters(&mut tx, batch, payload_limit).and_then(|()| {
             tx.exec_drop(
                 "INSERT INTO collector_position (client_id, last_seq) VALUES (?, ?) \
@@ -876,9 +958,7 @@ impl MysqlSink {
             )
         });
         if let Err(e) = written {
-            for i in marked {
-                batch.entries[i].dead = None;
-            }
+            unmark(batch, marked);
             return Err(Failure::NotCommitted(e));
         }
         match tx.commit() {
@@ -895,9 +975,7 @@ impl MysqlSink {
             // The server answered COMMIT with an error (a certification failure, say):
             // it rolled the transaction back.
             Err(e @ mysql::Error::MySqlError(_)) => {
-                for i in marked {
-                    batch.entries[i].dead = None;
-                }
+                unmark(batch, marked);
                 Err(Failure::NotCommitted(e))
             }
             // The server may have committed before the connection broke.
@@ -938,9 +1016,11 @@ fn lease_lost(why: &str) -> ! {
 impl Committed {
     fn of(batch: &Batch) -> Committed {
         let dead = batch.dead_letters().count();
+        let taken = batch.entries.iter().filter(|e| e.taken_elsewhere()).count();
         Committed {
-            stored: batch.len() - dead,
+            stored: batch.len() - dead - taken,
             dead,
+            taken,
         }
     }
 }
