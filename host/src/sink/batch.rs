@@ -56,6 +56,14 @@ impl Shapes {
         &self.list[id]
     }
 
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     /// The shapes numbered `from` and up, for a mirror in another thread.
     pub fn since(&self, from: usize) -> Vec<Shape> {
         self.list[from..].to_vec()

@@ -2,5 +2,6 @@
 
 pub mod batch;
 pub mod lease;
+pub mod merge;
 pub mod mysql;
 pub mod writer;

@@ -29,6 +29,7 @@ use crate::{
     sink::{
         batch::{Batch, Op, RowKind, Shape, Shapes},
         lease::Lease,
+        merge::MergeKeys,
     },
 };
 
@@ -215,9 +216,11 @@ fn is_rejection(e: &mysql::Error) -> bool {
     }
 }
 
-/// SQL text per (shape, rows).
+/// SQL text per (shape, rows), and which rows of a shape merge.
 #[derive(Default)]
 struct Statements {
+    /// Learnt per connection, outside the batches' transactions.
+    merge: MergeKeys,
     cache: HashMap<(usize, usize), String>,
     /// Prepared on the current connection: executing a prepared statement skips the
     /// driver's parsing of the SQL text on every call.
@@ -383,6 +386,7 @@ impl<'b> Pending<'b> {
         shapes: &Shapes,
     ) -> Result<(), mysql::Error> {
         for (shape, rows) in self.groups.drain(..) {
+            let rows = stmts.merge.merge(shape, rows);
             let mut rest: &[&[Value]] = &rows;
             while !rest.is_empty() {
                 let n = next_chunk(rest);
@@ -805,8 +809,10 @@ impl MysqlSink {
         self.conn = Some(conn);
         self.endpoint = endpoint;
         self.tried_return = Instant::now();
-        // Statements belong to the connection they were prepared on.
+        // Statements belong to the connection they were prepared on; the tables may
+        // have changed while it was away.
         self.stmts.prepared.clear();
+        self.stmts.merge.clear();
     }
 
     /// Runs `attempt` until it succeeds, backing off (capped) while the database is
@@ -878,6 +884,10 @@ impl MysqlSink {
         let payload_limit = self.payload_limit;
         self.connection().map_err(Failure::NotCommitted)?;
         let conn = self.conn.as_mut().expect("connected above");
+        self.stmts
+            .merge
+            .learn(conn, shapes)
+            .map_err(Failure::NotCommitted)?;
         let mut tx = conn
             .start_transaction(TxOpts::default())
             .map_err(Failure::NotCommitted)?;
