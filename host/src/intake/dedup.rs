@@ -145,6 +145,34 @@ mod tests {
         assert!(!d.is_redelivery("t", b"b"));
     }
 
+    /// Redeliveries far longer than the broker's in-flight window were seen after a
+    /// kill -9 (138 and 1,422 messages against Mosquitto's max_inflight_messages 100
+    /// in `tests/delivery.rs`); with a tail of 64 records the first of them was not in
+    /// it, and all were spooled a second time.
+    #[test]
+    fn a_redelivery_of_a_thousand_and_more_is_recognised() {
+        let spooled: Vec<String> = (0..3000).map(|i| format!("m{i}")).collect();
+        let mut d = Redelivery::new(Vec::new(), false);
+        for p in &spooled {
+            d.appended("t", p.as_bytes());
+        }
+        d.connected();
+        for p in &spooled[3000 - 1500..] {
+            assert!(d.is_redelivery("t", p.as_bytes()), "{p}");
+        }
+        assert!(!d.is_redelivery("t", b"m3000"));
+        // The same after a restart, from the spool's tail.
+        let tail = spooled[3000 - TAIL_RECORDS.min(3000)..]
+            .iter()
+            .map(|p| rec(p))
+            .collect();
+        let mut d = Redelivery::new(tail, false);
+        d.connected();
+        assert!(spooled[1500..]
+            .iter()
+            .all(|p| d.is_redelivery("t", p.as_bytes())));
+    }
+
     #[test]
     fn a_first_message_that_is_new_ends_the_check() {
         let mut d = Redelivery::new(vec![rec("a"), rec("b")], false);

@@ -58,17 +58,21 @@ fn reopening_continues_the_numbering_and_keeps_a_tail() {
     let dir = tempfile::tempdir().unwrap();
     let first = {
         let (spool, rec) = Spool::open(cfg(dir.path(), 1 << 20, 1 << 20)).unwrap();
-        for i in 0..100 {
-            spool.append("t", &[i as u8]).unwrap();
+        for i in 0..TAIL_RECORDS + 100 {
+            spool.append("t", &(i as u32).to_le_bytes()).unwrap();
         }
         rec.next_seq
     };
+    let n = (TAIL_RECORDS + 100) as u64;
     let (spool, rec) = Spool::open(cfg(dir.path(), 1 << 20, 1 << 20)).unwrap();
-    assert_eq!(rec.next_seq, first + 100);
+    assert_eq!(rec.next_seq, first + n);
     assert_eq!(rec.cut_bytes, 0);
     assert_eq!(rec.tail.len(), TAIL_RECORDS);
-    assert_eq!(rec.tail.last().unwrap().payload, vec![99]);
-    assert_eq!(spool.append("t", b"x").unwrap(), first + 100);
+    assert_eq!(
+        rec.tail.last().unwrap().payload,
+        ((TAIL_RECORDS + 99) as u32).to_le_bytes()
+    );
+    assert_eq!(spool.append("t", b"x").unwrap(), first + n);
 }
 
 #[test]
