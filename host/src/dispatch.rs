@@ -129,22 +129,12 @@ impl Dispatcher {
             self.guard.batch_begins(first.seq);
             self.dispatch(first, &mut batch);
             while batch.len() < self.batch.max_messages {
-                let now = Instant::now();
-                let writer_idle = to_writer.is_empty();
-                if now >= seal_at && writer_idle {
-                    break;
-                }
-                // Past the budget while the writer still commits the previous batch,
-                // the batch keeps growing, a millisecond at a time, until the writer
-                // can take it: it could not go any sooner.
-                let until = if now < seal_at {
-                    seal_at
-                } else {
-                    now + Duration::from_millis(1)
-                };
-                if let Some(r) = self.read(&mut reader, until) {
-                    position = r.seq;
-                    self.dispatch(r, &mut batch);
+                match self.read(&mut reader, seal_at) {
+                    Some(r) => {
+                        position = r.seq;
+                        self.dispatch(r, &mut batch);
+                    }
+                    None => break,
                 }
             }
             self.guard.batch_sealed();
