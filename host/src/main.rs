@@ -246,6 +246,19 @@ fn long_version() -> &'static str {
     )
 }
 
+/// The exit status of a command that checks something: 0 all good, 1 problems found
+/// (listed by the command), 2 it could not check (the reason on stderr).
+fn verdict(done: Result<bool, String>) -> ExitCode {
+    match done {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     mes_collector::logging::init(cli.log_format);
@@ -272,14 +285,7 @@ fn main() -> ExitCode {
                         .and_then(|source| list_plugins(dir.as_deref(), &source))
                 }
             };
-            match done {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::from(2)
-                }
-            }
+            verdict(done)
         }
         Command::NewPlugin {
             name,
@@ -368,14 +374,7 @@ fn main() -> ExitCode {
                     mes_collector::quarantine::lift(&config_dir, &class)
                 }
             };
-            match done {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::from(2)
-                }
-            }
+            verdict(done)
         }
         Command::PluginRunner {
             plugin,
