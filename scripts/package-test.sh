@@ -145,12 +145,15 @@ stats() { # rows distinct_seq min_seq max_seq
 if [ -n "${MES_PACKAGE_TEST_DEBS:-}" ]; then
     # Packages built before by this script (it prints their paths), to run it again.
     read -r deb_x deb_x1 <<<"$MES_PACKAGE_TEST_DEBS"
-    cp "$deb_x" "$deb_x1" "$WORK/"
 else
+    # cargo-deb clears target/debian of older versions: X and X+1 are kept here.
+    keep_debs=target/package-test
+    rm -rf "$keep_debs" && mkdir -p "$keep_debs"
     log "building version X (scripts/package.sh)"
     t0=$SECONDS
     deb_x=$(bash scripts/package.sh | tail -n 1)
-    cp "$deb_x" "$WORK/"
+    cp "$deb_x" "$keep_debs/"
+    deb_x="$keep_debs/$(basename "$deb_x")"
     log "built $(basename "$deb_x") in $((SECONDS - t0)) s"
 
     # X+1: the same source with the crate's patch version raised, so that the binaries
@@ -164,11 +167,13 @@ else
     log "building version X+1 ($version -> $next)"
     t0=$SECONDS
     deb_x1=$(bash scripts/package.sh | tail -n 1)
-    cp "$deb_x1" "$WORK/"
+    cp "$deb_x1" "$keep_debs/"
+    deb_x1="$keep_debs/$(basename "$deb_x1")"
     restore_manifest
     log "built $(basename "$deb_x1") in $((SECONDS - t0)) s"
     echo "packages (MES_PACKAGE_TEST_DEBS to test them again): $deb_x $deb_x1"
 fi
+cp "$deb_x" "$deb_x1" "$WORK/"
 deb_x="$WORK/$(basename "$deb_x")"
 deb_x1="$WORK/$(basename "$deb_x1")"
 version_x=$(dpkg-deb -f "$deb_x" Version)
@@ -321,12 +326,18 @@ read -r rows distinct min_seq max_seq <<<"$(stats)"
 dead=$(sql "$DB" -e "SELECT COUNT(*) FROM dead_letters")
 
 old_exit=$(awk '$1 == "old_exit" { print $2 }' "$WORK/watch")
-read -r new_start pid_x1 < <(awk '$1 == "new_start" { print $2, $3 }' "$WORK/watch")
-[ -n "$old_exit" ] && [ -n "$new_start" ] || fail "did not see the old service stop and a new one start: $(cat "$WORK/watch")"
+pid_x1=$(awk '$1 == "new_start" { print $3 }' "$WORK/watch")
+[ -n "$old_exit" ] && [ -n "$pid_x1" ] || fail "did not see the old service stop and a new one start: $(cat "$WORK/watch")"
+# The stand-in's own record (its events file): when dpkg's prerm asked for the stop,
+# how the old process ended, when postinst's start launched the new one.
+events="$STANDIN_STATE/events"
+stop_asked=$(awk -v t="$t_upgrade" '$1 >= t && $2 == "stop" { print $1; exit }' "$events")
+old_status=$(awk -v p="$pid_x" '$2 == "exited" && $4 == p { print $6 }' "$events")
+start_asked=$(awk -v t="${stop_asked:-0}" '$1 >= t && $2 == "start" { print $1; exit }' "$events")
+new_started=$(awk -v p="$pid_x1:" '$2 == "started" && $4 == p { print $1 }' "$events")
 first_new=$(sql "$DB" -e "SELECT UNIX_TIMESTAMP(MIN(stored_at)) FROM cnc_data WHERE stored_at > FROM_UNIXTIME($old_exit)")
 last_old=$(sql "$DB" -e "SELECT UNIX_TIMESTAMP(MAX(stored_at)) FROM cnc_data WHERE stored_at <= FROM_UNIXTIME($old_exit)")
 published=$(sed -n 's/^published \([0-9]*\) messages.*, 0 failed$/\1/p' "$WORK/sim.out" | tail -n 1)
-old_status=$(awk -v p="$pid_x" '$2 == "exited" && $4 == p { print $6 }' "$STANDIN_STATE/events")
 
 echo
 echo "cnc-sim:    $(tail -n 1 "$WORK/sim.out")"
@@ -335,16 +346,26 @@ echo "stored:     $rows rows, $distinct distinct seq, seq $min_seq..$max_seq"
 echo "duplicates: $((rows - distinct))"
 echo "missing:    $((COUNT - distinct))"
 echo "dead letters: $dead"
-echo "upgrade:    apt-get install of X+1 took $(secs "$t_upgrade" "$t_upgraded") s"
-echo "gap:        old service stopped $(secs "$t_upgrade" "$old_exit") s into the upgrade (last row it stored $(secs "$last_old" "$old_exit") s before),"
-echo "            new service started $(secs "$old_exit" "$new_start") s later and stored again $(secs "$old_exit" "$first_new") s after the old one stopped"
-echo "the old service's exit status: $old_status; what the stand-in did (epoch seconds):"
-sed 's/^/    /' "$STANDIN_STATE/events"
+echo "upgrade:    apt-get install of X+1 took $(secs "$t_upgrade" "$t_upgraded") s; in it:"
+echo "            prerm stopped the old service $(secs "$t_upgrade" "$stop_asked") s in (SIGTERM); it exited $(secs "$stop_asked" "$old_exit") s later, status $old_status"
+echo "            postinst started the new one $(secs "$old_exit" "${new_started:-$old_exit}") s after that exit"
+echo "gap:        the new service stored again $(secs "$old_exit" "$first_new") s after the old one exited"
+echo "            ($(secs "$stop_asked" "$first_new") s after the stop was asked; no row stored for $(secs "$last_old" "$first_new") s,"
+echo "            from the old service's last row to the new one's first)"
+echo "what the stand-in did (epoch seconds):"
+sed 's/^/    /' "$events"
 
 [ "$rows" -eq "$COUNT" ] && [ "$distinct" -eq "$COUNT" ] && [ "$min_seq" -eq 0 ] && [ "$max_seq" -eq $((COUNT - 1)) ] \
     || fail "not every message stored exactly once"
 [ "$dead" -eq 0 ] || fail "$dead dead letters"
 [ "$old_status" = 0 ] || fail "the old service did not exit cleanly on the upgrade's stop (status ${old_status:-unknown})"
+# The way a real upgrade orders it: prerm's stop, then postinst's start, both by dpkg
+# during the apt-get.
+[ -n "$stop_asked" ] && [ -n "$start_asked" ] && [ -n "$new_started" ] \
+    && awk -v a="$t_upgrade" -v s="$stop_asked" -v x="$old_exit" -v r="$start_asked" \
+        -v n="$new_started" -v b="$t_upgraded" \
+        'BEGIN { exit !(a <= s && s <= x && x <= r && r <= b && r <= n) }' \
+    || fail "the upgrade did not stop the old service and then start the new one (see the events above)"
 sha256sum --quiet -c "$WORK/edited.sha256" || fail "the upgrade changed the locally edited configuration"
 grep -q "^MES_DB_PASSWORD=$DB_PASSWORD\$" "$ETC/secrets.env" || fail "the upgrade changed $ETC/secrets.env"
 [ "$(dpkg-query -W -f='${Version}' "$PKG")" = "$version_x1" ] || fail "installed version is not $version_x1"
