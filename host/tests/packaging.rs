@@ -137,7 +137,10 @@ fn package_metadata_installs_every_shipped_plugin_where_the_config_reads() {
             .and_then(|l| l.strip_suffix('"'))
             .expect("a package name")
             .to_string();
-        let asset = format!("[\"target/release/lib{}.so\", {dest}, \"644\"]", name.replace('-', "_"));
+        let asset = format!(
+            "[\"target/release/lib{}.so\", {dest}, \"644\"]",
+            name.replace('-', "_")
+        );
         assert!(
             meta.contains(&asset),
             "the package does not ship plugin {name}: add {asset} to the assets of [package.metadata.deb] in host/Cargo.toml"
