@@ -74,7 +74,7 @@ cleanup() {
         rm -rf "$KEEP" && mkdir -p "$KEEP"
         cp -r "$WORK/apt.log" "$WORK/sim.out" "$WORK/sim.err" "$WORK/watch" "$STANDIN_STATE" "$KEEP/" 2>/dev/null
         echo "logs kept in $KEEP; last lines of the service's output:" >&2
-        tail -n 20 "$STANDIN_STATE/service.log" >&2
+        tail -n 20 "$STANDIN_STATE/service.log" >&2 2>/dev/null
     fi
     if dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null | grep -q 'installed\|config-files'; then
         DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq -o DPkg::Lock::Timeout=300 \
@@ -131,7 +131,6 @@ wait_log() { # text from_line timeout_secs: waits for the service to log text af
     fail "the service did not log \"$1\" within $3 s"
 }
 
-log_lines() { wc -l <"$STANDIN_STATE/service.log" 2>/dev/null || echo 0; }
 
 stats() { # rows distinct_seq min_seq max_seq
     sql "$DB" -e "SELECT COUNT(*), COUNT(DISTINCT JSON_EXTRACT(json_data, '\$.seq')),
@@ -192,13 +191,16 @@ if [ ! -d /run/systemd/system ]; then
     CREATED_RUN_SYSTEMD=true
 fi
 # policy-rc.d decides whether maintainer scripts may start services (in containers it
-# usually says no to all); for the test, yes to this unit, the old answer for others.
+# usually says no to all). For the test: no to this unit until it is configured (the
+# default configuration's broker is this machine's, where its client id may be
+# someone else's), yes after; the old answer for other units. Every question is logged.
 restore_policy # a previous run killed before its clean-up
 [ -e "$POLICY" ] && mv "$POLICY" "$POLICY_SAVED"
 cat >"$POLICY" <<EOF
 #!/bin/sh
 # Written by the mes-collector package test (scripts/package-test.sh) for its duration.
-case "\$1" in $PKG|$UNIT) exit 0 ;; esac
+echo "\$*" >>"$WORK/policy.log"
+case "\$1" in $PKG|$UNIT) [ -e "$WORK/allow-start" ] && exit 0; exit 101 ;; esac
 [ -x "$POLICY_SAVED" ] && exec "$POLICY_SAVED" "\$@"
 exit 0
 EOF
@@ -236,8 +238,9 @@ for f in database.sql grants.sql; do [ -f "/usr/share/mes-collector/$f" ] || fai
 getent passwd mes-collector >/dev/null || fail "no system user mes-collector"
 [ "$(stat -c '%U:%G %a' "$ETC/secrets.env")" = "root:root 600" ] || fail "$ETC/secrets.env is $(stat -c '%U:%G %a' "$ETC/secrets.env")"
 [ "$(stat -c '%U' /var/lib/mes-collector/spool)" = mes-collector ] || fail "the spool is not the service user's"
-grep -q "start requested" "$STANDIN_STATE/events" || fail "postinst did not start $UNIT"
-echo "installed $PKG $(dpkg-query -W -f='${Version}' "$PKG"): files, conffiles, user, secrets.env 0600 root:root, spool; postinst started the unit; the database server untouched"
+grep -q "^$UNIT start" "$WORK/policy.log" || fail "postinst did not ask to start $UNIT"
+[ ! -e "$STANDIN_STATE/events" ] || fail "$UNIT started although policy-rc.d said no"
+echo "installed $PKG $(dpkg-query -W -f='${Version}' "$PKG"): files, conffiles, user, secrets.env 0600 root:root, spool; postinst asked to start the unit (held back by policy-rc.d until configured); the database server untouched"
 
 # ---------------------------------------------------------------------------------
 # What the DBA and the administrator do: schema and grants, configuration, secrets.
@@ -263,9 +266,9 @@ grep -qF "\"$DB\"" "$ETC/db_config.json" || fail "editing $ETC/db_config.json di
 echo "MES_DB_PASSWORD=$DB_PASSWORD" >>"$ETC/secrets.env"
 sha256sum "$ETC/collector.json" "$ETC/db_config.json" "$ETC/cnc_classes.json" >"$WORK/edited.sha256"
 
-from=$(( $(log_lines) + 1 ))
-systemctl restart "$UNIT"
-wait_log "collector running" "$from" 60
+touch "$WORK/allow-start"
+systemctl start "$UNIT"
+wait_log "collector running" 1 60
 pid_x=$(service_pid)
 [ -n "$pid_x" ] || fail "no mes-collector process of user mes-collector"
 tr '\0' '\n' <"/proc/$pid_x/environ" | grep -q '^MES_DB_PASSWORD=' \
