@@ -265,38 +265,8 @@ div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.4f", a / b; else p
 per100k() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 100000 / n; else print 0 }'; }
 
 start_broker() {
-    local port conf dir="$WORK/broker"
-    mkdir -p "$dir"
-    for _ in $(seq 1 20); do
-        port=$((20000 + RANDOM % 40000))
-        port_open "$port" && continue
-        conf="$dir/mosquitto.conf"
-        cat >"$conf" <<EOF
-listener $port 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location $dir/
-max_queued_messages 0
-max_inflight_messages $MAX_INFLIGHT
-# As the README asks of a plant's broker: otherwise Nagle holds acknowledgements
-# and small messages up to 40 ms.
-set_tcp_nodelay true
-log_dest file $dir/mosquitto.log
-EOF
-        "$MOSQUITTO" -c "$conf" >/dev/null 2>&1 &
-        BROKER_PID=$!
-        for _ in $(seq 1 100); do
-            if port_open "$port"; then
-                BROKER_URI="tcp://127.0.0.1:$port"
-                return 0
-            fi
-            kill -0 "$BROKER_PID" 2>/dev/null || break
-            sleep 0.05
-        done
-        stop_pid "$BROKER_PID"
-        BROKER_PID=""
-    done
-    die "could not start a private Mosquitto (see $dir/mosquitto.log)"
+    start_private_broker "$MOSQUITTO" "$WORK/broker" "max_inflight_messages $MAX_INFLIGHT" \
+        || die "could not start a private Mosquitto (see $WORK/broker/mosquitto.log)"
 }
 
 free_port() {

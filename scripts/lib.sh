@@ -10,13 +10,14 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
 
-# Build tools (cmake and a C compiler build paho's bundled C library), the
-# broker and the database. Installed only where missing.
-ensure_packages() {
-    local want=(build-essential cmake pkg-config libssl-dev curl ca-certificates
-                mosquitto mosquitto-clients mariadb-server mariadb-client)
+# Build tools: cmake and a C compiler build paho's bundled C library; dpkg-dev (in
+# build-essential) is what cargo-deb uses to work out a package's dependencies.
+BUILD_PACKAGES=(build-essential cmake pkg-config libssl-dev curl ca-certificates)
+
+# Installs those of the named Debian packages that are missing.
+install_missing() {
     local missing=()
-    for p in "${want[@]}"; do
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
@@ -25,6 +26,16 @@ ensure_packages() {
         $SUDO apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+}
+
+# The build tools, the broker and the database.
+ensure_packages() {
+    install_missing "${BUILD_PACKAGES[@]}" mosquitto mosquitto-clients mariadb-server mariadb-client
+}
+
+# The build tools alone (scripts/package.sh: a build machine needs no services).
+ensure_build_packages() {
+    install_missing "${BUILD_PACKAGES[@]}"
 }
 
 # Debian's own rustc is too old for the dependencies; rustup's stable is used.
@@ -74,6 +85,43 @@ ensure_services() {
                           GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;" \
             || die "cannot log in to MariaDB as root over 127.0.0.1; see README 'Set up'"
     fi
+}
+
+# A Mosquitto of the caller's own on a free loopback port, set up as the README asks
+# of a plant's broker (persistence, no limit on queued messages: the default of 1,000
+# silently drops QoS 1 messages past it while a collector is down; no Nagle), its
+# files in DIR; extra configuration lines may follow.
+#   start_private_broker MOSQUITTO_BINARY DIR [LINE...]
+# Sets BROKER_PID and BROKER_URI; returns 1 if none would start.
+start_private_broker() {
+    local mosquitto=$1 dir=$2 port conf
+    shift 2
+    mkdir -p "$dir"
+    conf="$dir/mosquitto.conf"
+    for _ in $(seq 1 20); do
+        port=$((20000 + RANDOM % 40000))
+        port_open "$port" && continue
+        {
+            printf '%s\n' "listener $port 127.0.0.1" "allow_anonymous true" "persistence true" \
+                "persistence_location $dir/" "max_queued_messages 0" "set_tcp_nodelay true" \
+                "log_dest file $dir/mosquitto.log"
+            [ $# -gt 0 ] && printf '%s\n' "$@"
+        } >"$conf"
+        "$mosquitto" -c "$conf" >/dev/null 2>&1 &
+        BROKER_PID=$!
+        for _ in $(seq 1 100); do
+            if port_open "$port"; then
+                BROKER_URI="tcp://127.0.0.1:$port"
+                return 0
+            fi
+            kill -0 "$BROKER_PID" 2>/dev/null || break
+            sleep 0.05
+        done
+        kill "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+        BROKER_PID=""
+    done
+    return 1
 }
 
 # The shipped plugins' crate names: every crate under plugins/.

@@ -1,4 +1,5 @@
-//! Security: the collector works with exactly the grants docs/operations.md gives it.
+//! Security: the collector works with exactly the grants of `grants.sql`, the file the
+//! Debian package ships for the DBA.
 
 mod common;
 
@@ -9,22 +10,20 @@ use mysql::prelude::Queryable;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The "Database grants" of docs/operations.md, for this test's database and user.
-fn documented_grants(db: &str, user: &str) -> Vec<String> {
-    let page = include_str!("../../docs/operations.md");
-    let start = page
-        .find("\n## Database grants\n")
-        .expect("docs/operations.md has a Database grants section");
-    let block = &page[start..];
-    let sql = &block[block.find("```sql").unwrap() + 6..];
-    let sql = &sql[..sql.find("```").unwrap()];
-    sql.lines()
+/// The GRANT statements of `grants.sql`, for this test's database and user.
+fn shipped_grants(db: &str, user: &str) -> Vec<String> {
+    let sql = include_str!("../../grants.sql");
+    let grants: Vec<String> = sql
+        .lines()
         .filter(|l| l.starts_with("GRANT"))
         .map(|l| {
-            l.replace("cnc_database", db)
+            l.trim_end_matches(';')
+                .replace("cnc_database", db)
                 .replace("'mes_collector'@'%'", user)
         })
-        .collect()
+        .collect();
+    assert!(!grants.is_empty(), "grants.sql has no GRANT line");
+    grants
 }
 
 struct User {
@@ -44,7 +43,7 @@ impl User {
             let who = format!("'{}'@'{host}'", user.name);
             root.query_drop(format!("CREATE USER {who} IDENTIFIED BY 'lp-pass'"))
                 .unwrap();
-            for grant in documented_grants(&db.name, &who) {
+            for grant in shipped_grants(&db.name, &who) {
                 root.query_drop(&grant)
                     .unwrap_or_else(|e| panic!("{grant}: {e}"));
             }
@@ -64,7 +63,7 @@ impl Drop for User {
 }
 
 #[test]
-fn the_collector_works_with_the_least_privileges_the_docs_grant() {
+fn the_collector_works_with_the_least_privileges_the_shipped_grants() {
     let db = TestDb::new("leastpriv");
     let user = User::create(&db);
     let setup = Setup::new(

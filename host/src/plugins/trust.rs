@@ -107,7 +107,17 @@ pub fn digest(path: &Path) -> io::Result<String> {
 /// anyone but the collector's user or root.
 pub fn check_permissions(path: &Path) -> Result<(), String> {
     let meta = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mode = meta.mode() & 0o7777;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    check_owner_and_mode(path, meta.mode(), meta.uid(), me)
+}
+
+/// The rule of [`check_permissions`] for a file of `mode` owned by uid `owner`, as seen
+/// by a collector running as uid `me`. Root's files pass, so that plugins a package
+/// installs (root-owned, mode 0644, in /usr/lib/mes-collector/plugins) load in a
+/// collector running as its own service user.
+fn check_owner_and_mode(path: &Path, mode: u32, owner: u32, me: u32) -> Result<(), String> {
+    let mode = mode & 0o7777;
     if mode & 0o022 != 0 {
         return Err(format!(
             "{} is writable by group or others (mode {mode:04o}), so anyone could replace the code the collector runs; fix with `chmod go-w {}` (or set plugins.allow_insecure_permissions in collector.json, for development only)",
@@ -115,13 +125,10 @@ pub fn check_permissions(path: &Path) -> Result<(), String> {
             path.display()
         ));
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me && meta.uid() != 0 {
+    if owner != me && owner != 0 {
         return Err(format!(
-            "{} is owned by uid {}, neither the collector's user (uid {me}) nor root; fix with `chown root {}`",
+            "{} is owned by uid {owner}, neither the collector's user (uid {me}) nor root; fix with `chown root {}`",
             path.display(),
-            meta.uid(),
             path.display()
         ));
     }
@@ -166,6 +173,31 @@ mod tests {
             ..PluginPolicy::default()
         };
         assert!(admit(&f, &policy).is_ok());
+    }
+
+    /// What the Debian package installs: a root-owned 0755 plugins directory and
+    /// root-owned 0644 plugin files, loaded by a collector running as its service user.
+    #[test]
+    fn root_owned_0644_files_load_in_a_service_users_collector() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("libvendor.so");
+        fs::write(&f, b"x").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let service_uid = 999;
+        for (path, mode) in [(f.as_path(), 0o100644), (dir.path(), 0o040755)] {
+            assert_eq!(fs::metadata(path).unwrap().mode(), mode);
+            assert!(check_owner_and_mode(path, mode, 0, service_uid).is_ok());
+            assert!(check_owner_and_mode(path, mode, service_uid, service_uid).is_ok());
+        }
+        // Another user's file, or a group-writable one, still is not.
+        let e = check_owner_and_mode(&f, 0o100644, 1234, service_uid).unwrap_err();
+        assert!(
+            e.contains("owned by uid 1234") && e.contains("chown root"),
+            "{e}"
+        );
+        let e = check_owner_and_mode(&f, 0o100664, 0, service_uid).unwrap_err();
+        assert!(e.contains("chmod go-w"), "{e}");
     }
 
     #[test]
