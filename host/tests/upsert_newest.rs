@@ -15,6 +15,8 @@ use mysql::{prelude::Queryable, Value as V};
 use common::*;
 
 type Row = (Option<i64>, Option<String>, Option<i64>);
+/// k, status, ts, n
+type StatusRow = (String, Option<String>, Option<i64>, Option<i64>);
 
 fn permutations(items: &[Row]) -> Vec<Vec<Row>> {
     if items.len() <= 1 {
@@ -170,9 +172,7 @@ fn merged_upserts_store_what_the_unmerged_rows_store() {
                 let params: Vec<V> = list.iter().flat_map(|r| r.iter().map(to_mysql)).collect();
                 conn.exec_drop(stmt, params).unwrap();
             }
-            let state = |conn: &mut mysql::Conn,
-                         t: &str|
-             -> Vec<(String, Option<String>, Option<i64>, Option<i64>)> {
+            let state = |conn: &mut mysql::Conn, t: &str| -> Vec<StatusRow> {
                 conn.query(format!("SELECT k, status, ts, n FROM {t} ORDER BY k"))
                     .unwrap()
             };
