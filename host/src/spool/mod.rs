@@ -19,8 +19,8 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufReader, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
-    sync::{Arc, Condvar, Mutex},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use log::{error, info, warn};
@@ -103,6 +103,38 @@ struct State {
     next_seq: u64,
     bytes: u64,
     full_since: Option<Instant>,
+    /// Threads waiting on `changed`. A notification is a system call even when nobody
+    /// waits (std's futex condvar), and the append that makes it runs once per
+    /// message in paho's callback: it is made only when someone waits.
+    waiting: usize,
+}
+
+impl State {
+    fn notify(&self, changed: &Condvar) {
+        if self.waiting > 0 {
+            changed.notify_all();
+        }
+    }
+
+    /// Waits on `changed`, counted in `waiting`.
+    fn wait<'a>(
+        mut guard: MutexGuard<'a, State>,
+        changed: &Condvar,
+        timeout: Option<Duration>,
+    ) -> MutexGuard<'a, State> {
+        guard.waiting += 1;
+        let mut guard = match timeout {
+            None => changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
+            Some(t) => {
+                changed
+                    .wait_timeout(guard, t)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+        };
+        guard.waiting -= 1;
+        guard
+    }
 }
 
 struct Writer {
@@ -258,6 +290,7 @@ impl Spool {
                     next_seq,
                     bytes,
                     full_since: None,
+                    waiting: 0,
                 }),
                 changed: Condvar::new(),
                 writer: Mutex::new(Writer {
@@ -285,7 +318,7 @@ impl Spool {
                         st.bytes, inner.cfg.max_bytes
                     );
                 }
-                st = inner.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                st = State::wait(st, &inner.changed, None);
             }
             if let Some(since) = st.full_since.take() {
                 info!(
@@ -319,7 +352,7 @@ impl Spool {
         st.next_seq = seq + 1;
         st.bytes += len;
         st.segments.back_mut().expect("active segment").bytes += len;
-        inner.changed.notify_all();
+        st.notify(&inner.changed);
         Ok(seq)
     }
 
@@ -341,7 +374,7 @@ impl Spool {
                 st.bytes -= seg.bytes;
                 removed = true;
             }
-            inner.changed.notify_all();
+            st.notify(&inner.changed);
         }
         if removed && inner.cfg.fsync == Fsync::Always {
             let _ = sync_dir(&inner.cfg.dir);
@@ -436,11 +469,7 @@ impl SpoolReader {
                     if now >= deadline {
                         return Ok(None);
                     }
-                    st = inner
-                        .changed
-                        .wait_timeout(st, deadline - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                    st = State::wait(st, &inner.changed, Some(deadline - now));
                 }
                 if self.next < st.segments[0].first_seq {
                     warn!(
