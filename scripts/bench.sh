@@ -647,14 +647,15 @@ group_run() {
 # ---------------------------------------------------------------------------
 # Callgrind mode: instructions per message (see the top of the file).
 
-# The role of one thread's callgrind.out file, from the functions it ran.
+# The role of one thread's callgrind.out file, from the functions (or, where they are
+# inlined, the source files) it ran.
 callgrind_thread() {
     local f=$1
     if grep -q 'Dispatcher::run' "$f"; then echo dispatcher
-    elif grep -q 'mes_collector::sink::writer::Writer::' "$f"; then echo writer
     elif grep -q 'MQTTAsync_receiveThread' "$f"; then echo "intake (MQTTAsync_receiveThread)"
     elif grep -q 'MQTTAsync_sendThread' "$f"; then echo "mqtt send (MQTTAsync_sendThread)"
     elif grep -q 'mes_collector::main' "$f"; then echo main
+    elif grep -q 'sink/writer.rs' "$f"; then echo writer
     elif grep -q 'metrics::serve' "$f"; then echo metrics-http
     elif grep -q 'watchdog' "$f"; then echo plugin-watchdog
     else echo other
