@@ -452,9 +452,17 @@ pub struct SpoolReader {
     spool: Spool,
     /// The next sequence number to return.
     next: u64,
-    /// The open segment and the sequence number its read position is at.
-    file: Option<(BufReader<File>, u64, u64)>,
+    file: Option<OpenSegment>,
     buf: Vec<u8>,
+}
+
+/// The segment a reader has open.
+struct OpenSegment {
+    src: BufReader<File>,
+    first_seq: u64,
+    /// The sequence number the read position is at.
+    at: u64,
+    path: PathBuf,
 }
 
 impl SpoolReader {
@@ -462,7 +470,7 @@ impl SpoolReader {
     pub fn next(&mut self, deadline: Instant) -> io::Result<Option<Record>> {
         let inner = &*self.spool.inner;
         loop {
-            let (seg_first, seg_path, seg_end) = {
+            let (seg_first, seg_end) = {
                 let mut st = lock(&inner.state);
                 while st.next_seq <= self.next {
                     let now = Instant::now();
@@ -482,20 +490,29 @@ impl SpoolReader {
                     self.file = None;
                 }
                 let i = st.segments.partition_point(|s| s.first_seq <= self.next) - 1;
+                let seg = &st.segments[i];
+                // The path is copied only to open the segment: not once per record.
+                if self
+                    .file
+                    .as_ref()
+                    .is_none_or(|f| f.first_seq != seg.first_seq)
+                {
+                    let mut f = File::open(&seg.path)
+                        .map_err(|e| with_path(e, &seg.path, "cannot open spool segment"))?;
+                    f.seek(SeekFrom::Start(0))?;
+                    self.file = Some(OpenSegment {
+                        src: BufReader::with_capacity(256 << 10, f),
+                        first_seq: seg.first_seq,
+                        at: seg.first_seq,
+                        path: seg.path.clone(),
+                    });
+                }
                 let end = st.segments.get(i + 1).map_or(u64::MAX, |s| s.first_seq);
-                (st.segments[i].first_seq, st.segments[i].path.clone(), end)
+                (seg.first_seq, end)
             };
-            if self
-                .file
-                .as_ref()
-                .is_none_or(|(_, first, _)| *first != seg_first)
-            {
-                let mut f = File::open(&seg_path)
-                    .map_err(|e| with_path(e, &seg_path, "cannot open spool segment"))?;
-                f.seek(SeekFrom::Start(0))?;
-                self.file = Some((BufReader::with_capacity(256 << 10, f), seg_first, seg_first));
-            }
-            let (src, _, at) = self.file.as_mut().expect("opened above");
+            let open = self.file.as_mut().expect("opened above");
+            debug_assert_eq!(open.first_seq, seg_first);
+            let (src, at, seg_path) = (&mut open.src, &mut open.at, &open.path);
             match read(src, &mut self.buf)? {
                 Next::Record(r, _) if r.seq == *at => {
                     *at += 1;
