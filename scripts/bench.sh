@@ -706,7 +706,7 @@ callgrind_report() { # small-count
         echo '```'
     done
     echo
-    echo "### All threads: top functions, self ($N-message run)"
+    echo "### All threads: top functions, self ($N-message run; /msg is its Ir / $N, startup included)"
     echo
     echo '```'
     for f in "$cg/large"/callgrind.out-*; do
