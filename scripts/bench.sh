@@ -39,6 +39,18 @@
 # with K: they give each process's cost per message, from which docs/scaling-out.md
 # models capacity.
 #
+# Callgrind mode (BENCH_MODE=callgrind) runs only this: the release collector under
+# `valgrind --tool=callgrind --separate-threads=yes`, twice, taking BENCH_CG_SMALL
+# and then BENCH_N messages (defaults 1,000 and 10,000; BENCH_MACHINES defaults to 50
+# here) published at full speed, stopped with SIGTERM once every message is a row.
+# Instruction counts do not depend on the machine's load, so figures compare across
+# runs. Startup (plugin loading, connecting, each machine's first message) is the
+# same in both runs: the difference of the two runs' instructions divided by the
+# difference of their messages is the cost per message, given in total and per thread
+# (intake = paho's receive thread, which runs the spool append; dispatcher; writer).
+# Per thread the top functions (callgrind_annotate, inclusive) of the larger run
+# follow. Report and callgrind.out files in BENCH_OUT/callgrind/.
+#
 # Environment (defaults in brackets):
 #   BENCH_N              messages per run of (1) and (2)                  [100000]
 #   BENCH_REPS           alternating repetitions of (1) and (2)           [3]
@@ -66,6 +78,7 @@
 #   BENCH_SKIP_BUILD=1   use the existing target/release binaries
 #   BENCH_SKIP_SETUP=1   do not check packages/toolchain/services (scripts/lib.sh)
 #   BENCH_KEEP=1         keep the scratch directory (configs, logs) instead of deleting it
+#   BENCH_CG_SMALL       BENCH_MODE=callgrind: messages of the smaller run    [1000]
 #   BENCH_PERF=1         after the measured runs, one more collector-path run under
 #                        `perf record -a -g` (whole machine; not in the table); the
 #                        report (by thread, collector and database symbols) goes to
@@ -91,6 +104,10 @@ cd "$(dirname "$0")/.."
 N=${BENCH_N:-100000}
 REPS=${BENCH_REPS:-3}
 MACHINES=${BENCH_MACHINES:-100}
+if [ "${BENCH_MODE:-}" = callgrind ]; then
+    N=${BENCH_N:-10000}
+    MACHINES=${BENCH_MACHINES:-50}
+fi
 UNBATCHED_N=${BENCH_UNBATCHED_N:-$((N / 10))}
 RATE=${BENCH_RATE:-2000}
 DURATION=${BENCH_DURATION:-30}
@@ -596,6 +613,161 @@ group_run() {
     sql -e "DROP DATABASE IF EXISTS \`$db\`"
     log "$run: ${R[$run.rate]} msg/s; collectors ${R[$run.cpus]} CPU-s/100k; broker ${R[$run.broker_cpu]}, database ${R[$run.db_cpu]}; stored ${R[$run.shares]}; exactly once: ${R[$run.ok]}"
 }
+
+# ---------------------------------------------------------------------------
+# Callgrind mode: instructions per message (see the top of the file).
+
+# The role of one thread's callgrind.out file, from the functions (or, where they are
+# inlined, the source files) it ran.
+callgrind_thread() {
+    local f=$1
+    if grep -q 'Dispatcher::run' "$f"; then echo dispatcher
+    elif grep -q 'MQTTAsync_receiveThread' "$f"; then echo "intake (MQTTAsync_receiveThread)"
+    elif grep -q 'MQTTAsync_sendThread' "$f"; then echo "mqtt send (MQTTAsync_sendThread)"
+    elif grep -q 'mes_collector::main' "$f"; then echo main
+    elif grep -q 'sink/writer.rs' "$f"; then echo writer
+    elif grep -q 'metrics::serve' "$f"; then echo metrics-http
+    elif grep -q 'watchdog' "$f"; then echo plugin-watchdog
+    else echo other
+    fi
+}
+
+# "role<TAB>Ir" for every thread of a run (threads of one role summed).
+callgrind_threads() {
+    local f ir
+    for f in "$1"/callgrind.out-*; do
+        ir=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p; s/^totals: *\([0-9]*\).*/\1/p' "$f" | head -1)
+        printf '%s\t%s\n' "$(callgrind_thread "$f")" "${ir:-0}"
+    done | awk -F'\t' '{ s[$1] += $2 } END { for (k in s) printf "%s\t%d\n", k, s[k] }'
+}
+
+# The report of the two runs (BENCH_OUT/callgrind/{small,large}).
+callgrind_report() { # small-count
+    local small=$1 cg="$OUT/callgrind" head_rev f role
+    head_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || head_rev="$head_rev (with uncommitted changes)"
+    echo "## Collector instructions per message (callgrind, $(date -u '+%Y-%m-%d %H:%M UTC'))"
+    echo
+    echo "Commit $head_rev; $MACHINES machines (half CNCTypeA, half CNCTypeB), published at full speed;"
+    echo "batch $BATCH messages / ${LATENCY_MS} ms, spool fsync $SPOOL_FSYNC, RUST_LOG=$COLLECTOR_LOG."
+    echo "Per message = (Ir of the $N-message run - Ir of the $small-message run) / $((N - small)):"
+    echo "startup and each machine's first message cancel out."
+    echo
+    echo "| thread | Ir, $small messages | Ir, $N messages | Ir per message |"
+    echo "|---|---:|---:|---:|"
+    join -t$'\t' -a1 -a2 -e0 -o 0,1.2,2.2 <(sort "$cg/small/threads.tsv") <(sort "$cg/large/threads.tsv") |
+        awk -F'\t' -v d=$((N - small)) '{ printf "%s\t%d\t%d\t%.0f\n", $1, $2, $3, ($3 - $2) / d }' |
+        sort -t$'\t' -k4 -g -r | awk -F'\t' '{ printf "| %s | %d | %d | %d |\n", $1, $2, $3, $4 }'
+    awk -F'\t' -v n="$N" -v d=$((N - small)) 'FNR == NR { a += $2; next } { b += $2 }
+        END { printf "| **all threads** | %d | %d | **%.0f** |\n\nWithout subtracting startup: %.0f Ir per message (the %d-message run\047s total / %d).\n", a, b, (b - a) / d, b / n, n, n }' \
+        "$cg/small/threads.tsv" "$cg/large/threads.tsv"
+    # awk reads all of callgrind_annotate's output (no `head`): with pipefail, a
+    # closed pipe would end the script.
+    for role in "intake (MQTTAsync_receiveThread)" dispatcher writer; do
+        echo
+        echo "### $role: top functions, inclusive ($N-message run)"
+        echo
+        echo '```'
+        for f in "$cg/large"/callgrind.out-*; do
+            [ "$(callgrind_thread "$f")" = "$role" ] || continue
+            callgrind_annotate --inclusive=yes --auto=no --threshold=99 "$f" 2>/dev/null |
+                awk '/^ *[0-9,]+ +\(/ && !/PROGRAM TOTALS/ && n++ < 40 { print substr($0, 1, 220) }'
+        done
+        echo '```'
+    done
+    echo
+    echo "### All threads: top functions, self ($N-message run; /msg is its Ir / $N, startup included)"
+    echo
+    echo '```'
+    for f in "$cg/large"/callgrind.out-*; do
+        callgrind_annotate --auto=no --threshold=100 "$f" 2>/dev/null |
+            awk '/^ *[0-9,]+ +\(/ && !/PROGRAM TOTALS/ { n = $1; gsub(",", "", n); sub(/^ *[0-9,]+ +\([ 0-9.]+%\) +/, ""); print n "\t" $0 }'
+    done | awk -F'\t' '{ s[$2] += $1 } END { for (k in s) printf "%d\t%s\n", s[k], k }' |
+        sort -t$'\t' -k1 -g -r | awk -F'\t' -v n="$N" 'NR <= 40 { printf "%14d %7.0f/msg  %s\n", $1, $1 / n, substr($2, 1, 180) }'
+    echo '```'
+}
+
+# The collector under callgrind takes COUNT messages at full speed; its callgrind.out
+# files go to BENCH_OUT/callgrind/LABEL.
+callgrind_run() { # label count
+    local run=$1 count=$2 dir="$WORK/$1" db="mes_bench_${TAG}_$1" topic="bench/$TAG/$1"
+    local cg="$OUT/callgrind/$run"
+    log "$run: the collector under callgrind, $count messages at full speed"
+    mkdir -p "$dir/plugins" "$cg"
+    rm -f "$cg"/callgrind.out*
+    cp "$BIN/libcnc_type_a.so" "$BIN/libcnc_type_b.so" "$dir/plugins/"
+    cp "$WORK/cnc_classes.json" "$dir/"
+    cat >"$dir/collector.json" <<CONF
+{
+  "broker": { "uri": "$BROKER_URI", "client_id": "mes-bench-$TAG-$run", "topic": "$topic", "qos": 1 },
+  "plugins_dir": "plugins",
+  "batch": { "max_messages": $BATCH, "max_latency_ms": $LATENCY_MS },
+  "spool": { "dir": "spool", "fsync": "$SPOOL_FSYNC" },
+  "metrics_addr": ""
+}
+CONF
+    printf '{ "host": "%s", "port": %s, "user": "%s", "password": "", "database": "%s" }\n' \
+        "$DB_HOST" "$DB_PORT" "$DB_USER" "$db" >"$dir/db_config.json"
+    new_database "$db"
+    MES_DB_PASSWORD="$DB_PASSWORD" RUST_LOG="$COLLECTOR_LOG" valgrind --tool=callgrind \
+        --separate-threads=yes --callgrind-out-file="$cg/callgrind.out" \
+        "$BIN/mes-collector" run --config-dir "$dir" >"$dir/collector.log" 2>&1 &
+    COLLECTOR_PID=$!
+    for _ in $(seq 1 1200); do
+        grep -q 'subscribed to' "$dir/collector.log" && break
+        kill -0 "$COLLECTOR_PID" 2>/dev/null || die "$run: collector exited:\n$(cat "$dir/collector.log")"
+        sleep 0.1
+    done
+    grep -q 'subscribed to' "$dir/collector.log" || die "$run: collector did not subscribe in 120 s"
+    "$BIN/cnc-sim" --broker "$BROKER_URI" --topic "$topic" generate --machines "$MACHINES" \
+        --count "$count" --rate 0 --window "$WINDOW" --seed 1 >"$dir/pub.out" 2>"$dir/pub.err" \
+        || die "$run: publisher failed: $(tail -3 "$dir/pub.err")"
+    local done_rows=0 seen=-1 progress_at=$SECONDS
+    while :; do
+        done_rows=$(sql "$db" -e "SELECT (SELECT COUNT(*) FROM cnc_data) + (SELECT COUNT(*) FROM dead_letters)")
+        [ "$done_rows" -ge "$count" ] && break
+        if [ "$done_rows" != "$seen" ]; then
+            seen=$done_rows
+            progress_at=$SECONDS
+        elif [ $((SECONDS - progress_at)) -ge "$STALL_SECS" ]; then
+            die "$run: no progress for $STALL_SECS s at $done_rows of $count (log: $dir/collector.log)"
+        fi
+        kill -0 "$COLLECTOR_PID" 2>/dev/null || die "$run: the collector exited:\n$(tail "$dir/collector.log")"
+        sleep 0.5
+    done
+    # SIGTERM, as a service manager stops it; callgrind writes its files at the exit,
+    # which takes a while under valgrind.
+    kill -TERM "$COLLECTOR_PID"
+    for _ in $(seq 1 1200); do
+        kill -0 "$COLLECTOR_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$COLLECTOR_PID" 2>/dev/null && die "$run: the collector did not stop within 120 s of SIGTERM"
+    wait "$COLLECTOR_PID" || die "$run: the collector failed:\n$(tail "$dir/collector.log")"
+    COLLECTOR_PID=""
+    local stats rows distinct dead
+    stats=$(sql "$db" -e "SELECT COUNT(*), COUNT(DISTINCT CAST(JSON_EXTRACT(json_data, '\$.seq') AS UNSIGNED)),
+        (SELECT COUNT(*) FROM dead_letters) FROM cnc_data")
+    read -r rows distinct dead <<<"$stats"
+    [ "$rows" = "$count" ] && [ "$distinct" = "$rows" ] && [ "$dead" = 0 ] \
+        || die "$run: $rows rows, $distinct distinct seq, $dead dead letters of $count messages"
+    sql -e "DROP DATABASE IF EXISTS \`$db\`"
+    callgrind_threads "$cg" >"$cg/threads.tsv"
+}
+
+if [ "${BENCH_MODE:-}" = callgrind ]; then
+    command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null \
+        || die "BENCH_MODE=callgrind needs valgrind (apt-get install valgrind)"
+    SMALL=${BENCH_CG_SMALL:-1000}
+    [[ $SMALL =~ ^[0-9]+$ ]] && [ "$SMALL" -lt "$N" ] || die "BENCH_CG_SMALL must be a whole number below BENCH_N"
+    start_broker
+    callgrind_run small "$SMALL"
+    callgrind_run large "$N"
+    callgrind_report "$SMALL" >"$OUT/callgrind/report.md"
+    cat "$OUT/callgrind/report.md"
+    log "written to $OUT/callgrind/report.md (callgrind.out files beside it)"
+    exit 0
+fi
 
 if [ "${BENCH_MODE:-}" = group ]; then
     start_broker

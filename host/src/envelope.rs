@@ -90,6 +90,11 @@ pub fn check_limits(bytes: &[u8], limits: &Limits) -> Result<(), EnvelopeError> 
 /// outside strings. Linear, no allocation, and indifferent to whether the rest is
 /// valid JSON (the parser says that afterwards).
 fn nesting_exceeds(bytes: &[u8], max: usize) -> Option<usize> {
+    // Nesting deeper than `max` takes more than `max` opening brackets; counting them
+    // (strings included, which can only overcount) is vectorised and settles every
+    // ordinary message without the byte-by-byte walk, which was 8% of the collector's
+    // instructions per message.
+    memchr::memchr2_iter(b'{', b'[', bytes).nth(max)?;
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in bytes {
         if in_string {
@@ -221,6 +226,16 @@ mod tests {
         // Brackets inside strings, escaped quotes included, do not count.
         let quoted = br#"{"a":"[[[[[[\"{{{{{","b":[1]}"#;
         assert!(check_limits(quoted, &limits).is_ok());
+        // Exactly at the limit passes; more brackets than the limit side by side are
+        // not nesting.
+        assert!(check_limits(br#"{"a":{"b":[[1]]}}"#, &limits).is_ok());
+        assert!(check_limits(br#"{"a":[[1],[2],{"c":[3]}],"b":{}}"#, &limits).is_ok());
+        assert_eq!(
+            check_limits(br#"[{"a":[1],"b":{"c":[{"d":2}]}}]"#, &limits)
+                .unwrap_err()
+                .reason,
+            Reason::TooDeep
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod dead_letter;
 pub mod dead_letters;
 pub mod dispatch;
 pub mod envelope;
+pub mod fasthash;
 pub mod intake;
 pub mod isolation;
 pub mod logging;

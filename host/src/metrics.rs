@@ -21,6 +21,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::fasthash::FxBuild;
+
 pub const UNKNOWN: &str = "unknown";
 
 fn now_secs() -> f64 {
@@ -32,8 +34,10 @@ fn now_secs() -> f64 {
 
 pub struct Metrics {
     registry: Registry,
-    known_cnc_ids: HashSet<String>,
-    known_classes: HashSet<String>,
+    /// Fixed at the start and looked up for every message: the fast hash is safe
+    /// since a sender cannot add keys ([`crate::fasthash`]).
+    known_cnc_ids: HashSet<String, FxBuild>,
+    known_classes: HashSet<String, FxBuild>,
     started: f64,
     pub received: IntCounter,
     pub redeliveries_dropped: IntCounter,
@@ -189,10 +193,14 @@ impl Metrics {
     pub fn heard_from(&self, cnc_id: &str, at: f64) {
         if self.known_cnc_ids.contains(cnc_id) {
             self.last_seen.with_label_values(&[cnc_id]).set(at);
-            self.last_seen_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(cnc_id.to_string(), at);
+            let mut last = self.last_seen_at.lock().unwrap_or_else(|p| p.into_inner());
+            // Once per machine and batch: no new key string but the first time.
+            match last.get_mut(cnc_id) {
+                Some(t) => *t = at,
+                None => {
+                    last.insert(cnc_id.to_string(), at);
+                }
+            }
         }
     }
 

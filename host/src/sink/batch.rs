@@ -21,7 +21,12 @@ use mes_plugin_api::{
     RawDatabaseRef, RawDatabase_TO, Value,
 };
 
-use crate::{dead_letter::DeadLetter, isolation::wire::WireOp, plugins::PluginInfo};
+use crate::{
+    dead_letter::DeadLetter,
+    fasthash::{FxBuild, FxHasher},
+    isolation::wire::WireOp,
+    plugins::PluginInfo,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RowKind {
@@ -48,7 +53,7 @@ pub struct Shape {
 pub struct Shapes {
     list: Vec<Shape>,
     /// Hash of (kind, table, columns) → shapes with that hash.
-    index: HashMap<u64, Vec<usize>>,
+    index: HashMap<u64, Vec<usize>, FxBuild>,
 }
 
 impl Shapes {
@@ -82,7 +87,7 @@ impl Shapes {
         order_by: &[RStr<'_>],
     ) -> Result<usize, String> {
         // Looked up by hash and compared in place: no allocation per row.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = FxHasher::default();
         (kind, table).hash(&mut h);
         for c in columns {
             c.as_str().hash(&mut h);
@@ -393,5 +398,51 @@ impl RawDatabase for Recorder<'_> {
             params: params.into_vec(),
         });
         RResult::ROk(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_are_the_same_only_when_kind_table_columns_and_order_agree() {
+        let mut shapes = Shapes::default();
+        let cols = |names: &[&'static str]| -> Vec<RStr<'static>> {
+            names.iter().map(|n| RStr::from_str(n)).collect()
+        };
+        let (ab, ba, abc) = (cols(&["a", "b"]), cols(&["b", "a"]), cols(&["a", "bc"]));
+        let first = shapes.intern(RowKind::Insert, "t", &ab, &[]).unwrap();
+        // An equal shape built from other strings is found, not added.
+        let again = cols(&["a", "b"]);
+        assert_eq!(shapes.intern(RowKind::Insert, "t", &again, &[]), Ok(first));
+        let others = [
+            shapes.intern(RowKind::Upsert, "t", &ab, &[]).unwrap(),
+            shapes.intern(RowKind::Insert, "u", &ab, &[]).unwrap(),
+            shapes.intern(RowKind::Insert, "t", &ba, &[]).unwrap(),
+            // The same bytes split differently between names.
+            shapes.intern(RowKind::Insert, "t", &abc, &[]).unwrap(),
+            shapes
+                .intern(RowKind::Insert, "t", &cols(&["ab", "c"]), &[])
+                .unwrap(),
+            shapes
+                .intern(RowKind::UpsertNewest, "t", &ab, &cols(&["a"]))
+                .unwrap(),
+            shapes
+                .intern(RowKind::UpsertNewest, "t", &ab, &cols(&["b"]))
+                .unwrap(),
+        ];
+        let mut ids: Vec<usize> = others.to_vec();
+        ids.push(first);
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), others.len() + 1, "{ids:?}");
+        for (id, want) in others.iter().zip([
+            shapes.intern(RowKind::Upsert, "t", &ab, &[]),
+            shapes.intern(RowKind::Insert, "u", &ab, &[]),
+            shapes.intern(RowKind::Insert, "t", &ba, &[]),
+        ]) {
+            assert_eq!(Ok(*id), want);
+        }
     }
 }

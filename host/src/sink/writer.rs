@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
 use crate::{
+    fasthash::FxBuild,
     metrics::Metrics,
     sink::{
         batch::{Batch, Shape, Shapes},
@@ -213,13 +214,16 @@ impl Writer {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         let m = &*self.metrics;
-        let mut stored: HashMap<(&str, &str), u64> = HashMap::new();
-        let mut seen: HashSet<&str> = HashSet::new();
+        // Keyed by labels, which are mapped ids and classes or `unknown`: a sender
+        // cannot make up keys, so the fast hash is safe ([`crate::fasthash`]).
+        let mut stored: HashMap<(&str, &str), u64, FxBuild> = HashMap::default();
+        let mut seen: HashSet<&str, FxBuild> = HashSet::default();
         for e in &batch.entries {
             let cnc = m.cnc_label(e.cnc_id.as_deref());
             let class = m.class_label(e.plugin.as_ref().map(|p| p.class_name.as_str()));
-            if let Some(id) = e.cnc_id.as_deref() {
-                seen.insert(id);
+            if e.cnc_id.as_deref() == Some(cnc) {
+                // A mapped id (`heard_from` ignores the others).
+                seen.insert(cnc);
             }
             match &e.dead {
                 None => *stored.entry((class, cnc)).or_default() += 1,

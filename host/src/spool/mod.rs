@@ -19,8 +19,8 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufReader, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
-    sync::{Arc, Condvar, Mutex},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use log::{error, info, warn};
@@ -106,6 +106,38 @@ struct State {
     next_seq: u64,
     bytes: u64,
     full_since: Option<Instant>,
+    /// Threads waiting on `changed`. A notification is a system call even when nobody
+    /// waits (std's futex condvar), and the append that makes it runs once per
+    /// message in paho's callback: it is made only when someone waits.
+    waiting: usize,
+}
+
+impl State {
+    fn notify(&self, changed: &Condvar) {
+        if self.waiting > 0 {
+            changed.notify_all();
+        }
+    }
+
+    /// Waits on `changed`, counted in `waiting`.
+    fn wait<'a>(
+        mut guard: MutexGuard<'a, State>,
+        changed: &Condvar,
+        timeout: Option<Duration>,
+    ) -> MutexGuard<'a, State> {
+        guard.waiting += 1;
+        let mut guard = match timeout {
+            None => changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
+            Some(t) => {
+                changed
+                    .wait_timeout(guard, t)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+        };
+        guard.waiting -= 1;
+        guard
+    }
 }
 
 struct Writer {
@@ -261,6 +293,7 @@ impl Spool {
                     next_seq,
                     bytes,
                     full_since: None,
+                    waiting: 0,
                 }),
                 changed: Condvar::new(),
                 writer: Mutex::new(Writer {
@@ -288,7 +321,7 @@ impl Spool {
                         st.bytes, inner.cfg.max_bytes
                     );
                 }
-                st = inner.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                st = State::wait(st, &inner.changed, None);
             }
             if let Some(since) = st.full_since.take() {
                 info!(
@@ -322,7 +355,7 @@ impl Spool {
         st.next_seq = seq + 1;
         st.bytes += len;
         st.segments.back_mut().expect("active segment").bytes += len;
-        inner.changed.notify_all();
+        st.notify(&inner.changed);
         Ok(seq)
     }
 
@@ -344,7 +377,7 @@ impl Spool {
                 st.bytes -= seg.bytes;
                 removed = true;
             }
-            inner.changed.notify_all();
+            st.notify(&inner.changed);
         }
         if removed && inner.cfg.fsync == Fsync::Always {
             let _ = sync_dir(&inner.cfg.dir);
@@ -422,9 +455,17 @@ pub struct SpoolReader {
     spool: Spool,
     /// The next sequence number to return.
     next: u64,
-    /// The open segment and the sequence number its read position is at.
-    file: Option<(BufReader<File>, u64, u64)>,
+    file: Option<OpenSegment>,
     buf: Vec<u8>,
+}
+
+/// The segment a reader has open.
+struct OpenSegment {
+    src: BufReader<File>,
+    first_seq: u64,
+    /// The sequence number the read position is at.
+    at: u64,
+    path: PathBuf,
 }
 
 impl SpoolReader {
@@ -432,18 +473,14 @@ impl SpoolReader {
     pub fn next(&mut self, deadline: Instant) -> io::Result<Option<Record>> {
         let inner = &*self.spool.inner;
         loop {
-            let (seg_first, seg_path, seg_end) = {
+            let (seg_first, seg_end) = {
                 let mut st = lock(&inner.state);
                 while st.next_seq <= self.next {
                     let now = Instant::now();
                     if now >= deadline {
                         return Ok(None);
                     }
-                    st = inner
-                        .changed
-                        .wait_timeout(st, deadline - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                    st = State::wait(st, &inner.changed, Some(deadline - now));
                 }
                 if self.next < st.segments[0].first_seq {
                     warn!(
@@ -456,20 +493,29 @@ impl SpoolReader {
                     self.file = None;
                 }
                 let i = st.segments.partition_point(|s| s.first_seq <= self.next) - 1;
+                let seg = &st.segments[i];
+                // The path is copied only to open the segment: not once per record.
+                if self
+                    .file
+                    .as_ref()
+                    .is_none_or(|f| f.first_seq != seg.first_seq)
+                {
+                    let mut f = File::open(&seg.path)
+                        .map_err(|e| with_path(e, &seg.path, "cannot open spool segment"))?;
+                    f.seek(SeekFrom::Start(0))?;
+                    self.file = Some(OpenSegment {
+                        src: BufReader::with_capacity(256 << 10, f),
+                        first_seq: seg.first_seq,
+                        at: seg.first_seq,
+                        path: seg.path.clone(),
+                    });
+                }
                 let end = st.segments.get(i + 1).map_or(u64::MAX, |s| s.first_seq);
-                (st.segments[i].first_seq, st.segments[i].path.clone(), end)
+                (seg.first_seq, end)
             };
-            if self
-                .file
-                .as_ref()
-                .is_none_or(|(_, first, _)| *first != seg_first)
-            {
-                let mut f = File::open(&seg_path)
-                    .map_err(|e| with_path(e, &seg_path, "cannot open spool segment"))?;
-                f.seek(SeekFrom::Start(0))?;
-                self.file = Some((BufReader::with_capacity(256 << 10, f), seg_first, seg_first));
-            }
-            let (src, _, at) = self.file.as_mut().expect("opened above");
+            let open = self.file.as_mut().expect("opened above");
+            debug_assert_eq!(open.first_seq, seg_first);
+            let (src, at, seg_path) = (&mut open.src, &mut open.at, &open.path);
             match read(src, &mut self.buf)? {
                 Next::Record(r, _) if r.seq == *at => {
                     *at += 1;
