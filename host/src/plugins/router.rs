@@ -72,6 +72,11 @@ impl Router {
     }
 
     pub fn instance(&mut self, cnc_id: &str) -> Result<&mut Instance, DeadLetter> {
+        // Only mapped machines are remembered: a sender inventing new cnc_ids would
+        // otherwise grow the map without bound. An unknown one costs a map lookup.
+        if !self.classes.contains_key(cnc_id) {
+            return Err(unknown_cnc_id(cnc_id));
+        }
         if !self.instances.contains_key(cnc_id) {
             let made = self.create(cnc_id);
             self.instances.insert(cnc_id.to_string(), made);
@@ -84,13 +89,10 @@ impl Router {
     }
 
     fn create(&self, cnc_id: &str) -> Result<Instance, DeadLetter> {
-        let mapping = self.classes.get(cnc_id).ok_or_else(|| {
-            DeadLetter::new(
-                Reason::UnknownCncId,
-                format!("cnc_id {cnc_id:?} is not in cnc_classes.json; add it with its class_name"),
-            )
-            .cnc_id(cnc_id)
-        })?;
+        let mapping = self
+            .classes
+            .get(cnc_id)
+            .ok_or_else(|| unknown_cnc_id(cnc_id))?;
         let plugin = self.plugins.get(&mapping.class_name).ok_or_else(|| {
             DeadLetter::new(
                 Reason::NoPlugin,
@@ -114,6 +116,14 @@ impl Router {
     }
 }
 
+fn unknown_cnc_id(cnc_id: &str) -> DeadLetter {
+    DeadLetter::new(
+        Reason::UnknownCncId,
+        format!("cnc_id {cnc_id:?} is not in cnc_classes.json; add it with its class_name"),
+    )
+    .cnc_id(cnc_id)
+}
+
 /// Calls the plugin's constructor for one machine with its settings.
 pub fn new_instance(
     plugin: &LoadedPlugin,
@@ -135,5 +145,23 @@ pub fn new_instance(
             "plugin {} {} refused cnc_id {cnc_id:?}: {e}",
             plugin.info.class_name, plugin.info.version
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_cnc_ids_are_dead_letters_and_not_remembered() {
+        let mut router = Router::new(BTreeMap::new(), BTreeMap::new());
+        for i in 0..1000 {
+            let dl = router
+                .instance(&format!("INVENTED-{i}"))
+                .err()
+                .expect("an unknown cnc_id has no instance");
+            assert_eq!(dl.reason, Reason::UnknownCncId);
+        }
+        assert!(router.instances.is_empty());
     }
 }
