@@ -30,7 +30,10 @@ use std::collections::HashMap;
 use mes_plugin_api::Value;
 use mysql::{prelude::Queryable, Conn};
 
-use crate::sink::batch::{RowKind, Shape, Shapes};
+use crate::{
+    fasthash::FxBuild,
+    sink::batch::{RowKind, Shape, Shapes},
+};
 
 /// How the rows of one shape merge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,37 +201,50 @@ pub fn merge_for(shape: &Shape, table: &TableInfo) -> Option<Merge> {
     })
 }
 
-/// Key values as bytes: equal only if every value is equal in type and content.
-fn key_bytes(row: &[Value], key: &[usize]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for &i in key {
-        match &row[i] {
-            Value::Null => out.push(0),
-            Value::Int(v) => {
-                out.push(1);
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            Value::UInt(v) => {
-                out.push(2);
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            Value::Float(v) => {
-                out.push(3);
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            Value::Text(s) | Value::Json(s) => {
-                out.push(4);
-                out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-                out.extend_from_slice(s.as_bytes());
-            }
-            Value::Bytes(b) => {
-                out.push(5);
-                out.extend_from_slice(&(b.len() as u64).to_le_bytes());
-                out.extend_from_slice(b);
+/// A row seen through its key columns: equal only if every key value is equal in type
+/// and content (floats by their bits), hashed the same way. Borrowed, so a batch's
+/// merge allocates nothing per row.
+#[derive(Clone, Copy)]
+struct Key<'a> {
+    row: &'a [Value],
+    key: &'a [usize],
+}
+
+impl PartialEq for Key<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key.iter().all(|&i| same(&self.row[i], &other.row[i]))
+    }
+}
+
+impl Eq for Key<'_> {}
+
+impl std::hash::Hash for Key<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        for &i in self.key {
+            match &self.row[i] {
+                Value::Null => h.write_u8(0),
+                Value::Int(v) => h.write_i64(*v),
+                Value::UInt(v) => h.write_u64(*v),
+                Value::Float(v) => h.write_u64(v.to_bits()),
+                Value::Text(s) | Value::Json(s) => h.write(s.as_bytes()),
+                Value::Bytes(b) => h.write(b),
             }
         }
     }
-    out
+}
+
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Null, Value::Null) => true,
+        (Value::Int(x), Value::Int(y)) => x == y,
+        (Value::UInt(x), Value::UInt(y)) => x == y,
+        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+        (Value::Text(x), Value::Text(y)) | (Value::Json(x), Value::Json(y)) => {
+            x.as_str() == y.as_str()
+        }
+        (Value::Bytes(x), Value::Bytes(y)) => x.as_slice() == y.as_slice(),
+        _ => false,
+    }
 }
 
 /// An ordering value as the statement compares it: NULL before every number.
@@ -250,50 +266,56 @@ fn rank(v: &Value) -> Option<Rank> {
     }
 }
 
-fn ranks(row: &[Value], order: &[usize]) -> Option<Vec<Rank>> {
-    order.iter().map(|&i| rank(&row[i])).collect()
+/// Whether `a` sorts before, with or after `b` by the ordering columns; `None` when a
+/// value cannot be ranked.
+fn compare(a: &[Value], b: &[Value], order: &[usize]) -> Option<std::cmp::Ordering> {
+    for &i in order {
+        match rank(&a[i])?.partial_cmp(&rank(&b[i])?)? {
+            std::cmp::Ordering::Equal => continue,
+            unequal => return Some(unequal),
+        }
+    }
+    Some(std::cmp::Ordering::Equal)
 }
 
 fn merge_rows<'b>(m: &Merge, rows: Vec<&'b [Value]>) -> Vec<&'b [Value]> {
-    let keys: Vec<Vec<u8>> = rows.iter().map(|r| key_bytes(r, &m.key)).collect();
-    if !m.newest {
-        // The last row of each key, at its own place in the order.
-        let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(rows.len());
-        for (i, k) in keys.iter().enumerate() {
-            last.insert(k, i);
-        }
-        return rows
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| last[keys[*i].as_slice()] == *i)
-            .map(|(_, r)| *r)
-            .collect();
+    // Bounded by the batch, and keys are compared in place after a lookup: a fast
+    // hash is safe here although senders choose the keys.
+    let mut index: HashMap<Key<'_>, Best, FxBuild> =
+        HashMap::with_capacity_and_hasher(rows.len(), FxBuild::default());
+    // Per key: for `upsert`, its last row; for `upsert_newest`, a row with the
+    // greatest ordering, or none once a row of the key cannot be ranked.
+    #[derive(Clone, Copy)]
+    enum Best {
+        Row(usize),
+        Unranked,
     }
-    // Per key, the greatest ordering; `None` once a row of the key cannot be ranked.
-    let ranked: Vec<Option<Vec<Rank>>> = rows.iter().map(|r| ranks(r, &m.order)).collect();
-    let mut best: HashMap<&[u8], Option<Vec<Rank>>> = HashMap::with_capacity(rows.len());
-    for (k, r) in keys.iter().zip(&ranked) {
-        match best.get_mut(k.as_slice()) {
+    for (i, row) in rows.iter().enumerate() {
+        let k = Key { row, key: &m.key };
+        match index.get_mut(&k) {
             None => {
-                best.insert(k, r.clone());
+                let ranked = !m.newest || m.order.iter().all(|&c| rank(&row[c]).is_some());
+                index.insert(k, if ranked { Best::Row(i) } else { Best::Unranked });
             }
-            Some(b) => {
-                *b = match (b.take(), r) {
-                    (Some(b), Some(r)) => match r.partial_cmp(&b) {
-                        Some(std::cmp::Ordering::Greater) => Some(r.clone()),
-                        Some(_) => Some(b),
-                        None => None,
+            Some(best) => {
+                *best = match *best {
+                    Best::Unranked => Best::Unranked,
+                    Best::Row(_) if !m.newest => Best::Row(i),
+                    Best::Row(j) => match compare(row, rows[j], &m.order) {
+                        Some(std::cmp::Ordering::Greater) => Best::Row(i),
+                        Some(_) => Best::Row(j),
+                        None => Best::Unranked,
                     },
-                    _ => None,
                 }
             }
         }
     }
     rows.iter()
         .enumerate()
-        .filter(|(i, _)| match (&best[keys[*i].as_slice()], &ranked[*i]) {
-            (Some(b), Some(r)) => r == b,
-            _ => true,
+        .filter(|&(i, row)| match index[&Key { row, key: &m.key }] {
+            Best::Unranked => true,
+            Best::Row(j) if !m.newest => i == j,
+            Best::Row(j) => compare(row, rows[j], &m.order) == Some(std::cmp::Ordering::Equal),
         })
         .map(|(_, r)| *r)
         .collect()
