@@ -936,8 +936,23 @@ JSON
         sleep 0.5
     done
     curl -sf --max-time 5 "http://127.0.0.1:$mport/metrics" >"$dir/metrics.txt" 2>/dev/null || true
+    thread_cpu "$COLLECTOR_PID" >"$dir/threads.txt"
     stop_pid "$COLLECTOR_PID"
     COLLECTOR_PID=""
+    # The collector's account of its commits, the trickle after the drain included.
+    local csum ccount bsum
+    csum=$(metric "$dir/metrics.txt" mes_commit_seconds_sum)
+    ccount=$(metric "$dir/metrics.txt" mes_commit_seconds_count)
+    bsum=$(metric "$dir/metrics.txt" mes_batch_messages_sum)
+    if [ -n "$csum" ] && [ -n "$ccount" ] && [ "$ccount" != 0 ]; then
+        R[$run.batches]=$ccount
+        R[$run.mean_batch]=$(fmt0 "$(div "${bsum:-0}" "$ccount")")
+        R[$run.commit_s]=$(fmt2 "$csum")
+        R[$run.commit_ms]=$(fmt1 "$(awk -v s="$csum" -v n="$ccount" 'BEGIN { print s * 1000 / n }')")
+    else
+        R[$run.batches]="n/a" R[$run.mean_batch]="n/a" R[$run.commit_s]="n/a" R[$run.commit_ms]="n/a"
+    fi
+    R[$run.threads]=$(head -3 "$dir/threads.txt" | awk -F'\t' '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }')
 
     # The drain: from the first commit after the unlock to the commit of the last
     # spooled message (seq < DRAIN_N; the spool is first in, first out, so the trickle
@@ -1104,6 +1119,10 @@ drain_mode() {
         row "**stock client, same end state, rows/s** (span of stored_at, as the drain)" rate "${stocks[@]}"
         row "stock client, rows / wall time of the load, rows/s" wall_rate "${stocks[@]}"
         row "**ratio drain / stock client**" ratio "${drains[@]}"
+        row "batches committed (drain and trickle)" batches "${drains[@]}"
+        row "mean messages per batch" mean_batch "${drains[@]}"
+        row "mean commit time per batch, ms (mes_commit_seconds)" commit_ms "${drains[@]}"
+        row "of which committing, s (sum of mes_commit_seconds)" commit_s "${drains[@]}"
         row "collector CPU s per 100k messages while draining" cpu "${drains[@]}"
         row "database server CPU s per 100k rows: drain" db_cpu "${drains[@]}"
         row "database server CPU s per 100k rows: stock client" db_cpu "${stocks[@]}"
@@ -1124,6 +1143,8 @@ drain_mode() {
         printf '\n| stock client: same cnc_data, cnc_alarms and cnc_status as the drain |'
         for r in "${stocks[@]}"; do printf ' %s |' "${R[$r.same]}"; done
         echo
+        echo
+        for r in "${drains[@]}"; do echo "Busiest collector threads in $r (CPU s, whole run): ${R[$r.threads]}."; done
         if [ ${#variants[@]} -gt 0 ]; then
             echo
             echo "What a row costs the server: the stock load of the last drain's end state, one change at a time,"
