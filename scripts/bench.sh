@@ -8,6 +8,8 @@
 #   BENCH_N=20000 BENCH_REPS=1 scripts/bench.sh   # a quick look
 #   BENCH_MODE=group scripts/bench.sh   # 1, 2 and 3 collectors in one shared
 #                                       # subscription (see "Group mode" below)
+#   BENCH_MODE=drain scripts/bench.sh   # catching up after an outage, against the
+#                                       # stock client (see "Drain mode" below)
 #
 # What it does (all against a private Mosquitto it starts on a free port, and
 # databases of its own on the local MariaDB/MySQL; everything is removed on exit):
@@ -38,6 +40,21 @@
 # The table goes to BENCH_OUT/group.md. On a 2-core machine the figures do not grow
 # with K: they give each process's cost per message, from which docs/scaling-out.md
 # models capacity.
+#
+# Drain mode (BENCH_MODE=drain) runs only this, BENCH_DRAIN_REPS times: the collector
+# starts with its own database account locked, BENCH_DRAIN_N messages are spooled,
+# the account is unlocked while BENCH_DRAIN_TRICKLE msg/s of live traffic go on (and
+# BENCH_DRAIN_TAIL s after the backlog is stored); then the stock `mariadb` client
+# loads the same end state into a fresh database. Per run: the start delay (unlock to
+# first commit), the drain rate from the first commit, the stock client's rate and
+# the ratio, the live traffic taken while draining and its latency afterwards; the
+# end states are compared. With BENCH_ROWCOST=1 (default), the stock load again in
+# variants, BENCH_ROWCOST_REPS rounds: what JSON validation, the secondary index,
+# rows per statement, LOAD DATA LOCAL INFILE and text against binary protocol
+# (host/examples/protocol_ab, built here) cost the server. Table: BENCH_OUT/drain.md.
+# Defaults: BENCH_DRAIN_N 200000, BENCH_DRAIN_TRICKLE 200, BENCH_DRAIN_TAIL 10,
+# BENCH_DRAIN_REPS 3, BENCH_ROWCOST 1, BENCH_ROWCOST_REPS 3. It makes and drops a
+# database account of its own, so BENCH_DB_USER needs CREATE USER and GRANT OPTION.
 #
 # Environment (defaults in brackets):
 #   BENCH_N              messages per run of (1) and (2)                  [100000]
@@ -1017,6 +1034,10 @@ drain_mode() {
     if [ "${BENCH_SKIP_BUILD:-0}" != 1 ] && [ "$ROWCOST" = 1 ]; then
         cargo build --release -p mes-collector --example protocol_ab --quiet
     fi
+    # The commit measured: the binaries are taken as they are now.
+    local rev
+    rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || rev="$rev (with uncommitted changes)"
     start_broker
     log "private broker $BROKER_URI"
 
@@ -1103,7 +1124,7 @@ drain_mode() {
     {
         echo "## Catching up after an outage ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, MySQL server $(sql -e 'SELECT VERSION()'))"
         echo
-        echo "Collector $("$BIN/mes-collector" --version | head -1), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || echo " (with uncommitted changes)");"
+        echo "Collector $("$BIN/mes-collector" --version | head -1), commit $rev;"
         echo "$DRAIN_N messages spooled per drain, $MACHINES machines, batch $BATCH messages / latency budget $LATENCY_MS ms, spool fsync $SPOOL_FSYNC,"
         echo "live trickle $TRICKLE msg/s during each drain and $DRAIN_TAIL s after it."
         echo
