@@ -717,7 +717,10 @@ newest_updates() {
 # of each machine of the batch, the position row, COMMIT. With LOAD_DATA_DIR, each
 # batch's cnc_data rows go to a file there, loaded by LOAD DATA LOCAL INFILE.
 stock_sql() {
-    local src=$1 per=$2 ld=${3:-}
+    local src=$1 per=$2 ld=${3:-} merged="k = 1"
+    # STOCK_UNMERGED=1: every message's cnc_status row, as the collector sends them
+    # before merging them per batch (the end state is the same: greatest wins).
+    [ "${STOCK_UNMERGED:-0}" = 1 ] && merged="1"
     # -r: QUOTE() already made SQL literals; no escaping of the output on top.
     sql -r "$src" -e "
         WITH m AS (
@@ -750,7 +753,7 @@ stock_sql() {
                          CAST(JSON_VALUE(json_data, '\$.feed_rate') AS DOUBLE) AS feed_rate,
                          CAST(JSON_VALUE(json_data, '\$.part_count') AS SIGNED) AS part_count
                   FROM m) v) s
-        WHERE k = 1) u
+        WHERE $merged) u
         ORDER BY 1, 2, 3" |
         awk -F'\t' -v per="$per" -v ld="$ld" -v newest="$(newest_updates timestamp cnc_id status spin feed_rate part_count part_program)" '
         BEGIN {
@@ -801,6 +804,19 @@ load_protocol() {
     "$BIN/examples/protocol_ab" "mysql://$DB_USER${DB_PASSWORD:+:$DB_PASSWORD}@$DB_HOST:$DB_PORT" "$2" "$3" "$1" "$BATCH" "$BATCH" >/dev/null
 }
 
+# Waits (up to 15 s) until the database server uses less than a tenth of a core: the
+# page flushing and purge left by the load before are not counted in the next one.
+db_settle() {
+    [ -n "$DB_SERVER_PID" ] || return 0
+    local a b
+    for _ in $(seq 1 30); do
+        a=$(cpu_ticks "$DB_SERVER_PID")
+        sleep 0.5
+        b=$(cpu_ticks "$DB_SERVER_PID")
+        [ $(((b - a) * 20)) -lt "$CLK_TCK" ] && return 0
+    done
+}
+
 # stock_load LABEL SOURCE_DB SCHEMA_CHANGE LOADER...: runs LOADER with a fresh database
 # (database.sql, then SCHEMA_CHANGE) as its last argument, and records the rate (rows
 # over the span of stored_at after the first commit, as for the drain), the wall time,
@@ -811,6 +827,7 @@ stock_load() {
     shift 3
     new_database "$db"
     [ -z "$change" ] || sql "$db" -e "$change"
+    db_settle
     local d0 d1 t0 t1
     d0=$([ -n "$DB_SERVER_PID" ] && cpu_ticks "$DB_SERVER_PID" || echo 0)
     t0=$(now_s)
@@ -906,6 +923,7 @@ JSON
         >"$dir/trickle.out" 2>"$dir/trickle.err" &
     TRICKLE_PID=$!
     sleep 2
+    db_settle
     local c0 d0 t_unlock
     c0=$(cpu_ticks "$COLLECTOR_PID")
     d0=$([ -n "$DB_SERVER_PID" ] && cpu_ticks "$DB_SERVER_PID" || echo 0)
@@ -1060,8 +1078,9 @@ drain_mode() {
     # state, one change at a time, each on a fresh database, in rounds.
     local variants=() per round v
     if [ "$ROWCOST" = 1 ]; then
-        variants=(base nocheck noindex rows256 rows64 rows16 rows1)
+        variants=(base nocheck noindex rows256 rows64 rows16 rows1 unmerged)
         for per in 256 64 16 1; do stock_sql "$DRAIN_DB" "$per" >"$WORK/stock$per.sql"; done
+        STOCK_UNMERGED=1 stock_sql "$DRAIN_DB" "$BATCH" >"$WORK/stockunmerged.sql"
         if [ "$(sql -e 'SELECT @@local_infile')" = 1 ]; then
             mkdir -p "$WORK/loaddata"
             stock_sql "$DRAIN_DB" "$BATCH" "$WORK/loaddata" >"$WORK/stockld.sql"
@@ -1074,6 +1093,8 @@ drain_mode() {
         else
             log "no $BIN/examples/protocol_ab: binary against text protocol not measured"
         fi
+        # BENCH_ROWCOST_VARIANTS: a subset, in the order given.
+        [ -z "${BENCH_ROWCOST_VARIANTS:-}" ] || read -r -a variants <<<"$BENCH_ROWCOST_VARIANTS"
         for round in $(seq 1 "$ROWCOST_REPS"); do
             for v in "${variants[@]}"; do
                 case $v in
@@ -1089,6 +1110,8 @@ drain_mode() {
                     ;;
                 rows*) stock_load "${v}_r$round" "$DRAIN_DB" "" load_file "$WORK/stock${v#rows}.sql" ;;
                 loaddata) stock_load "${v}_r$round" "$DRAIN_DB" "" load_file "$WORK/stockld.sql" ;;
+                unmerged) stock_load "${v}_r$round" "$DRAIN_DB" "" load_file "$WORK/stockunmerged.sql" ;;
+                *) die "BENCH_ROWCOST_VARIANTS: no variant $v (base nocheck noindex rows256 rows64 rows16 rows1 unmerged loaddata text binary)" ;;
                 # Binary against text protocol, through the collector's driver: cnc_data
                 # rows only, so compared with each other.
                 text | binary) STOCK_DATA_ONLY=1 stock_load "${v}_r$round" "$DRAIN_DB" "" load_protocol "$v" "$DRAIN_DB" ;;
@@ -1180,6 +1203,7 @@ drain_mode() {
                 nocheck) label="json_data LONGTEXT without the JSON type's CHECK (json_valid)" ;;
                 noindex) label="cnc_data without its secondary index cnc_data_cnc_time" ;;
                 loaddata) label="cnc_data by LOAD DATA LOCAL INFILE (one file per batch)" ;;
+                unmerged) label="cnc_status not merged: every message's row, in one statement per batch (as the collector sends them)" ;;
                 rows*) label="${v#rows} rows per INSERT" ;;
                 text) label="cnc_data rows only, $BATCH per INSERT, text protocol (protocol_ab: the collector's driver)" ;;
                 binary) label="the same, binary protocol (prepared, as the collector writes)" ;;

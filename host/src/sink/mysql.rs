@@ -339,11 +339,11 @@ fn value_bytes(v: &Value) -> usize {
 }
 
 /// How many of `rows` to put in the next statement: all that fit the placeholder and
-/// size limits: one statement per shape and batch. Per row, the server spends about
-/// 30% more CPU on 64-row statements than on 500-row ones, twice as much on 16-row ones
-/// and nine times as much on single rows (docs/performance.md, "Catching up after an
-/// outage"); splitting a batch into fixed sizes (256, 64, 16, 4, 1) made 8 statements
-/// of its 500 `cnc_data` rows and 10 of 250 `cnc_status` rows.
+/// size limits: one statement (and one round trip) per shape and batch. Splitting a
+/// batch into fixed sizes (256, 64, 16, 4, 1) made 8 statements of its 500 `cnc_data`
+/// rows and 10 of each class's 250 `cnc_status` rows, and the server spends more per
+/// row on small statements: 5-9 times as much on single rows as on 500-row ones
+/// (docs/performance.md, "Catching up after an outage").
 fn next_chunk(rows: &[&[Value]]) -> usize {
     let cols = rows[0].len().max(1);
     let mut fit = rows.len().min(MAX_PLACEHOLDERS / cols);
