@@ -1111,10 +1111,10 @@ drain_mode() {
                 rows*) stock_load "${v}_r$round" "$DRAIN_DB" "" load_file "$WORK/stock${v#rows}.sql" ;;
                 loaddata) stock_load "${v}_r$round" "$DRAIN_DB" "" load_file "$WORK/stockld.sql" ;;
                 unmerged) stock_load "${v}_r$round" "$DRAIN_DB" "" load_file "$WORK/stockunmerged.sql" ;;
-                *) die "BENCH_ROWCOST_VARIANTS: no variant $v (base nocheck noindex rows256 rows64 rows16 rows1 unmerged loaddata text binary)" ;;
                 # Binary against text protocol, through the collector's driver: cnc_data
                 # rows only, so compared with each other.
                 text | binary) STOCK_DATA_ONLY=1 stock_load "${v}_r$round" "$DRAIN_DB" "" load_protocol "$v" "$DRAIN_DB" ;;
+                *) die "BENCH_ROWCOST_VARIANTS: no variant $v (base nocheck noindex rows256 rows64 rows16 rows1 unmerged loaddata text binary)" ;;
                 esac
             done
         done
