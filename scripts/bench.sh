@@ -1128,6 +1128,7 @@ drain_mode() {
             R[$v.rate]=$(median "${rates[@]}")
             R[$v.rates]=$(IFS=/; echo "${rates[*]}")
             R[$v.db_cpu]=$(median "${cpus[@]}")
+            R[$v.db_cpus]=$(IFS=/; echo "${cpus[*]}")
             R[$v.same]=$same
         done
     fi
@@ -1194,8 +1195,8 @@ drain_mode() {
             echo "What a row costs the server: the stock load of the last drain's end state, one change at a time,"
             echo "each on a fresh database; $ROWCOST_REPS rounds over all variants, median."
             echo
-            echo "| stock load of the same end state | rows/s (each round) | median | vs baseline (binary: vs text) | server CPU s/100k rows | same end state |"
-            echo "|---|---:|---:|---:|---:|:--:|"
+            echo "| stock load of the same end state | rows/s (each round) | median | vs baseline (binary: vs text) | server CPU s/100k rows (each round) | median | same end state |"
+            echo "|---|---:|---:|---:|---:|---:|:--:|"
             local label base
             for v in "${variants[@]}"; do
                 case $v in
@@ -1210,7 +1211,7 @@ drain_mode() {
                 esac
                 base=base
                 [ "$v" = binary ] && base=text
-                echo "| $label | ${R[$v.rates]} | ${R[$v.rate]} | $(fmt2 "$(div "${R[$v.rate]}" "${R[$base.rate]}")") | ${R[$v.db_cpu]} | ${R[$v.same]} |"
+                echo "| $label | ${R[$v.rates]} | ${R[$v.rate]} | $(fmt2 "$(div "${R[$v.rate]}" "${R[$base.rate]}")") | ${R[$v.db_cpus]} | ${R[$v.db_cpu]} | ${R[$v.same]} |"
             done
         fi
     } | tee "$OUT/drain.md"
