@@ -8,6 +8,8 @@
 #   BENCH_N=20000 BENCH_REPS=1 scripts/bench.sh   # a quick look
 #   BENCH_MODE=group scripts/bench.sh   # 1, 2 and 3 collectors in one shared
 #                                       # subscription (see "Group mode" below)
+#   BENCH_MODE=drain scripts/bench.sh   # catching up after an outage, against the
+#                                       # stock client (see "Drain mode" below)
 #
 # What it does (all against a private Mosquitto it starts on a free port, and
 # databases of its own on the local MariaDB/MySQL; everything is removed on exit):
@@ -50,6 +52,21 @@
 # (intake = paho's receive thread, which runs the spool append; dispatcher; writer).
 # Per thread the top functions (callgrind_annotate, inclusive) of the larger run
 # follow. Report and callgrind.out files in BENCH_OUT/callgrind/.
+#
+# Drain mode (BENCH_MODE=drain) runs only this, BENCH_DRAIN_REPS times: the collector
+# starts with its own database account locked, BENCH_DRAIN_N messages are spooled,
+# the account is unlocked while BENCH_DRAIN_TRICKLE msg/s of live traffic go on (and
+# BENCH_DRAIN_TAIL s after the backlog is stored); then the stock `mariadb` client
+# loads the same end state into a fresh database. Per run: the start delay (unlock to
+# first commit), the drain rate from the first commit, the stock client's rate and
+# the ratio, the live traffic taken while draining and its latency afterwards; the
+# end states are compared. With BENCH_ROWCOST=1 (default), the stock load again in
+# variants, BENCH_ROWCOST_REPS rounds: what JSON validation, the secondary index,
+# rows per statement, LOAD DATA LOCAL INFILE and text against binary protocol
+# (host/examples/protocol_ab, built here) cost the server. Table: BENCH_OUT/drain.md.
+# Defaults: BENCH_DRAIN_N 200000, BENCH_DRAIN_TRICKLE 200, BENCH_DRAIN_TAIL 10,
+# BENCH_DRAIN_REPS 3, BENCH_ROWCOST 1, BENCH_ROWCOST_REPS 3. It makes and drops a
+# database account of its own, so BENCH_DB_USER needs CREATE USER and GRANT OPTION.
 #
 # Environment (defaults in brackets):
 #   BENCH_N              messages per run of (1) and (2)                  [100000]
@@ -165,11 +182,13 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mes-bench.XXXXXX")
 TAG="b$$"
 DATABASES=()
+USERS=() # database accounts the drain mode made
 BROKER_PID=""
 COLLECTOR_PID=""
 GROUP_PIDS=""
 COUNT_PID=""
 GEN_PID=""
+TRICKLE_PID=""
 PERF_PID=""
 
 stop_pid() { # pid [signal]: signal it, wait up to 20 s, then SIGKILL
@@ -190,12 +209,16 @@ cleanup() {
     trap - EXIT INT TERM
     stop_pid "$PERF_PID" INT
     stop_pid "$GEN_PID"
+    stop_pid "$TRICKLE_PID"
     stop_pid "$COUNT_PID"
     stop_pid "$COLLECTOR_PID"
     for pid in $GROUP_PIDS; do stop_pid "$pid"; done
     stop_pid "$BROKER_PID"
     for db in "${DATABASES[@]}"; do
         sql -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
+    done
+    for u in "${USERS[@]}"; do
+        sql -e "DROP USER IF EXISTS $u" 2>/dev/null || true
     done
     if [ "${BENCH_KEEP:-0}" = 1 ]; then
         log "kept $WORK"
@@ -766,6 +789,581 @@ if [ "${BENCH_MODE:-}" = callgrind ]; then
     callgrind_report "$SMALL" >"$OUT/callgrind/report.md"
     cat "$OUT/callgrind/report.md"
     log "written to $OUT/callgrind/report.md (callgrind.out files beside it)"
+    exit 0
+fi
+
+# ---------------------------------------------------------------------------
+# Drain mode (BENCH_MODE=drain): catching up after an outage.
+#
+# The collector starts with its database account locked (ACCOUNT LOCK: every login is
+# refused, as in an outage), takes BENCH_DRAIN_N messages into its spool, and then the
+# account is unlocked while a live trickle of BENCH_DRAIN_TRICKLE msg/s is published.
+# The drain rate counts from the first commit after the unlock (the reconnect back-off,
+# up to the sink's MAX_BACKOFF, is the start delay, printed apart) to the commit of the
+# last spooled message. Beside it, the stock `mariadb` client loads the same end state
+# (read back from the drained database: each message's cnc_data row and cnc_alarms rows,
+# each machine's newest cnc_status once per batch, the position row, one transaction
+# per BENCH_BATCH messages, multi-row INSERTs of that size) into a fresh database: the
+# server's own ceiling on this machine. Then (BENCH_ROWCOST=1) the same load in
+# variants, each on a fresh database, gives what each part of a row costs the server.
+
+DRAIN_N=${BENCH_DRAIN_N:-200000}
+TRICKLE=${BENCH_DRAIN_TRICKLE:-200}
+DRAIN_TAIL=${BENCH_DRAIN_TAIL:-10}
+DRAIN_REPS=${BENCH_DRAIN_REPS:-3}
+ROWCOST=${BENCH_ROWCOST:-1}
+ROWCOST_REPS=${BENCH_ROWCOST_REPS:-3}
+
+# The value of an unlabelled metric from a collector's /metrics on port $1 ("" if none).
+live_metric() {
+    local page
+    page=$(curl -sf --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null) || return 0
+    awk -v m="$2" '$1 == m { print $2; exit }' <<<"$page"
+}
+
+now_s() { date +%s.%N; }
+
+# The end state of a database, as one line: rows and a checksum per table, leaving out
+# what only says when a row was written (ids, stored_at, last_seen_at).
+end_state() {
+    sql "$1" -e "
+        SELECT CONCAT_WS(' ',
+            (SELECT CONCAT(COUNT(*), ':', COALESCE(SUM(CRC32(CONCAT_WS('|', cnc_id, part_program, timestamp, json_data))), 0)) FROM cnc_data),
+            (SELECT CONCAT(COUNT(*), ':', COALESCE(SUM(CRC32(CONCAT_WS('|', cnc_id, timestamp, code, message))), 0)) FROM cnc_alarms),
+            (SELECT CONCAT(COUNT(*), ':', COALESCE(SUM(CRC32(CONCAT_WS('|', cnc_id, status, spin, feed_rate, part_count, part_program, timestamp))), 0)) FROM cnc_status))"
+}
+
+# newest_updates COLUMN...: the ON DUPLICATE KEY UPDATE list the collector's
+# upsert_newest sends (host/src/sink/mysql.rs, newest_updates), ordering by the columns
+# in the order given: a stored row is replaced only by a greater one, NULL first.
+newest_updates() {
+    local c newer="" i=0 n=$#
+    for c in "$@"; do
+        i=$((i + 1))
+        newer+="VALUES(\`$c\`)>\`$c\` OR (\`$c\` IS NULL AND VALUES(\`$c\`) IS NOT NULL)"
+        [ "$i" = "$n" ] || newer+=" OR (VALUES(\`$c\`)<=>\`$c\` AND ("
+    done
+    for ((i = 1; i < n; i++)); do newer+="))"; done
+    local out=() args=("$@")
+    for ((i = n - 1; i >= 0; i--)); do
+        c=${args[i]}
+        out+=("\`$c\`=IF($newer,VALUES(\`$c\`),\`$c\`)")
+    done
+    (IFS=,; echo "${out[*]}")
+}
+
+# stock_sql SRC_DB ROWS_PER_STATEMENT [LOAD_DATA_DIR]: on stdout, the SQL that makes the
+# end state of SRC_DB from scratch as the collector would in batches of BENCH_BATCH
+# messages (in id order): per batch START TRANSACTION, the cnc_data rows, the cnc_alarms
+# rows (from each message's json_data, as CNCTypeB writes them), the newest cnc_status
+# of each machine of the batch, the position row, COMMIT. With LOAD_DATA_DIR, each
+# batch's cnc_data rows go to a file there, loaded by LOAD DATA LOCAL INFILE.
+stock_sql() {
+    local src=$1 per=$2 ld=${3:-} merged="k = 1"
+    # STOCK_UNMERGED=1: every message's cnc_status row, as the collector sends them
+    # before merging them per batch (the end state is the same: greatest wins).
+    [ "${STOCK_UNMERGED:-0}" = 1 ] && merged="1"
+    # -r: QUOTE() already made SQL literals; no escaping of the output on top.
+    sql -r "$src" -e "
+        WITH m AS (
+            SELECT id, cnc_id, part_program, timestamp, json_data,
+                   (ROW_NUMBER() OVER (ORDER BY id) - 1) DIV $BATCH AS b
+            FROM cnc_data)
+        -- One line per row: QUOTE() leaves line breaks as they are.
+        SELECT b, k, id, REPLACE(REPLACE(t, '\n', '\\\\n'), '\r', '\\\\r'), f FROM (
+        SELECT b, 1 AS k, id, 
+               CONCAT('(', QUOTE(cnc_id), ',', QUOTE(part_program), ',', timestamp, ',', QUOTE(json_data), ')') AS t,
+               CONCAT_WS('\t', cnc_id, part_program, timestamp,
+                         REPLACE(REPLACE(REPLACE(json_data, '\\\\', '\\\\\\\\'), '\n', '\\\\n'), '\t', '\\\\t')) AS f
+        FROM m
+        UNION ALL
+        SELECT m.b, 2, m.id,
+               CONCAT('(', QUOTE(m.cnc_id), ',', m.timestamp, ',', QUOTE(a.code), ',', QUOTE(a.message), ')'), ''
+        FROM m, JSON_TABLE(m.json_data, '\$.alarms[*]' COLUMNS (
+            n FOR ORDINALITY, code VARCHAR(64) PATH '\$.code', message TEXT PATH '\$.message')) a
+        UNION ALL
+        SELECT b, 3, id,
+               CONCAT('(', QUOTE(cnc_id), ',', QUOTE(status), ',', COALESCE(spin, 'NULL'), ',',
+                      COALESCE(feed_rate, 'NULL'), ',', COALESCE(part_count, 'NULL'), ',',
+                      QUOTE(part_program), ',', timestamp, ')'), ''
+        FROM (
+            SELECT v.*, ROW_NUMBER() OVER (PARTITION BY b, cnc_id ORDER BY timestamp DESC, status DESC,
+                       spin DESC, feed_rate DESC, part_count DESC, part_program DESC) AS k
+            FROM (SELECT b, id, cnc_id, part_program, timestamp,
+                         CAST(JSON_VALUE(json_data, '\$.status') AS CHAR(64) CHARACTER SET utf8mb4) COLLATE utf8mb4_unicode_ci AS status,
+                         CAST(JSON_VALUE(json_data, '\$.spin') AS DOUBLE) AS spin,
+                         CAST(JSON_VALUE(json_data, '\$.feed_rate') AS DOUBLE) AS feed_rate,
+                         CAST(JSON_VALUE(json_data, '\$.part_count') AS SIGNED) AS part_count
+                  FROM m) v) s
+        WHERE $merged) u
+        ORDER BY 1, 2, 3" |
+        awk -F'\t' -v per="$per" -v ld="$ld" -v newest="$(newest_updates timestamp cnc_id status spin feed_rate part_count part_program)" '
+        BEGIN {
+            head[1] = "INSERT INTO cnc_data (cnc_id,part_program,timestamp,json_data) VALUES "
+            head[2] = "INSERT INTO cnc_alarms (cnc_id,timestamp,code,message) VALUES "
+            head[3] = "INSERT INTO cnc_status (cnc_id,status,spin,feed_rate,part_count,part_program,timestamp) VALUES "
+            tail[3] = " ON DUPLICATE KEY UPDATE " newest
+        }
+        function flush() {
+            if (n) print head[kind] vals tail[kind] ";"
+            n = 0; vals = ""
+        }
+        function end_batch() {
+            flush()
+            if (file != "") {
+                close(file)
+                print "LOAD DATA LOCAL INFILE \x27" file "\x27 INTO TABLE cnc_data CHARACTER SET utf8mb4 (cnc_id,part_program,timestamp,json_data);"
+                file = ""
+            }
+            print "INSERT INTO collector_position (client_id,last_seq) VALUES (\x27stock\x27," last ") ON DUPLICATE KEY UPDATE last_seq=VALUES(last_seq);"
+            print "COMMIT;"
+        }
+        NR == 1 || $1 != b {
+            if (NR > 1) end_batch()
+            b = $1; kind = 0
+            print "START TRANSACTION;"
+        }
+        $2 != kind { flush(); kind = $2 }
+        {
+            if ($3 > last) last = $3
+            if (kind == 1 && ld != "") {
+                file = ld "/b" b ".tsv"
+                print $5 "\t" $6 "\t" $7 "\t" $8 > file
+                next
+            }
+            vals = vals (n ? "," : "") $4
+            if (++n == per) flush()
+        }
+        END { if (NR) end_batch() }'
+}
+
+# load_file SQL_FILE DB: the stock client runs SQL_FILE in DB.
+load_file() { sql --local-infile=1 "$2" <"$1"; }
+
+# load_protocol binary|text SOURCE_DB DB: host/examples/protocol_ab copies SOURCE_DB's
+# cnc_data rows into DB through the collector's driver.
+load_protocol() {
+    "$BIN/examples/protocol_ab" "mysql://$DB_USER${DB_PASSWORD:+:$DB_PASSWORD}@$DB_HOST:$DB_PORT" "$2" "$3" "$1" "$BATCH" "$BATCH" >/dev/null
+}
+
+# Waits (up to 15 s) until the database server uses less than a tenth of a core: the
+# page flushing and purge left by the load before are not counted in the next one.
+db_settle() {
+    [ -n "$DB_SERVER_PID" ] || return 0
+    local a b
+    for _ in $(seq 1 30); do
+        a=$(cpu_ticks "$DB_SERVER_PID")
+        sleep 0.5
+        b=$(cpu_ticks "$DB_SERVER_PID")
+        [ $(((b - a) * 20)) -lt "$CLK_TCK" ] && return 0
+    done
+}
+
+# stock_load LABEL SOURCE_DB SCHEMA_CHANGE LOADER...: runs LOADER with a fresh database
+# (database.sql, then SCHEMA_CHANGE) as its last argument, and records the rate (rows
+# over the span of stored_at after the first commit, as for the drain), the wall time,
+# the database server's CPU, and whether the end state equals SOURCE_DB's (only
+# cnc_data's with STOCK_DATA_ONLY=1).
+stock_load() {
+    local run=$1 src=$2 change=$3 db="mes_bench_${TAG}_$1"
+    shift 3
+    new_database "$db"
+    [ -z "$change" ] || sql "$db" -e "$change"
+    db_settle
+    local d0 d1 t0 t1
+    d0=$([ -n "$DB_SERVER_PID" ] && cpu_ticks "$DB_SERVER_PID" || echo 0)
+    t0=$(now_s)
+    "$@" "$db" || die "$run: $* failed"
+    t1=$(now_s)
+    d1=$([ -n "$DB_SERVER_PID" ] && cpu_ticks "$DB_SERVER_PID" || echo 0)
+    local rows first last after
+    read -r rows first last after <<<"$(sql "$db" -e "
+        SELECT COUNT(*), UNIX_TIMESTAMP(MIN(stored_at)), UNIX_TIMESTAMP(MAX(stored_at)),
+               SUM(stored_at > (SELECT MIN(stored_at) FROM cnc_data)) FROM cnc_data")"
+    R[$run.rows]=$rows
+    R[$run.rate]=$(awk -v n="$after" -v a="$first" -v b="$last" 'BEGIN { if (b > a) printf "%.0f", n / (b - a); else print 0 }')
+    R[$run.wall]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+    R[$run.wall_rate]=$(awk -v n="$rows" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
+    R[$run.db_cpu]=$([ -n "$DB_SERVER_PID" ] && per100k $((d1 - d0)) "$rows" || echo "n/a")
+    local fields=1-3
+    [ "${STOCK_DATA_ONLY:-0}" = 1 ] && fields=1
+    # "yes", or the tables that differ.
+    R[$run.same]=$(paste -d' ' <(end_state "$db" | cut -d' ' -f"$fields" | tr ' ' '\n') \
+        <(end_state "$src" | cut -d' ' -f"$fields" | tr ' ' '\n') | awk '
+        BEGIN { split("cnc_data cnc_alarms cnc_status", t) }
+        $1 != $2 { d = d (d ? "," : "") t[NR] }
+        END { print (d ? "NO (" d ")" : "yes") }')
+    sql -e "DROP DATABASE IF EXISTS \`$db\`"
+    log "$run: ${R[$run.rate]} rows/s (wall ${R[$run.wall]} s), database ${R[$run.db_cpu]} CPU-s/100k, same end state: ${R[$run.same]}"
+}
+
+# One drain: RUN is a label; its database is left in DRAIN_DB.
+drain_run() {
+    local run=$1 dir="$WORK/$1" db="mes_bench_${TAG}_$1" topic="bench/$TAG/$1"
+    local user="mes_bench_${TAG}_$1" account pw="bench-$TAG-$RANDOM" mport
+    account="'$user'@'%'"
+    mport=$(free_port)
+    new_database "$db"
+    # The collector's own account (docs/operations.md "Database grants"), so that
+    # locking it leaves the bench's root sessions alone.
+    USERS+=("$account")
+    sql -e "CREATE USER $account IDENTIFIED BY '$pw';
+        GRANT SELECT, INSERT ON \`$db\`.cnc_data TO $account;
+        GRANT SELECT, INSERT ON \`$db\`.cnc_alarms TO $account;
+        GRANT SELECT, INSERT ON \`$db\`.dead_letters TO $account;
+        GRANT SELECT, INSERT, UPDATE ON \`$db\`.cnc_status TO $account;
+        GRANT SELECT, INSERT, UPDATE ON \`$db\`.collector_position TO $account;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON \`$db\`.collector_lease TO $account;
+        ALTER USER $account ACCOUNT LOCK;"
+    mkdir -p "$dir/plugins"
+    cp "$BIN/libcnc_type_a.so" "$BIN/libcnc_type_b.so" "$dir/plugins/"
+    cp "$WORK/cnc_classes.json" "$dir/"
+    cat >"$dir/collector.json" <<JSON
+{
+  "broker": { "uri": "$BROKER_URI", "client_id": "mes-bench-$TAG-$run", "topic": "$topic", "qos": 1 },
+  "plugins_dir": "plugins", $PLUGINS_JSON
+  "batch": { "max_messages": $BATCH, "max_latency_ms": $LATENCY_MS },
+  "spool": { "dir": "spool", "fsync": "$SPOOL_FSYNC" },
+  "metrics_addr": "127.0.0.1:$mport"
+}
+JSON
+    cat >"$dir/db_config.json" <<JSON
+{ "host": "$DB_HOST", "port": $DB_PORT, "user": "$user", "password": "", "database": "$db" }
+JSON
+    log "$run: collector with its database account locked"
+    MES_DB_PASSWORD="$pw" RUST_LOG="$COLLECTOR_LOG" "$BIN/mes-collector" run --config-dir "$dir" \
+        >"$dir/collector.log" 2>&1 &
+    COLLECTOR_PID=$!
+    for _ in $(seq 1 600); do
+        grep -q 'subscribed to' "$dir/collector.log" && break
+        kill -0 "$COLLECTOR_PID" 2>/dev/null || die "$run: collector exited:\n$(cat "$dir/collector.log")"
+        sleep 0.05
+    done
+    grep -q 'subscribed to' "$dir/collector.log" || die "$run: collector did not subscribe in 30 s"
+
+    # (a) The outage: DRAIN_N messages at full speed, all into the spool.
+    log "$run: spooling $DRAIN_N messages"
+    "$BIN/cnc-sim" --broker "$BROKER_URI" --topic "$topic" generate --machines "$MACHINES" \
+        --count "$DRAIN_N" --rate 0 --window "$WINDOW" --seed 1 >"$dir/pub.out" 2>"$dir/pub.err" \
+        || die "$run: publisher failed: $(tail -3 "$dir/pub.err")"
+    # Counted as received (appended to the spool): mes_spool_records is set by the
+    # writer after each commit, so it does not move while nothing commits.
+    local spooled=0 progress_at=$SECONDS seen=-1
+    while :; do
+        spooled=$(live_metric "$mport" mes_messages_received_total)
+        [ "${spooled:-0}" -ge "$DRAIN_N" ] && break
+        if [ "${spooled:-0}" != "$seen" ]; then seen=$spooled; progress_at=$SECONDS; fi
+        [ $((SECONDS - progress_at)) -lt "$STALL_SECS" ] || die "$run: only ${spooled:-0} of $DRAIN_N messages spooled"
+        sleep 0.5
+    done
+    [ "$(sql "$db" -e 'SELECT COUNT(*) FROM cnc_data')" = 0 ] || die "$run: rows were stored with the account locked"
+    R[$run.spool_rate]=$(rate_from "$dir/pub.out")
+
+    # (b) The database comes back while live traffic goes on.
+    "$BIN/cnc-sim" --broker "$BROKER_URI" --topic "$topic" generate --machines "$MACHINES" \
+        --count $((TRICKLE * 3600)) --rate "$TRICKLE" --start-seq "$DRAIN_N" --seed 2 \
+        >"$dir/trickle.out" 2>"$dir/trickle.err" &
+    TRICKLE_PID=$!
+    sleep 2
+    db_settle
+    local c0 d0 t_unlock
+    c0=$(cpu_ticks "$COLLECTOR_PID")
+    d0=$([ -n "$DB_SERVER_PID" ] && cpu_ticks "$DB_SERVER_PID" || echo 0)
+    t_unlock=$(now_s)
+    sql -e "ALTER USER $account ACCOUNT UNLOCK"
+    log "$run: account unlocked; draining, with a live trickle of $TRICKLE msg/s"
+    # Every half second: time, messages received (acknowledged and spooled), spool
+    # records, rows stored.
+    local t rec rec_max=0 left rows=0 c1="" d1="" t_caught=""
+    echo "time received spool_records rows" >"$dir/samples.txt"
+    progress_at=$SECONDS seen=-1
+    while :; do
+        t=$(now_s)
+        rec=$(live_metric "$mport" mes_messages_received_total)
+        left=$(live_metric "$mport" mes_spool_records)
+        rows=$(sql "$db" -e "SELECT COUNT(*) FROM cnc_data")
+        echo "$t ${rec:-?} ${left:-?} $rows" >>"$dir/samples.txt"
+        if [ -z "$t_caught" ] && [ "$rows" -ge "$DRAIN_N" ]; then
+            c1=$(cpu_ticks "$COLLECTOR_PID")
+            d1=$([ -n "$DB_SERVER_PID" ] && cpu_ticks "$DB_SERVER_PID" || echo 0)
+            t_caught=$t
+            log "$run: backlog stored; the trickle goes on for $DRAIN_TAIL s"
+        fi
+        [ -n "$t_caught" ] && awk -v a="$t_caught" -v b="$t" -v s="$DRAIN_TAIL" 'BEGIN { exit !(b - a >= s) }' && break
+        if [ "$rows" != "$seen" ]; then seen=$rows; progress_at=$SECONDS; fi
+        [ $((SECONDS - progress_at)) -lt "$STALL_SECS" ] || die "$run: no progress for $STALL_SECS s at $rows rows"
+        kill -0 "$COLLECTOR_PID" 2>/dev/null || die "$run: the collector exited"
+        kill -0 "$TRICKLE_PID" 2>/dev/null || die "$run: the trickle publisher exited: $(tail -2 "$dir/trickle.err")"
+        sleep 0.5
+    done
+    stop_pid "$TRICKLE_PID"
+    TRICKLE_PID=""
+    # Whatever the trickle had sent is stored before the counts.
+    local stable=0
+    for _ in $(seq 1 60); do
+        rec=$(live_metric "$mport" mes_messages_received_total)
+        left=$(live_metric "$mport" mes_spool_records)
+        rows=$(sql "$db" -e "SELECT (SELECT COUNT(*) FROM cnc_data) + (SELECT COUNT(*) FROM dead_letters)")
+        if [ "${left:-1}" = 0 ] && [ "$rows" = "${rec:-}" ]; then
+            stable=$((stable + 1))
+            [ "$stable" -ge 3 ] && break
+        else
+            stable=0
+        fi
+        sleep 0.5
+    done
+    curl -sf --max-time 5 "http://127.0.0.1:$mport/metrics" >"$dir/metrics.txt" 2>/dev/null || true
+    thread_cpu "$COLLECTOR_PID" >"$dir/threads.txt"
+    stop_pid "$COLLECTOR_PID"
+    COLLECTOR_PID=""
+    # The collector's account of its commits, the trickle after the drain included.
+    local csum ccount bsum
+    csum=$(metric "$dir/metrics.txt" mes_commit_seconds_sum)
+    ccount=$(metric "$dir/metrics.txt" mes_commit_seconds_count)
+    bsum=$(metric "$dir/metrics.txt" mes_batch_messages_sum)
+    if [ -n "$csum" ] && [ -n "$ccount" ] && [ "$ccount" != 0 ]; then
+        R[$run.batches]=$ccount
+        R[$run.mean_batch]=$(fmt0 "$(div "${bsum:-0}" "$ccount")")
+        R[$run.commit_s]=$(fmt2 "$csum")
+        R[$run.commit_ms]=$(fmt1 "$(awk -v s="$csum" -v n="$ccount" 'BEGIN { print s * 1000 / n }')")
+    else
+        R[$run.batches]="n/a" R[$run.mean_batch]="n/a" R[$run.commit_s]="n/a" R[$run.commit_ms]="n/a"
+    fi
+    R[$run.threads]=$(head -3 "$dir/threads.txt" | awk -F'\t' '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }')
+
+    # The drain: from the first commit after the unlock to the commit of the last
+    # spooled message (seq < DRAIN_N; the spool is first in, first out, so the trickle
+    # follows it).
+    local stats
+    stats=$(sql "$db" -e "
+        WITH d AS (SELECT stored_at, CAST(JSON_EXTRACT(json_data, '\$.seq') AS UNSIGNED) AS seq,
+                          CAST(JSON_EXTRACT(json_data, '\$.sent_at_us') AS SIGNED) AS sent FROM cnc_data)
+        SELECT COUNT(*), COUNT(DISTINCT seq), (SELECT COUNT(*) FROM dead_letters),
+               SUM(seq < $DRAIN_N),
+               UNIX_TIMESTAMP(MIN(stored_at)),
+               UNIX_TIMESTAMP(MAX(CASE WHEN seq < $DRAIN_N THEN stored_at END)),
+               SUM(seq < $DRAIN_N AND stored_at > (SELECT MIN(stored_at) FROM cnc_data))
+        FROM d")
+    local total distinct dead backlog first last after_first
+    read -r total distinct dead backlog first last after_first <<<"$stats"
+    R[$run.rows]=$total
+    R[$run.received]=$rec
+    R[$run.trickle_rows]=$((total - backlog))
+    R[$run.delay]=$(awk -v a="$t_unlock" -v b="$first" 'BEGIN { printf "%.1f", b - a }')
+    R[$run.secs]=$(awk -v a="$first" -v b="$last" 'BEGIN { printf "%.2f", b - a }')
+    R[$run.rate]=$(awk -v n="$after_first" -v a="$first" -v b="$last" 'BEGIN { if (b > a) printf "%.0f", n / (b - a); else print 0 }')
+    R[$run.cpu]=$(per100k $((c1 - c0)) "$DRAIN_N")
+    R[$run.db_cpu]=$([ -n "$DB_SERVER_PID" ] && per100k $((d1 - d0)) "$DRAIN_N" || echo "n/a")
+    R[$run.ok]=$([ "$backlog" = "$DRAIN_N" ] && [ "$distinct" = "$total" ] && [ "$dead" = 0 ] \
+        && [ "$total" = "$rec" ] && echo yes || echo NO)
+    R[$run.dead]=$dead
+    # Live traffic while draining: what the collector took (received = acknowledged
+    # and spooled) between the unlock and the end of the backlog, against the
+    # trickle's rate.
+    R[$run.live_rate]=$(awk -v a="$t_unlock" -v b="$t_caught" '
+        NR > 1 && $1 >= a && $1 <= b && $2 != "?" { if (t0 == "") { t0 = $1; n0 = $2 } t1 = $1; n1 = $2 }
+        END { if (t1 > t0) printf "%.0f", (n1 - n0) / (t1 - t0); else print 0 }' "$dir/samples.txt")
+    R[$run.spool_max]=$(awk 'NR > 1 && $3 != "?" && $3 > m { m = $3 } END { print m + 0 }' "$dir/samples.txt")
+    # Commit latency of the trickle once the backlog is gone (sent a second or more
+    # after the last spooled message was committed).
+    local lat
+    lat=$(sql "$db" -e "
+        WITH l AS (
+            SELECT (CAST(UNIX_TIMESTAMP(stored_at) * 1000000 AS SIGNED)
+                    - CAST(JSON_EXTRACT(json_data, '\$.sent_at_us') AS SIGNED)) / 1000 AS ms
+            FROM cnc_data
+            WHERE CAST(JSON_EXTRACT(json_data, '\$.seq') AS UNSIGNED) >= $DRAIN_N
+              AND CAST(JSON_EXTRACT(json_data, '\$.sent_at_us') AS SIGNED) >= ($last + 1) * 1000000),
+        r AS (SELECT ms, ROW_NUMBER() OVER (ORDER BY ms) AS k, COUNT(*) OVER () AS n FROM l)
+        SELECT COUNT(*), MAX(CASE WHEN k = CEIL(0.50 * n) THEN ms END),
+               MAX(CASE WHEN k = CEIL(0.99 * n) THEN ms END), MAX(ms)
+        FROM r")
+    local ln p50 p99 pmax
+    read -r ln p50 p99 pmax <<<"$lat"
+    R[$run.live_n]=$ln
+    R[$run.live_p50]=$(fmt0 "${p50/NULL/0}") R[$run.live_p99]=$(fmt0 "${p99/NULL/0}") R[$run.live_max]=$(fmt0 "${pmax/NULL/0}")
+    log "$run: ${R[$run.rate]} msg/s from the first commit (${R[$run.delay]} s after the unlock) over ${R[$run.secs]} s; live ${R[$run.live_rate]} msg/s taken while draining; exactly once: ${R[$run.ok]}"
+    DRAIN_DB=$db
+}
+
+drain_mode() {
+    [[ "$DRAIN_N$TRICKLE$DRAIN_TAIL$DRAIN_REPS$ROWCOST_REPS" =~ ^[0-9]+$ ]] \
+        || die "BENCH_DRAIN_N, _TRICKLE, _TAIL, _REPS and BENCH_ROWCOST_REPS must be whole numbers"
+    [ "$TRICKLE" -gt 0 ] || die "BENCH_DRAIN_TRICKLE must be > 0 (the live traffic during the drain)"
+    [ "$DRAIN_REPS" -gt 0 ] && [ "$ROWCOST_REPS" -gt 0 ] || die "BENCH_DRAIN_REPS and BENCH_ROWCOST_REPS must be > 0"
+    if [ "${BENCH_SKIP_BUILD:-0}" != 1 ] && [ "$ROWCOST" = 1 ]; then
+        cargo build --release -p mes-collector --example protocol_ab --quiet
+    fi
+    # The commit measured: the binaries are taken as they are now.
+    local rev
+    rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || rev="$rev (with uncommitted changes)"
+    start_broker
+    log "private broker $BROKER_URI"
+
+    # Drains and stock loads alternate, each stock load making the end state of the
+    # drain before it: the machine is shared and noisy, so the ratio is taken per pair.
+    local i drains=() stocks=() ratios=()
+    for i in $(seq 1 "$DRAIN_REPS"); do
+        [ -z "${DRAIN_DB:-}" ] || sql -e "DROP DATABASE IF EXISTS \`$DRAIN_DB\`"
+        drain_run "drain$i"
+        log "stock client: writing drain$i's end state as SQL"
+        stock_sql "$DRAIN_DB" "$BATCH" >"$WORK/stock.sql"
+        stock_load "stock$i" "$DRAIN_DB" "" load_file "$WORK/stock.sql"
+        R[drain$i.ratio]=$(fmt2 "$(div "${R[drain$i.rate]}" "${R[stock$i.rate]}")")
+        drains+=("drain$i")
+        stocks+=("stock$i")
+        ratios+=("${R[drain$i.ratio]}")
+    done
+
+    # What each part of a row costs the server: the stock load of the last drain's end
+    # state, one change at a time, each on a fresh database, in rounds.
+    local variants=() per round v
+    if [ "$ROWCOST" = 1 ]; then
+        variants=(base nocheck noindex rows256 rows64 rows16 rows1 unmerged)
+        for per in 256 64 16 1; do stock_sql "$DRAIN_DB" "$per" >"$WORK/stock$per.sql"; done
+        STOCK_UNMERGED=1 stock_sql "$DRAIN_DB" "$BATCH" >"$WORK/stockunmerged.sql"
+        if [ "$(sql -e 'SELECT @@local_infile')" = 1 ]; then
+            mkdir -p "$WORK/loaddata"
+            stock_sql "$DRAIN_DB" "$BATCH" "$WORK/loaddata" >"$WORK/stockld.sql"
+            variants+=(loaddata)
+        else
+            log "the server has local_infile OFF: LOAD DATA LOCAL INFILE not measured"
+        fi
+        if [ -x "$BIN/examples/protocol_ab" ]; then
+            variants+=(text binary)
+        else
+            log "no $BIN/examples/protocol_ab: binary against text protocol not measured"
+        fi
+        # BENCH_ROWCOST_VARIANTS: a subset, in the order given.
+        [ -z "${BENCH_ROWCOST_VARIANTS:-}" ] || read -r -a variants <<<"$BENCH_ROWCOST_VARIANTS"
+        for round in $(seq 1 "$ROWCOST_REPS"); do
+            for v in "${variants[@]}"; do
+                case $v in
+                base) stock_load "${v}_r$round" "$DRAIN_DB" "" load_file "$WORK/stock.sql" ;;
+                nocheck)
+                    stock_load "${v}_r$round" "$DRAIN_DB" \
+                        "ALTER TABLE cnc_data MODIFY json_data LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL" \
+                        load_file "$WORK/stock.sql"
+                    ;;
+                noindex)
+                    stock_load "${v}_r$round" "$DRAIN_DB" "ALTER TABLE cnc_data DROP KEY cnc_data_cnc_time" \
+                        load_file "$WORK/stock.sql"
+                    ;;
+                rows*) stock_load "${v}_r$round" "$DRAIN_DB" "" load_file "$WORK/stock${v#rows}.sql" ;;
+                loaddata) stock_load "${v}_r$round" "$DRAIN_DB" "" load_file "$WORK/stockld.sql" ;;
+                unmerged) stock_load "${v}_r$round" "$DRAIN_DB" "" load_file "$WORK/stockunmerged.sql" ;;
+                # Binary against text protocol, through the collector's driver: cnc_data
+                # rows only, so compared with each other.
+                text | binary) STOCK_DATA_ONLY=1 stock_load "${v}_r$round" "$DRAIN_DB" "" load_protocol "$v" "$DRAIN_DB" ;;
+                *) die "BENCH_ROWCOST_VARIANTS: no variant $v (base nocheck noindex rows256 rows64 rows16 rows1 unmerged loaddata text binary)" ;;
+                esac
+            done
+        done
+        for v in "${variants[@]}"; do
+            local rates=() cpus=() same=yes
+            for round in $(seq 1 "$ROWCOST_REPS"); do
+                rates+=("${R[${v}_r$round.rate]}")
+                cpus+=("${R[${v}_r$round.db_cpu]}")
+                [ "${R[${v}_r$round.same]}" = yes ] || same=${R[${v}_r$round.same]}
+            done
+            R[$v.rate]=$(median "${rates[@]}")
+            R[$v.rates]=$(IFS=/; echo "${rates[*]}")
+            R[$v.db_cpu]=$(median "${cpus[@]}")
+            R[$v.db_cpus]=$(IFS=/; echo "${cpus[*]}")
+            R[$v.same]=$same
+        done
+    fi
+
+    med() { # key runs...: the median of R[run.key]
+        local key=$1 vals=() r
+        shift
+        for r in "$@"; do vals+=("${R[$r.$key]}"); done
+        median "${vals[@]}"
+    }
+    row() { # label key runs...: one row with each run's value and the median
+        local label=$1 key=$2 cells="" r
+        shift 2
+        for r in "$@"; do cells+=" ${R[$r.$key]} |"; done
+        printf '| %s |%s **%s** |\n' "$label" "$cells" "$(med "$key" "$@")"
+    }
+    {
+        echo "## Catching up after an outage ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, MySQL server $(sql -e 'SELECT VERSION()'))"
+        echo
+        echo "Collector $("$BIN/mes-collector" --version | head -1), commit $rev;"
+        echo "$DRAIN_N messages spooled per drain, $MACHINES machines, batch $BATCH messages / latency budget $LATENCY_MS ms, spool fsync $SPOOL_FSYNC,"
+        echo "live trickle $TRICKLE msg/s during each drain and $DRAIN_TAIL s after it."
+        echo
+        printf '| drain and stock client, alternating |'
+        for i in $(seq 1 "$DRAIN_REPS"); do printf ' run %s |' "$i"; done
+        printf ' median |\n|---|'
+        for i in $(seq 1 "$DRAIN_REPS"); do printf -- '---:|'; done
+        printf -- '---:|\n'
+        row "messages spooled: publisher's rate during the outage, msg/s" spool_rate "${drains[@]}"
+        row "start delay: unlock to first commit, s (reconnect back-off)" delay "${drains[@]}"
+        row "drain: first commit to the last spooled message's commit, s" secs "${drains[@]}"
+        row "**drain rate, msg/s**" rate "${drains[@]}"
+        row "**stock client, same end state, rows/s** (span of stored_at, as the drain)" rate "${stocks[@]}"
+        row "stock client, rows / wall time of the load, rows/s" wall_rate "${stocks[@]}"
+        row "**ratio drain / stock client**" ratio "${drains[@]}"
+        row "batches committed (drain and trickle)" batches "${drains[@]}"
+        row "mean messages per batch" mean_batch "${drains[@]}"
+        row "mean commit time per batch, ms (mes_commit_seconds)" commit_ms "${drains[@]}"
+        row "of which committing, s (sum of mes_commit_seconds)" commit_s "${drains[@]}"
+        row "collector CPU s per 100k messages while draining" cpu "${drains[@]}"
+        row "database server CPU s per 100k rows: drain" db_cpu "${drains[@]}"
+        row "database server CPU s per 100k rows: stock client" db_cpu "${stocks[@]}"
+        row "live messages taken (acknowledged and spooled) while draining, msg/s" live_rate "${drains[@]}"
+        row "most spooled records seen while draining (mes_spool_records)" spool_max "${drains[@]}"
+        row "live messages sent once the backlog was gone" live_n "${drains[@]}"
+        row "their latency p50, ms" live_p50 "${drains[@]}"
+        row "their latency p99, ms" live_p99 "${drains[@]}"
+        row "their latency max, ms" live_max "${drains[@]}"
+        row "rows stored (spooled + live)" rows "${drains[@]}"
+        echo
+        printf '| exactly once and the same end state |'
+        for i in $(seq 1 "$DRAIN_REPS"); do printf ' run %s |' "$i"; done
+        printf '\n|---|'
+        for i in $(seq 1 "$DRAIN_REPS"); do printf -- ':--:|'; done
+        printf '\n| drain: rows = received = distinct seq, no dead letters |'
+        for r in "${drains[@]}"; do printf ' %s |' "${R[$r.ok]}"; done
+        printf '\n| stock client: same cnc_data, cnc_alarms and cnc_status as the drain |'
+        for r in "${stocks[@]}"; do printf ' %s |' "${R[$r.same]}"; done
+        echo
+        echo
+        for r in "${drains[@]}"; do echo "Busiest collector threads in $r (CPU s, whole run): ${R[$r.threads]}."; done
+        if [ ${#variants[@]} -gt 0 ]; then
+            echo
+            echo "What a row costs the server: the stock load of the last drain's end state, one change at a time,"
+            echo "each on a fresh database; $ROWCOST_REPS rounds over all variants, median."
+            echo
+            echo "| stock load of the same end state | rows/s (each round) | median | vs baseline (binary: vs text) | server CPU s/100k rows (each round) | median | same end state |"
+            echo "|---|---:|---:|---:|---:|---:|:--:|"
+            local label base
+            for v in "${variants[@]}"; do
+                case $v in
+                base) label="baseline: $BATCH rows per INSERT, text protocol, schema as database.sql" ;;
+                nocheck) label="json_data LONGTEXT without the JSON type's CHECK (json_valid)" ;;
+                noindex) label="cnc_data without its secondary index cnc_data_cnc_time" ;;
+                loaddata) label="cnc_data by LOAD DATA LOCAL INFILE (one file per batch)" ;;
+                unmerged) label="cnc_status not merged: every message's row, in one statement per batch (as the collector sends them)" ;;
+                rows*) label="${v#rows} rows per INSERT" ;;
+                text) label="cnc_data rows only, $BATCH per INSERT, text protocol (protocol_ab: the collector's driver)" ;;
+                binary) label="the same, binary protocol (prepared, as the collector writes)" ;;
+                esac
+                base=base
+                [ "$v" = binary ] && base=text
+                echo "| $label | ${R[$v.rates]} | ${R[$v.rate]} | $(fmt2 "$(div "${R[$v.rate]}" "${R[$base.rate]}")") | ${R[$v.db_cpus]} | ${R[$v.db_cpu]} | ${R[$v.same]} |"
+            done
+        fi
+    } | tee "$OUT/drain.md"
+    for r in "${drains[@]}"; do [ "${R[$r.ok]}" = yes ] || die "$r lost or doubled messages"; done
+    for r in "${stocks[@]}"; do [ "${R[$r.same]}" = yes ] || die "$r did not make its drain's end state"; done
+    for v in "${variants[@]}"; do [ "${R[$v.same]}" = yes ] || die "the stock load $v did not make the drain's end state"; done
+}
+
+if [ "${BENCH_MODE:-}" = drain ]; then
+    drain_mode
     exit 0
 fi
 
