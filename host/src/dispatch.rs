@@ -33,6 +33,9 @@ use crate::{
     spool::{Record, Spool, SpoolReader},
 };
 
+/// While a batch waits for more messages within the latency budget, how often it looks.
+const WAIT_SLICE: Duration = Duration::from_millis(5);
+
 pub struct Dispatcher {
     metrics: Arc<Metrics>,
     router: Router,
@@ -129,12 +132,21 @@ impl Dispatcher {
             self.guard.batch_begins(first.seq);
             self.dispatch(first, &mut batch);
             while batch.len() < self.batch.max_messages {
-                match self.read(&mut reader, seal_at) {
+                match self.read(&mut reader, Instant::now()) {
                     Some(r) => {
                         position = r.seq;
                         self.dispatch(r, &mut batch);
                     }
-                    None => break,
+                    None => {
+                        let now = Instant::now();
+                        if now >= seal_at {
+                            break;
+                        }
+                        // Nothing at hand: sleep out a slice of the budget and take what
+                        // came meanwhile, rather than waking for every message (at a
+                        // steady 2,000 msg/s that was most of the dispatcher's CPU).
+                        std::thread::sleep((seal_at - now).min(WAIT_SLICE));
+                    }
                 }
             }
             self.guard.batch_sealed();
