@@ -386,13 +386,11 @@ raw_run() {
     log "$run: ${R[$run.rate]} msg/s (received ${R[$run.received]} of $N)"
 }
 
-# (2)/(3)/(4) one collector run: label, messages, batch.max_messages, publish rate (0 =
-# max), and the latency budget (default BENCH_LATENCY_MS).
-collector_run() {
-    local run=$1 count=$2 batch=$3 rate=$4 budget=${5:-$LATENCY_MS}
-    local dir="$WORK/$run" db="mes_bench_${TAG}_$1" topic="bench/$TAG/$1" mport
-    mport=$(free_port)
-    log "$run: collector path, $count messages, batch.max_messages $batch, $([ "$rate" = 0 ] && echo "full speed" || echo "$rate msg/s")"
+# Writes a collector's configuration in DIR (both shipped plugins, the simulated
+# machines, batch size and latency budget, metrics on MPORT), starts it as
+# COLLECTOR_PID with its log in DIR/collector.log, and waits until it has subscribed.
+start_collector() {
+    local run=$1 dir=$2 topic=$3 db=$4 user=$5 password=$6 batch=$7 budget=$8 mport=$9
     mkdir -p "$dir/plugins"
     cp "$BIN/libcnc_type_a.so" "$BIN/libcnc_type_b.so" "$dir/plugins/"
     cp "$WORK/cnc_classes.json" "$dir/"
@@ -406,11 +404,9 @@ collector_run() {
 }
 EOF
     cat >"$dir/db_config.json" <<EOF
-{ "host": "$DB_HOST", "port": $DB_PORT, "user": "$DB_USER", "password": "", "database": "$db" }
+{ "host": "$DB_HOST", "port": $DB_PORT, "user": "$user", "password": "", "database": "$db" }
 EOF
-    new_database "$db"
-
-    MES_DB_PASSWORD="$DB_PASSWORD" RUST_LOG="$COLLECTOR_LOG" "$BIN/mes-collector" run --config-dir "$dir" \
+    MES_DB_PASSWORD="$password" RUST_LOG="$COLLECTOR_LOG" "$BIN/mes-collector" run --config-dir "$dir" \
         >"$dir/collector.log" 2>&1 &
     COLLECTOR_PID=$!
     for _ in $(seq 1 600); do
@@ -419,6 +415,17 @@ EOF
         sleep 0.05
     done
     grep -q 'subscribed to' "$dir/collector.log" || die "$run: collector did not subscribe in 30 s"
+}
+
+# (2)/(3)/(4) one collector run: label, messages, batch.max_messages, publish rate (0 =
+# max), and the latency budget (default BENCH_LATENCY_MS).
+collector_run() {
+    local run=$1 count=$2 batch=$3 rate=$4 budget=${5:-$LATENCY_MS}
+    local dir="$WORK/$run" db="mes_bench_${TAG}_$1" topic="bench/$TAG/$1" mport
+    mport=$(free_port)
+    log "$run: collector path, $count messages, batch.max_messages $batch, $([ "$rate" = 0 ] && echo "full speed" || echo "$rate msg/s")"
+    new_database "$db"
+    start_collector "$run" "$dir" "$topic" "$db" "$DB_USER" "$DB_PASSWORD" "$batch" "$budget" "$mport"
 
     local c0 b0 d0
     c0=$(cpu_ticks "$COLLECTOR_PID")
@@ -1004,42 +1011,14 @@ drain_run() {
     account="'$user'@'%'"
     mport=$(free_port)
     new_database "$db"
-    # The collector's own account (docs/operations.md "Database grants"), so that
+    # The collector's own account (the GRANT lines of grants.sql), so that
     # locking it leaves the bench's root sessions alone.
     USERS+=("$account")
     sql -e "CREATE USER $account IDENTIFIED BY '$pw';
-        GRANT SELECT, INSERT ON \`$db\`.cnc_data TO $account;
-        GRANT SELECT, INSERT ON \`$db\`.cnc_alarms TO $account;
-        GRANT SELECT, INSERT ON \`$db\`.dead_letters TO $account;
-        GRANT SELECT, INSERT, UPDATE ON \`$db\`.cnc_status TO $account;
-        GRANT SELECT, INSERT, UPDATE ON \`$db\`.collector_position TO $account;
-        GRANT SELECT, INSERT, UPDATE, DELETE ON \`$db\`.collector_lease TO $account;
+        $(grep '^GRANT' grants.sql | sed "s/cnc_database\./\\\`$db\\\`./; s/'mes_collector'@'%'/$account/")
         ALTER USER $account ACCOUNT LOCK;"
-    mkdir -p "$dir/plugins"
-    cp "$BIN/libcnc_type_a.so" "$BIN/libcnc_type_b.so" "$dir/plugins/"
-    cp "$WORK/cnc_classes.json" "$dir/"
-    cat >"$dir/collector.json" <<JSON
-{
-  "broker": { "uri": "$BROKER_URI", "client_id": "mes-bench-$TAG-$run", "topic": "$topic", "qos": 1 },
-  "plugins_dir": "plugins", $PLUGINS_JSON
-  "batch": { "max_messages": $BATCH, "max_latency_ms": $LATENCY_MS },
-  "spool": { "dir": "spool", "fsync": "$SPOOL_FSYNC" },
-  "metrics_addr": "127.0.0.1:$mport"
-}
-JSON
-    cat >"$dir/db_config.json" <<JSON
-{ "host": "$DB_HOST", "port": $DB_PORT, "user": "$user", "password": "", "database": "$db" }
-JSON
     log "$run: collector with its database account locked"
-    MES_DB_PASSWORD="$pw" RUST_LOG="$COLLECTOR_LOG" "$BIN/mes-collector" run --config-dir "$dir" \
-        >"$dir/collector.log" 2>&1 &
-    COLLECTOR_PID=$!
-    for _ in $(seq 1 600); do
-        grep -q 'subscribed to' "$dir/collector.log" && break
-        kill -0 "$COLLECTOR_PID" 2>/dev/null || die "$run: collector exited:\n$(cat "$dir/collector.log")"
-        sleep 0.05
-    done
-    grep -q 'subscribed to' "$dir/collector.log" || die "$run: collector did not subscribe in 30 s"
+    start_collector "$run" "$dir" "$topic" "$db" "$user" "$pw" "$BATCH" "$LATENCY_MS" "$mport"
 
     # (a) The outage: DRAIN_N messages at full speed, all into the spool.
     log "$run: spooling $DRAIN_N messages"
