@@ -386,6 +386,23 @@ raw_run() {
     log "$run: ${R[$run.rate]} msg/s (received ${R[$run.received]} of $N)"
 }
 
+# The collector's own account of its commits, from a /metrics dump: batches, mean
+# messages per batch, seconds spent committing and mean commit time, into R[RUN.*].
+commit_figures() {
+    local run=$1 metrics=$2 csum ccount bsum
+    csum=$(metric "$metrics" mes_commit_seconds_sum)
+    ccount=$(metric "$metrics" mes_commit_seconds_count)
+    bsum=$(metric "$metrics" mes_batch_messages_sum)
+    if [ -n "$csum" ] && [ -n "$ccount" ] && [ "$ccount" != 0 ]; then
+        R[$run.batches]=$ccount
+        R[$run.mean_batch]=$(fmt0 "$(div "${bsum:-0}" "$ccount")")
+        R[$run.commit_s]=$(fmt2 "$csum")
+        R[$run.commit_ms]=$(fmt1 "$(awk -v s="$csum" -v n="$ccount" 'BEGIN { print s * 1000 / n }')")
+    else
+        R[$run.batches]="n/a" R[$run.mean_batch]="n/a" R[$run.commit_s]="n/a" R[$run.commit_ms]="n/a"
+    fi
+}
+
 # Writes a collector's configuration in DIR (both shipped plugins, the simulated
 # machines, batch size and latency budget, metrics on MPORT), starts it as
 # COLLECTOR_PID with its log in DIR/collector.log, and waits until it has subscribed.
@@ -495,18 +512,7 @@ collector_run() {
     R[$run.threads]="$dir/threads.txt"
     # The collector's own account of its commits (its /metrics): how many batches,
     # and how much of the run MySQL spent committing them.
-    local csum ccount bsum
-    csum=$(metric "$dir/metrics.txt" mes_commit_seconds_sum)
-    ccount=$(metric "$dir/metrics.txt" mes_commit_seconds_count)
-    bsum=$(metric "$dir/metrics.txt" mes_batch_messages_sum)
-    if [ -n "$csum" ] && [ -n "$ccount" ] && [ "$ccount" != 0 ]; then
-        R[$run.batches]=$ccount
-        R[$run.mean_batch]=$(fmt0 "$(div "${bsum:-0}" "$ccount")")
-        R[$run.commit_s]=$(fmt2 "$csum")
-        R[$run.commit_ms]=$(fmt1 "$(awk -v s="$csum" -v n="$ccount" 'BEGIN { print s * 1000 / n }')")
-    else
-        R[$run.batches]="n/a" R[$run.mean_batch]="n/a" R[$run.commit_s]="n/a" R[$run.commit_ms]="n/a"
-    fi
+    commit_figures "$run" "$dir/metrics.txt"
 
     # rows, distinct seq, dead letters, first send (s), last store (s), DB clock - local clock.
     local stats
@@ -1096,18 +1102,7 @@ drain_run() {
     stop_pid "$COLLECTOR_PID"
     COLLECTOR_PID=""
     # The collector's account of its commits, the trickle after the drain included.
-    local csum ccount bsum
-    csum=$(metric "$dir/metrics.txt" mes_commit_seconds_sum)
-    ccount=$(metric "$dir/metrics.txt" mes_commit_seconds_count)
-    bsum=$(metric "$dir/metrics.txt" mes_batch_messages_sum)
-    if [ -n "$csum" ] && [ -n "$ccount" ] && [ "$ccount" != 0 ]; then
-        R[$run.batches]=$ccount
-        R[$run.mean_batch]=$(fmt0 "$(div "${bsum:-0}" "$ccount")")
-        R[$run.commit_s]=$(fmt2 "$csum")
-        R[$run.commit_ms]=$(fmt1 "$(awk -v s="$csum" -v n="$ccount" 'BEGIN { print s * 1000 / n }')")
-    else
-        R[$run.batches]="n/a" R[$run.mean_batch]="n/a" R[$run.commit_s]="n/a" R[$run.commit_ms]="n/a"
-    fi
+    commit_figures "$run" "$dir/metrics.txt"
     R[$run.threads]=$(head -3 "$dir/threads.txt" | awk -F'\t' '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }')
 
     # The drain: from the first commit after the unlock to the commit of the last
