@@ -34,6 +34,9 @@ pub struct Subscriptions {
     saved: Saved,
     /// The client id of the file's session, when it is another than this collector's.
     other_client_id: Option<String>,
+    /// The file as it is on disk: a save that would write the same is skipped, so a
+    /// restart with an unchanged topic writes nothing.
+    on_disk: Vec<u8>,
 }
 
 impl Subscriptions {
@@ -42,13 +45,18 @@ impl Subscriptions {
     /// taken: see [`Subscriptions::other_client_id`].
     pub fn load(dir: &Path, client_id: &str) -> Result<Subscriptions, String> {
         let file = dir.join(FILE);
+        let mut on_disk = Vec::new();
         let saved: Saved = match fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            Ok(bytes) => {
+                let saved = serde_json::from_slice(&bytes).map_err(|e| {
                 format!(
                     "{} is not valid ({e}); it is replaced by what is configured now, so a topic subscribed before a change of broker.topic stays subscribed at the broker (end the session with a clean-session connect as broker.client_id to drop it)",
                     file.display()
                 )
-            })?,
+                })?;
+                on_disk = bytes;
+                saved
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Saved::default(),
             Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
         };
@@ -65,6 +73,7 @@ impl Subscriptions {
                 },
             },
             other_client_id,
+            on_disk,
         })
     }
 
@@ -77,6 +86,7 @@ impl Subscriptions {
                 filters: BTreeSet::new(),
             },
             other_client_id: None,
+            on_disk: Vec::new(),
         }
     }
 
@@ -120,10 +130,15 @@ impl Subscriptions {
         self.save()
     }
 
-    fn save(&self) -> Result<(), String> {
+    fn save(&mut self) -> Result<(), String> {
         let text = serde_json::to_vec_pretty(&self.saved).expect("the filters serialise");
+        if text == self.on_disk {
+            return Ok(());
+        }
         write_atomic(&self.file, &text)
-            .map_err(|e| format!("cannot write {}: {e}", self.file.display()))
+            .map_err(|e| format!("cannot write {}: {e}", self.file.display()))?;
+        self.on_disk = text;
+        Ok(())
     }
 }
 
@@ -166,6 +181,27 @@ mod tests {
         let s = Subscriptions::load(dir.path(), "new").unwrap();
         assert_eq!(s.other_client_id(), None);
         assert!(s.stale(&[]).len() == 1);
+    }
+
+    #[test]
+    fn a_restart_with_the_same_topic_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        Subscriptions::load(dir.path(), "c1")
+            .unwrap()
+            .add(&filters(&["a"]))
+            .unwrap();
+        // write_atomic renames a new file over the old one: a write shows as a new inode.
+        let inode = || {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(dir.path().join(FILE)).unwrap().ino()
+        };
+        let before = inode();
+        let mut again = Subscriptions::load(dir.path(), "c1").unwrap();
+        again.add(&filters(&["a"])).unwrap();
+        again.replace(&filters(&["a"])).unwrap();
+        assert_eq!(inode(), before);
+        again.add(&filters(&["b"])).unwrap();
+        assert_ne!(inode(), before);
     }
 
     #[test]
