@@ -386,6 +386,11 @@ raw_run() {
     log "$run: ${R[$run.rate]} msg/s (received ${R[$run.received]} of $N)"
 }
 
+# Messages of database DB that are stored: each is a cnc_data row or a dead letter.
+stored_count() {
+    sql "$1" -e "SELECT (SELECT COUNT(*) FROM cnc_data) + (SELECT COUNT(*) FROM dead_letters)"
+}
+
 # The collector's own account of its commits, from a /metrics dump: batches, mean
 # messages per batch, seconds spent committing and mean commit time, into R[RUN.*].
 commit_figures() {
@@ -605,7 +610,7 @@ group_run() {
     GEN_PID=$!
     local done_rows=0 seen=-1 progress_at=$SECONDS
     while :; do
-        done_rows=$(sql "$db" -e "SELECT (SELECT COUNT(*) FROM cnc_data) + (SELECT COUNT(*) FROM dead_letters)")
+        done_rows=$(stored_count "$db")
         [ "$done_rows" -ge "$N" ] && break
         if [ "$done_rows" != "$seen" ]; then
             seen=$done_rows
@@ -760,7 +765,7 @@ CONF
         || die "$run: publisher failed: $(tail -3 "$dir/pub.err")"
     local done_rows=0 seen=-1 progress_at=$SECONDS
     while :; do
-        done_rows=$(sql "$db" -e "SELECT (SELECT COUNT(*) FROM cnc_data) + (SELECT COUNT(*) FROM dead_letters)")
+        done_rows=$(stored_count "$db")
         [ "$done_rows" -ge "$count" ] && break
         if [ "$done_rows" != "$seen" ]; then
             seen=$done_rows
@@ -1088,7 +1093,7 @@ drain_run() {
     for _ in $(seq 1 60); do
         rec=$(live_metric "$mport" mes_messages_received_total)
         left=$(live_metric "$mport" mes_spool_records)
-        rows=$(sql "$db" -e "SELECT (SELECT COUNT(*) FROM cnc_data) + (SELECT COUNT(*) FROM dead_letters)")
+        rows=$(stored_count "$db")
         if [ "${left:-1}" = 0 ] && [ "$rows" = "${rec:-}" ]; then
             stable=$((stable + 1))
             [ "$stable" -ge 3 ] && break

@@ -15,21 +15,19 @@ use serde_json::Value;
 const DASHBOARD_PATH: &str = "deploy/grafana-dashboard.json";
 const DASHBOARD: &str = include_str!("../../deploy/grafana-dashboard.json");
 
-/// PromQL words that look like names but are not metrics.
-const KEYWORDS: [&str; 12] = [
+/// PromQL's grouping modifiers: the label names in the parentheses after them are not
+/// metrics either.
+const GROUPING: [&str; 6] = [
     "by",
     "without",
     "on",
     "ignoring",
     "group_left",
     "group_right",
-    "bool",
-    "and",
-    "or",
-    "unless",
-    "offset",
-    "inf",
 ];
+
+/// The other PromQL words that look like names but are not metrics.
+const KEYWORDS: [&str; 6] = ["bool", "and", "or", "unless", "offset", "inf"];
 
 /// PromQL's aggregation operators, which may be followed by `by (...)` rather than `(`.
 const AGGREGATIONS: [&str; 12] = [
@@ -88,16 +86,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
                 let word: String = chars[start..i].iter().collect();
                 let next = chars[i..].iter().find(|c| !c.is_whitespace());
                 let lower = word.to_ascii_lowercase();
-                if [
-                    "by",
-                    "without",
-                    "on",
-                    "ignoring",
-                    "group_left",
-                    "group_right",
-                ]
-                .contains(&lower.as_str())
-                {
+                if GROUPING.contains(&lower.as_str()) {
                     grouping = true;
                 } else if next != Some(&'(')
                     && !KEYWORDS.contains(&lower.as_str())
