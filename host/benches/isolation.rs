@@ -1,5 +1,5 @@
 //! The cost of `plugins.isolate`: one message through the dispatcher's path
-//! (`Dispatcher::dispatch_one`: limits, envelope parse, routing, plugin call, recorder)
+//! (`MessageHandler::handle`: limits, envelope parse, routing, plugin call, recorder)
 //! with the plugin in process, and with it in a runner process (the collector binary
 //! of this build, `plugin-runner` mode). The shipped `libcnc_type_a.so` /
 //! `libcnc_type_b.so` from the build's target directory.
@@ -19,11 +19,11 @@ use std::{
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mes_collector::{
     config::ClassMapping,
-    dispatch::Dispatcher,
+    dispatch::handler::MessageHandler,
     envelope::Limits,
     isolation::Isolation,
     plugins::{load_file, trust::PluginPolicy, Router},
-    sink::batch::{Batch, Shapes},
+    sink::batch::Batch,
 };
 
 const TOPIC: &str = "sensor/CNC";
@@ -81,19 +81,15 @@ fn router(isolated: bool) -> Router {
 }
 
 struct Host {
-    router: Router,
-    shapes: Shapes,
+    handler: MessageHandler,
     batch: Batch,
-    limits: Limits,
 }
 
 impl Host {
     fn new(isolated: bool) -> Host {
         let mut h = Host {
-            router: router(isolated),
-            shapes: Shapes::default(),
+            handler: MessageHandler::new(router(isolated), Limits::default()),
             batch: Batch::default(),
-            limits: Limits::default(),
         };
         // The first message of each machine starts the runner and makes the instance.
         for raw in [TYPE_A, TYPE_B] {
@@ -112,14 +108,8 @@ impl Host {
         if self.batch.len() >= BATCH {
             self.batch.clear();
         }
-        Dispatcher::dispatch_one(
-            &mut self.router,
-            &mut self.shapes,
-            &self.limits,
-            TOPIC,
-            raw.as_bytes().to_vec(),
-            &mut self.batch,
-        );
+        self.handler
+            .handle(TOPIC, raw.as_bytes().to_vec(), &mut self.batch);
     }
 }
 

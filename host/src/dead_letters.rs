@@ -18,7 +18,7 @@ use crate::{
     check::write_table,
     config::Config,
     crash_guard::state::GuardState,
-    dispatch::Dispatcher,
+    dispatch::handler::MessageHandler,
     isolation::Isolation,
     plugins::{trust::digest, Router},
     replay::{load_config, Sink},
@@ -495,7 +495,7 @@ pub fn replay(
         .and_then(|()| reader.query_drop("DELETE FROM collector_position WHERE 1 = 0"))
         .and_then(|()| reader.query_drop("ROLLBACK"))
         .map_err(|e| db_error(&sink.cfg, e))?;
-    let mut router = router(&mut sink.cfg)?;
+    let router = router(&mut sink.cfg)?;
     let limits = sink.cfg.collector.limits;
     let payload_limit = sink.cfg.collector.dead_letter_payload_limit;
     let io = |e: std::io::Error| format!("cannot print the output: {e}");
@@ -507,7 +507,7 @@ pub fn replay(
         sink.cfg.db.target()
     )
     .map_err(io)?;
-    let mut shapes = Shapes::default();
+    let mut handler = MessageHandler::new(router, limits);
     let mut batch = Batch::default();
     let mut summary = Summary::default();
     let mut after = 0u64;
@@ -549,14 +549,7 @@ pub fn replay(
                 .map_err(io)?;
                 continue;
             }
-            Dispatcher::dispatch_one(
-                &mut router,
-                &mut shapes,
-                &limits,
-                &topic,
-                payload,
-                &mut batch,
-            );
+            handler.handle(&topic, payload, &mut batch);
             batch.current().replay_of = Some(Replayed {
                 id,
                 received_at,
@@ -569,12 +562,12 @@ pub fn replay(
             continue;
         }
         if dry_run {
-            sink.trial(&mut batch, &shapes)?;
+            sink.trial(&mut batch, handler.shapes())?;
         } else {
             step += 1;
-            sink.commit(&mut batch, &shapes, step)?;
+            sink.commit(&mut batch, handler.shapes(), step)?;
         }
-        report(&batch, &shapes, &was, dry_run, &mut summary, out)?;
+        report(&batch, handler.shapes(), &was, dry_run, &mut summary, out)?;
         batch.clear();
         if total > sink.batch_size as u64 {
             let _ = writeln!(

@@ -17,12 +17,14 @@ pub mod isolation;
 pub mod logging;
 pub mod mappings;
 pub mod metrics;
+pub mod pipeline;
 pub mod plugins;
 pub mod quarantine;
 pub mod replay;
 pub mod run;
 pub mod scaffold;
 pub mod schema;
+pub mod shutdown;
 pub mod sink;
 pub mod spool;
 

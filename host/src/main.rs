@@ -263,7 +263,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     mes_collector::logging::init(cli.log_format);
     match cli.command {
-        Command::Run { config_dir } => ExitCode::from(mes_collector::run::run(&config_dir) as u8),
+        Command::Run { config_dir } => mes_collector::run::run(&config_dir),
         Command::Plugins {
             action,
             dir,

@@ -22,7 +22,7 @@ use mysql::prelude::Queryable;
 use crate::{
     config::{ClassMapping, Config},
     dead_letter::Reason,
-    dispatch::Dispatcher,
+    dispatch::handler::MessageHandler,
     isolation::Isolation,
     metrics::Metrics,
     plugins::{load_file, trust::PluginPolicy, Router},
@@ -187,7 +187,7 @@ pub fn replay(opts: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     } else {
         None
     };
-    let mut router = Router::new(classes, plugins).with_isolation(isolation);
+    let router = Router::new(classes, plugins).with_isolation(isolation);
     // Dry runs report message by message; writes commit in the collector's batches.
     let batch_size = sink.as_ref().map_or(1, |s| s.batch_size);
     let mut messages = BufReader::new(file)
@@ -207,7 +207,7 @@ pub fn replay(opts: &Options, out: &mut dyn Write) -> Result<Summary, String> {
                 (!blank).then_some(Ok((i + 1, line)))
             }
         });
-    let mut shapes = Shapes::default();
+    let mut handler = MessageHandler::new(router, limits);
     let mut batch = Batch::default();
     // The file line of each message of the batch, for the dead-letter lines.
     let mut lines: Vec<usize> = Vec::new();
@@ -218,26 +218,19 @@ pub fn replay(opts: &Options, out: &mut dyn Write) -> Result<Summary, String> {
                 break;
             };
             let (line, payload) = message?;
-            Dispatcher::dispatch_one(
-                &mut router,
-                &mut shapes,
-                &limits,
-                &opts.topic,
-                payload,
-                &mut batch,
-            );
+            handler.handle(&opts.topic, payload, &mut batch);
             lines.push(line);
         }
         let Some(&last_line) = lines.last() else {
             break;
         };
         if let Some(sink) = sink.as_mut() {
-            sink.commit(&mut batch, &shapes, last_line)?;
+            sink.commit(&mut batch, handler.shapes(), last_line)?;
         }
         report(
             &batch,
             &lines,
-            &shapes,
+            handler.shapes(),
             opts,
             sink.is_none(),
             &mut summary,

@@ -1,25 +1,19 @@
 //! `mes-collector run`: wires intake, dispatcher and sink together and handles
 //! signals.
 
-use std::{
-    path::Path,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    thread,
-    time::Duration,
-};
+use std::{path::Path, process::ExitCode, thread, time::Duration};
 
 use log::{error, info, warn};
 
 use crate::{
     config::Config,
     crash_guard::{self, watchdog, GuardSettings, MessageInHand},
-    dispatch::Dispatcher,
+    dispatch::handler::MessageHandler,
     intake::{dedup::Redelivery, mqtt::MqttIntake},
     metrics::Metrics,
+    pipeline::{Panicked, Pipeline},
     plugins::{load_dir, PluginSet, Router},
+    shutdown::Shutdown,
     sink::{
         lease::Lease,
         mysql::{connect, MysqlSink},
@@ -27,8 +21,9 @@ use crate::{
     spool::Spool,
 };
 
-/// Runs the collector until SIGINT or SIGTERM. Returns the process exit code.
-pub fn run(config_dir: &Path) -> i32 {
+/// Runs the collector until SIGINT or SIGTERM: 0 after a clean stop, 2 when the
+/// configuration, plugins or spool do not allow a start, 1 otherwise.
+pub fn run(config_dir: &Path) -> ExitCode {
     let mut cfg = match Config::load(config_dir) {
         Ok(c) => c,
         Err(errors) => {
@@ -39,14 +34,14 @@ pub fn run(config_dir: &Path) -> i32 {
                 "not starting; `mes-collector check --config-dir {}` lists every problem",
                 config_dir.display()
             );
-            return 2;
+            return ExitCode::from(2);
         }
     };
     let plugins = match load_plugins(&mut cfg) {
         Ok(p) => p,
         Err(e) => {
             error!("{e}");
-            return 2;
+            return ExitCode::from(2);
         }
     };
     for m in cfg.classes.values() {
@@ -69,12 +64,14 @@ pub fn run(config_dir: &Path) -> i32 {
         cfg.db.target()
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    // Set by the first SIGINT/SIGTERM; it also ends a connect that is still retrying.
-    let signalled = Arc::new(AtomicBool::new(false));
+    // Requested once the intake has stopped: the dispatcher and writer finish the
+    // batch in hand.
+    let stop = Shutdown::default();
+    // Requested by the first SIGINT/SIGTERM; it also ends a connect still retrying.
+    let signalled = Shutdown::default();
     let flag = signalled.clone();
     if let Err(e) = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
+        if flag.request() {
             // A second signal: stop now. Whatever the broker did not get an
             // acknowledgement for, it sends again.
             eprintln!("second signal: exiting at once");
@@ -82,7 +79,7 @@ pub fn run(config_dir: &Path) -> i32 {
         }
     }) {
         error!("cannot install the signal handler: {e}");
-        return 1;
+        return ExitCode::from(1);
     }
 
     let (spool, recovery) = match Spool::open(cfg.collector.spool.clone()) {
@@ -92,7 +89,7 @@ pub fn run(config_dir: &Path) -> i32 {
                 "cannot open the spool in {}: {e}",
                 cfg.collector.spool.dir.display()
             );
-            return 2;
+            return ExitCode::from(2);
         }
     };
     info!(
@@ -129,7 +126,7 @@ pub fn run(config_dir: &Path) -> i32 {
     // broker session from the first.
     if let Err(why) = take_lease(&cfg.db, &lease) {
         error!("not starting: {why}");
-        return 2;
+        return ExitCode::from(2);
     }
     let policy = &cfg.collector.plugins;
     let startup = match crash_guard::start(
@@ -146,7 +143,7 @@ pub fn run(config_dir: &Path) -> i32 {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
-            return 2;
+            return ExitCode::from(2);
         }
     };
     let isolation = match crate::isolation::Isolation::new(policy, &cfg.classes, &plugins.by_class)
@@ -154,7 +151,7 @@ pub fn run(config_dir: &Path) -> i32 {
         Ok(i) => i,
         Err(e) => {
             error!("{e}");
-            return 2;
+            return ExitCode::from(2);
         }
     };
     let mut router =
@@ -193,7 +190,7 @@ pub fn run(config_dir: &Path) -> i32 {
             describe,
         ) {
             error!("cannot start the plugin watchdog thread: {e}");
-            return 1;
+            return ExitCode::from(1);
         }
     }
     let sink = MysqlSink::new(
@@ -203,20 +200,15 @@ pub fn run(config_dir: &Path) -> i32 {
         metrics.clone(),
     )
     .with_lease(lease.clone());
-    let dispatcher = Dispatcher::new(
-        router,
-        cfg.collector.limits,
-        sink,
+    let pipeline = Pipeline::start(
+        spool.clone(),
+        MessageHandler::new(router, cfg.collector.limits),
         cfg.collector.batch.clone(),
-        metrics.clone(),
         startup.guard,
+        sink,
+        metrics.clone(),
+        stop.clone(),
     );
-    let dispatcher_stop = stop.clone();
-    let dispatcher_spool = spool.clone();
-    let worker = thread::Builder::new()
-        .name("dispatcher".into())
-        .spawn(move || dispatcher.run(dispatcher_spool, dispatcher_stop))
-        .expect("spawn dispatcher thread");
 
     let redelivery = Redelivery::new(recovery.tail, recovery.clean_stop);
     let stop_spool = spool.clone();
@@ -232,15 +224,15 @@ pub fn run(config_dir: &Path) -> i32 {
         Ok(i) => i,
         Err(e) => {
             error!("{e}");
-            stop.store(true, Ordering::SeqCst);
-            let _ = worker.join();
-            return 2;
+            stop.request();
+            let _ = pipeline.join();
+            return ExitCode::from(2);
         }
     };
     if intake.is_some() {
         info!("collector running; SIGINT or SIGTERM stops it");
-        while !signalled.load(Ordering::SeqCst) {
-            thread::sleep(std::time::Duration::from_millis(100));
+        while !signalled.requested() {
+            thread::sleep(Duration::from_millis(100));
         }
     }
     info!("stopping: no new messages; committing the batch in hand");
@@ -251,8 +243,8 @@ pub fn run(config_dir: &Path) -> i32 {
             }
         }
     }
-    stop.store(true, Ordering::SeqCst);
-    let joined = worker.join();
+    stop.request();
+    let joined = pipeline.join();
     // So that a replacement can start at once rather than after the lease runs out.
     match connect(&cfg.db).and_then(|mut c| lease.release(&mut c)) {
         Ok(()) => info!(
@@ -266,11 +258,11 @@ pub fn run(config_dir: &Path) -> i32 {
     match joined {
         Ok(totals) => {
             info!("stopped: {}", totals.summary());
-            0
+            ExitCode::SUCCESS
         }
-        Err(_) => {
-            error!("the dispatcher thread panicked");
-            1
+        Err(Panicked(thread)) => {
+            error!("the {thread} thread panicked");
+            ExitCode::FAILURE
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::{
     intake::{dedup::Redelivery, subscriptions::Subscriptions},
     lock,
     metrics::Metrics,
+    shutdown::{Backoff, Shutdown},
     spool::Spool,
 };
 
@@ -190,7 +191,7 @@ impl MqttIntake {
         redelivery: Redelivery,
         metrics: Arc<Metrics>,
         max_message_bytes: usize,
-        stop: &AtomicBool,
+        stop: &Shutdown,
         state_dir: &Path,
     ) -> Result<Option<MqttIntake>, String> {
         let client = create_client(cfg, &cfg.client_id)?;
@@ -240,7 +241,7 @@ impl MqttIntake {
             }
         });
         let opts = connect_options(cfg, true)?;
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut warned = false;
         loop {
             match client.connect(opts.clone()).wait() {
@@ -311,14 +312,9 @@ impl MqttIntake {
                     }
                 }
             }
-            let until = std::time::Instant::now() + backoff;
-            while std::time::Instant::now() < until {
-                if stop.load(Ordering::Relaxed) {
-                    return Ok(None);
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if !backoff.wait(stop) {
+                return Ok(None);
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
 

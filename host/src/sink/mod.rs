@@ -4,4 +4,5 @@ pub mod batch;
 pub mod lease;
 pub mod merge;
 pub mod mysql;
+pub mod totals;
 pub mod writer;

@@ -1,14 +1,16 @@
 //! Where batches are written: a thread of its own commits each batch the dispatcher
 //! seals, so that MySQL works on one batch while the plugins fill the next. Per-cnc_id
 //! order is kept: there is one dispatcher and batches commit in order.
+//!
+//! The writer knows the sink and nothing upstream: what a commit means for the spool
+//! is the pipeline's business, told through the `committed` callback.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc,
     },
-    thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -18,39 +20,17 @@ use log::{debug, info, warn};
 use crate::{
     fasthash::FxBuild,
     metrics::Metrics,
+    shutdown::Shutdown,
     sink::{
         batch::{Batch, Shape, Shapes},
         mysql::{MysqlSink, Stopped},
+        totals::Totals,
     },
-    spool::Spool,
 };
-
-/// Totals since start, for the periodic and final summaries.
-#[derive(Debug, Default, Clone)]
-pub struct Totals {
-    pub received: u64,
-    pub stored: u64,
-    pub dead: BTreeMap<&'static str, u64>,
-}
-
-impl Totals {
-    pub fn summary(&self) -> String {
-        let dead: u64 = self.dead.values().sum();
-        let mut s = format!(
-            "{} received, {} stored, {} dead letters",
-            self.received, self.stored, dead
-        );
-        if dead > 0 {
-            let by: Vec<String> = self.dead.iter().map(|(r, n)| format!("{r} {n}")).collect();
-            s.push_str(&format!(" ({})", by.join(", ")));
-        }
-        s
-    }
-}
 
 /// A batch ready to commit: its messages, the spool position it reaches, and the
 /// row shapes first seen in it.
-pub struct Sealed {
+pub struct SealedBatch {
     pub batch: Batch,
     pub position: u64,
     pub new_shapes: Vec<Shape>,
@@ -83,10 +63,13 @@ impl CommitTime {
     }
 }
 
+/// Told the spool position each commit reaches, once it is committed.
+pub type OnCommitted = Box<dyn FnMut(u64) + Send>;
+
 pub struct Writer {
     sink: MysqlSink,
-    spool: Spool,
     metrics: Arc<Metrics>,
+    committed: OnCommitted,
     /// The dispatcher's shapes, mirrored from what each sealed batch brings.
     shapes: Shapes,
     totals: Totals,
@@ -96,60 +79,60 @@ pub struct Writer {
 impl Writer {
     pub fn new(
         sink: MysqlSink,
-        spool: Spool,
         metrics: Arc<Metrics>,
         commit_time: CommitTime,
+        committed: OnCommitted,
     ) -> Self {
         Writer {
             sink,
-            spool,
             metrics,
+            committed,
             shapes: Shapes::default(),
             totals: Totals::default(),
             commit_time,
         }
     }
 
-    /// Commits sealed batches in order until the dispatcher hangs up (or `stop` is set
-    /// while the database is unreachable), sending each emptied batch back for reuse.
-    pub fn spawn(
+    /// Commits sealed batches in order until the dispatcher hangs up (or `stop` is
+    /// requested while the database is unreachable), sending each emptied batch back
+    /// for reuse.
+    pub fn run(
         mut self,
-        sealed: Receiver<Sealed>,
+        sealed: Receiver<SealedBatch>,
         emptied: Sender<Batch>,
-        stop: Arc<AtomicBool>,
-    ) -> thread::JoinHandle<Totals> {
-        thread::Builder::new()
-            .name("writer".into())
-            .spawn(move || {
-                let mut last_summary = Instant::now();
-                let mut since_summary = Totals::default();
-                loop {
-                    match sealed.recv_timeout(Duration::from_millis(100)) {
-                        Ok(Sealed { mut batch, position, new_shapes }) => {
-                            self.shapes.extend(new_shapes);
-                            if self.commit(&mut batch, position, &stop, &mut since_summary).is_err() {
-                                info!(
-                                    "stopped with {} messages uncommitted; they stay in the spool for the next start",
-                                    batch.len()
-                                );
-                                break;
-                            }
-                            self.spool.release(position);
-                            let (records, bytes) = self.spool.depth(position);
-                            self.metrics.spool_records.set(records as i64);
-                            self.metrics.spool_bytes.set(bytes as i64);
-                            batch.clear();
-                            let _ = emptied.try_send(batch);
-                        }
-                        Err(RecvTimeoutError::Timeout) => self.sink.check_alive(),
-                        Err(RecvTimeoutError::Disconnected) => break,
+        stop: &Shutdown,
+    ) -> Totals {
+        let mut last_summary = Instant::now();
+        let mut since_summary = Totals::default();
+        loop {
+            match sealed.recv_timeout(Duration::from_millis(100)) {
+                Ok(SealedBatch {
+                    mut batch,
+                    position,
+                    new_shapes,
+                }) => {
+                    self.shapes.extend(new_shapes);
+                    if self
+                        .commit(&mut batch, position, stop, &mut since_summary)
+                        .is_err()
+                    {
+                        info!(
+                            "stopped with {} messages uncommitted; they stay in the spool for the next start",
+                            batch.len()
+                        );
+                        break;
                     }
-                    self.maybe_summary(&mut last_summary, &mut since_summary);
+                    (self.committed)(position);
+                    batch.clear();
+                    let _ = emptied.try_send(batch);
                 }
-                info!("writer stopped: {}", self.totals.summary());
-                self.totals
-            })
-            .expect("spawn writer thread")
+                Err(RecvTimeoutError::Timeout) => self.sink.check_alive(),
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.maybe_summary(&mut last_summary, &mut since_summary);
+        }
+        info!("writer stopped: {}", self.totals.summary());
+        self.totals
     }
 
     fn maybe_summary(&self, last: &mut Instant, since: &mut Totals) {
@@ -166,11 +149,13 @@ impl Writer {
         &mut self,
         batch: &mut Batch,
         position: u64,
-        stop: &AtomicBool,
+        stop: &Shutdown,
         since: &mut Totals,
     ) -> Result<(), Stopped> {
         let started = Instant::now();
-        let done = self.sink.commit(batch, &self.shapes, position, stop)?;
+        let done = self
+            .sink
+            .commit(batch, &self.shapes, position, stop.flag())?;
         self.commit_time.record(started.elapsed());
         self.metrics
             .commit_seconds
