@@ -1,4 +1,8 @@
-//! The three configuration files, read and checked once at start.
+//! The three configuration files, read and checked once at start. Each section's
+//! type lives beside the component it configures (`intake::config::BrokerConfig`,
+//! `dispatch::config::BatchConfig`, `sink::config::DbConfig`, `spool::SpoolConfig`,
+//! `envelope::Limits`, `plugins::trust::PluginPolicy`); this module assembles them
+//! into the files and reads them.
 //!
 //! Every error names the file and the field, and says how to fix it where it can.
 
@@ -6,12 +10,16 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt, fs,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use serde::Deserialize;
 
-use crate::{envelope::Limits, plugins::trust::PluginPolicy, spool::SpoolConfig};
+use crate::{
+    dispatch::config::BatchConfig, envelope::Limits, intake::config::BrokerConfig,
+    plugins::trust::PluginPolicy, sink::config::DbConfig, spool::SpoolConfig,
+};
+
+pub mod tls;
 
 pub const COLLECTOR_FILE: &str = "collector.json";
 pub const DB_FILE: &str = "db_config.json";
@@ -32,7 +40,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn err(file: &Path, message: impl Into<String>) -> ConfigError {
+pub(crate) fn err(file: &Path, message: impl Into<String>) -> ConfigError {
     ConfigError {
         file: file.to_path_buf(),
         message: message.into(),
@@ -79,224 +87,11 @@ fn default_client_lease_secs() -> u64 {
     15
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(deny_unknown_fields)]
-pub struct BrokerConfig {
-    pub uri: String,
-    pub client_id: String,
-    #[serde(default = "default_topic")]
-    pub topic: String,
-    #[serde(default = "default_qos")]
-    pub qos: i32,
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Prefer the `MES_MQTT_PASSWORD` environment variable or `password_file`.
-    #[serde(default)]
-    pub password: Option<String>,
-    /// A file holding the password (readable by its owner only).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// TLS for `ssl://` and `mqtts://` URIs.
-    #[serde(default)]
-    pub tls: Option<TlsConfig>,
-    #[serde(default = "default_keep_alive_secs")]
-    pub keep_alive_secs: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(deny_unknown_fields)]
-pub struct BatchConfig {
-    /// Most messages committed in one transaction.
-    #[serde(default = "default_max_messages")]
-    pub max_messages: usize,
-    /// The latency budget: how long a message may wait from the dispatcher's first
-    /// sight of it to its commit, batch filling and commit together. Also read under
-    /// its former name `max_wait_ms` (which bounded the filling only while the
-    /// previous batch was still being committed), so existing files keep working.
-    #[serde(default = "default_max_latency_ms", alias = "max_wait_ms")]
-    pub max_latency_ms: u64,
-}
-
-impl BatchConfig {
-    pub fn max_latency(&self) -> Duration {
-        Duration::from_millis(self.max_latency_ms)
-    }
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        BatchConfig {
-            max_messages: default_max_messages(),
-            max_latency_ms: default_max_latency_ms(),
-        }
-    }
-}
-
-fn default_topic() -> String {
-    "sensor/CNC".into()
-}
-fn default_qos() -> i32 {
-    1
-}
-fn default_keep_alive_secs() -> u64 {
-    20
-}
-fn default_max_messages() -> usize {
-    500
-}
-fn default_max_latency_ms() -> u64 {
-    50
-}
 fn default_metrics_addr() -> String {
     "127.0.0.1:9464".into()
 }
 fn default_dead_letter_payload_limit() -> usize {
     65_536
-}
-
-/// TLS settings of a connection (broker or database).
-#[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file of the CA(s) that signed the server's certificate. Without it the
-    /// system's trust store is used.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// The client's certificate (PEM), for servers that require client certificates.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// The client's private key (PEM).
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// Check that the server's certificate names the host connected to. Turning this
-    /// off lets anyone with a certificate from the same CA pose as the server.
-    #[serde(default = "yes")]
-    pub verify_hostname: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `db_config.json`, with the original service's keys.
-#[derive(Clone, Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(deny_unknown_fields)]
-pub struct DbConfig {
-    /// The server, when there is one; see `hosts` for a cluster.
-    #[serde(default)]
-    pub host: String,
-    #[serde(default = "default_db_port")]
-    pub port: u16,
-    /// The servers of a cluster (MariaDB Galera, say), as `host` or `host:port`
-    /// (`port` by default), tried in this order: the collector writes to the first that
-    /// answers, fails over to the next when it stops answering, and returns to an
-    /// earlier one when it answers again. Give `host` or `hosts`, not both.
-    #[serde(default)]
-    pub hosts: Vec<String>,
-    pub user: String,
-    /// Prefer the `MES_DB_PASSWORD` environment variable or `password_file`.
-    #[serde(default)]
-    pub password: String,
-    /// A file holding the password (readable by its owner only).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    pub database: String,
-    /// TLS to the server, with CA verification.
-    #[serde(default)]
-    pub tls: Option<TlsConfig>,
-}
-
-impl fmt::Debug for DbConfig {
-    // Never print the password.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let servers: Vec<String> = self
-            .endpoints()
-            .iter()
-            .map(|(h, p)| endpoint_text(h, *p))
-            .collect();
-        write!(
-            f,
-            "mysql://{}@{}/{}",
-            self.user,
-            servers.join(","),
-            self.database
-        )
-    }
-}
-
-/// `host:port`, with brackets for an IPv6 address.
-pub fn endpoint_text(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-impl DbConfig {
-    /// Where the database is, without the password, for logs and `check`.
-    pub fn target(&self) -> String {
-        format!("{self:?}")
-    }
-
-    /// The servers to try, in order: `hosts`, or `host` alone.
-    pub fn endpoints(&self) -> Vec<(String, u16)> {
-        if self.hosts.is_empty() {
-            return vec![(self.host.clone(), self.port)];
-        }
-        self.hosts
-            .iter()
-            .map(|h| parse_endpoint(h, self.port))
-            .collect()
-    }
-
-    fn check(&self, path: &Path) -> Result<(), ConfigError> {
-        match (self.host.trim().is_empty(), self.hosts.is_empty()) {
-            (true, true) => Err(err(
-                path,
-                "neither host nor hosts is set; give host (one server) or hosts (the servers of a cluster, tried in order)",
-            )),
-            (false, false) => Err(err(
-                path,
-                "both host and hosts are set; give host for one server, or hosts alone for a cluster (put host first in hosts)",
-            )),
-            _ => {
-                if let Some(bad) = self.hosts.iter().find(|h| h.trim().is_empty()) {
-                    return Err(err(path, format!("hosts has an empty entry {bad:?}")));
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn parse_endpoint(text: &str, default_port: u16) -> (String, u16) {
-    let text = text.trim();
-    if let Some(rest) = text.strip_prefix('[') {
-        if let Some((host, after)) = rest.split_once(']') {
-            let port = after
-                .strip_prefix(':')
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(default_port);
-            return (host.to_string(), port);
-        }
-    }
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => match port.parse() {
-            Ok(p) => (host.to_string(), p),
-            Err(_) => (text.to_string(), default_port),
-        },
-        _ => (text.to_string(), default_port),
-    }
-}
-
-fn default_db_port() -> u16 {
-    3306
 }
 
 /// One entry of `cnc_classes.json`.
@@ -394,50 +189,13 @@ impl Config {
 
 /// Relative file paths in the configuration are relative to the config dir.
 fn resolve_paths(dir: &Path, collector: &mut CollectorConfig, db: &mut DbConfig) {
-    resolve_broker_paths(dir, &mut collector.broker);
-    if let Some(tls) = db.tls.as_mut() {
-        resolve_tls_paths(dir, tls);
-    }
-    if let Some(p) = db.password_file.as_mut() {
-        relative_to(dir, p);
-    }
+    collector.broker.resolve_paths(dir);
+    db.resolve_paths(dir);
 }
 
-fn relative_to(dir: &Path, p: &mut PathBuf) {
+pub(crate) fn relative_to(dir: &Path, p: &mut PathBuf) {
     if p.is_relative() {
         *p = dir.join(&*p);
-    }
-}
-
-fn resolve_tls_paths(dir: &Path, tls: &mut TlsConfig) {
-    for p in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file]
-        .into_iter()
-        .flatten()
-    {
-        relative_to(dir, p);
-    }
-}
-
-fn resolve_broker_paths(dir: &Path, broker: &mut BrokerConfig) {
-    if let Some(tls) = broker.tls.as_mut() {
-        resolve_tls_paths(dir, tls);
-    }
-    if let Some(p) = broker.password_file.as_mut() {
-        relative_to(dir, p);
-    }
-}
-
-impl BrokerConfig {
-    /// The password from `password_file`, with `MES_MQTT_PASSWORD` over it or over
-    /// `password`.
-    pub fn resolve_password(&mut self, env: &HashMap<String, String>) -> Result<(), String> {
-        if let Some(file) = &self.password_file {
-            self.password = Some(read_secret(file)?);
-        }
-        if let Some(pw) = env.get("MES_MQTT_PASSWORD") {
-            self.password = Some(pw.clone());
-        }
-        Ok(())
     }
 }
 
@@ -470,7 +228,7 @@ pub fn load_broker(
     let mut broker = read_json::<CollectorConfig>(&file)
         .and_then(|c| check_collector(&file, c))?
         .broker;
-    resolve_broker_paths(&dir, &mut broker);
+    broker.resolve_paths(&dir);
     broker.resolve_password(env).map_err(|e| err(&file, e))?;
     Ok(broker)
 }
@@ -503,27 +261,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
 }
 
 fn check_collector(path: &Path, c: CollectorConfig) -> Result<CollectorConfig, ConfigError> {
-    if !(0..=2).contains(&c.broker.qos) {
-        return Err(err(
-            path,
-            format!(
-                "broker.qos is {}; use 0, 1 or 2 (1 is recommended)",
-                c.broker.qos
-            ),
-        ));
-    }
-    if c.broker.client_id.trim().is_empty() {
-        return Err(err(
-            path,
-            "broker.client_id is empty; the persistent session needs a fixed, unique client id",
-        ));
-    }
-    if c.broker.topic.trim().is_empty() {
-        return Err(err(path, "broker.topic is empty"));
-    }
-    if c.batch.max_messages == 0 {
-        return Err(err(path, "batch.max_messages must be at least 1"));
-    }
+    c.broker.check().map_err(|e| err(path, e))?;
+    c.batch.check().map_err(|e| err(path, e))?;
     if !(3..=3600).contains(&c.client_lease_secs) {
         return Err(err(
             path,
@@ -534,15 +273,7 @@ fn check_collector(path: &Path, c: CollectorConfig) -> Result<CollectorConfig, C
             ),
         ));
     }
-    if c.spool.max_bytes < 2 * c.spool.segment_bytes {
-        return Err(err(
-            path,
-            format!(
-                "spool.max_bytes ({}) must be at least twice spool.segment_bytes ({}), or the spool cannot free space",
-                c.spool.max_bytes, c.spool.segment_bytes
-            ),
-        ));
-    }
+    c.spool.check().map_err(|e| err(path, e))?;
     Ok(c)
 }
 
@@ -575,21 +306,6 @@ fn check_classes(
         }
     }
     Ok(map)
-}
-
-#[cfg(test)]
-mod endpoint_tests {
-    use super::*;
-
-    #[test]
-    fn hosts_are_read_with_their_ports_or_the_default() {
-        assert_eq!(parse_endpoint("db1", 3306), ("db1".into(), 3306));
-        assert_eq!(parse_endpoint("db1:3307", 3306), ("db1".into(), 3307));
-        assert_eq!(parse_endpoint("[::1]:3308", 3306), ("::1".into(), 3308));
-        assert_eq!(parse_endpoint("[::1]", 3306), ("::1".into(), 3306));
-        assert_eq!(parse_endpoint("::1", 3306), ("::1".into(), 3306));
-        assert_eq!(endpoint_text("::1", 3306), "[::1]:3306");
-    }
 }
 
 #[cfg(test)]

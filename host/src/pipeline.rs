@@ -10,9 +10,8 @@ use std::{sync::Arc, thread};
 use log::{info, warn};
 
 use crate::{
-    config::BatchConfig,
     crash_guard::CrashGuard,
-    dispatch::{handler::MessageHandler, Dispatcher},
+    dispatch::{config::BatchConfig, handler::MessageHandler, Dispatcher},
     metrics::Metrics,
     shutdown::Shutdown,
     sink::{

@@ -303,7 +303,7 @@ pub fn load_plugins(cfg: &mut Config) -> Result<PluginSet, String> {
 /// Takes the lease on the collector's client_id. With the database unreachable, the
 /// collector starts all the same (spooling is what it is for) and takes the lease
 /// with its first commit, which cannot happen without it.
-fn take_lease(db: &crate::config::DbConfig, lease: &Lease) -> Result<(), String> {
+fn take_lease(db: &crate::sink::config::DbConfig, lease: &Lease) -> Result<(), String> {
     let claimed = connect(db).and_then(|mut conn| lease.claim(&mut conn));
     match claimed {
         Ok(Ok(())) => {

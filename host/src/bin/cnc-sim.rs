@@ -22,7 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 use mes_collector::{
-    config::{load_broker, read_secret, BrokerConfig, TlsConfig},
+    config::{load_broker, read_secret, tls::TlsConfig},
+    intake::config::BrokerConfig,
     intake::mqtt::secured_connect_options,
 };
 use paho_mqtt as mqtt;

@@ -2,6 +2,7 @@
 //! message through its machine's plugin ([`handler`]) into a batch, and seals the
 //! batch for the writer when it is full or the latency budget is spent.
 
+pub mod config;
 pub mod handler;
 
 use std::time::{Duration, Instant};
@@ -10,7 +11,6 @@ use crossbeam_channel::{Receiver, Sender};
 use log::{error, info};
 
 use crate::{
-    config::BatchConfig,
     crash_guard::{signals, CrashGuard},
     shutdown::Shutdown,
     sink::{
@@ -19,6 +19,7 @@ use crate::{
     },
     spool::{Record, Spool, SpoolReader},
 };
+use config::BatchConfig;
 use handler::MessageHandler;
 
 /// While a batch waits for more messages within the latency budget, how often it looks.

@@ -20,7 +20,7 @@ use log::{debug, error, info, warn};
 use paho_mqtt as mqtt;
 
 use crate::{
-    config::BrokerConfig,
+    intake::config::BrokerConfig,
     intake::{dedup::Redelivery, subscriptions::Subscriptions},
     lock,
     metrics::Metrics,

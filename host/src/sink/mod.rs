@@ -1,6 +1,7 @@
 //! Where messages are written: batches of recorded writes, committed to MySQL.
 
 pub mod batch;
+pub mod config;
 pub mod lease;
 pub mod merge;
 pub mod mysql;

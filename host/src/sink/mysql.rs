@@ -23,9 +23,10 @@ use mysql::{
 };
 
 use crate::{
-    config::{DbConfig, TlsConfig},
+    config::tls::TlsConfig,
     dead_letter::{truncate_payload, DeadLetter, Reason},
     metrics::Metrics,
+    sink::config::DbConfig,
     sink::{
         batch::{Batch, Op, RowKind, Shape, Shapes},
         lease::Lease,
@@ -175,7 +176,7 @@ fn galera_ready(conn: &mut Conn) -> Result<bool, mysql::Error> {
 
 fn endpoint_name(cfg: &DbConfig, endpoint: usize) -> String {
     let (host, port) = cfg.endpoints().swap_remove(endpoint);
-    crate::config::endpoint_text(&host, port)
+    crate::sink::config::endpoint_text(&host, port)
 }
 
 /// A write conflict: a deadlock, a lock wait timeout, or a Galera certification

@@ -74,6 +74,19 @@ fn default_max_bytes() -> u64 {
     1 << 30
 }
 
+impl SpoolConfig {
+    /// What is wrong with the section, saying how to fix it.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.max_bytes < 2 * self.segment_bytes {
+            return Err(format!(
+                "spool.max_bytes ({}) must be at least twice spool.segment_bytes ({}), or the spool cannot free space",
+                self.max_bytes, self.segment_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SpoolConfig {
     fn default() -> Self {
         SpoolConfig {
