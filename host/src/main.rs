@@ -311,14 +311,12 @@ fn main() -> ExitCode {
             from,
             dir,
             force,
-        } => ExitCode::from(mes_collector::mappings::new_mapping_main(
-            &mes_collector::mappings::NewMapping {
-                class,
-                from,
-                dir,
-                force,
-            },
-        )),
+        } => mes_collector::mappings::new_mapping_main(&mes_collector::mappings::NewMapping {
+            class,
+            from,
+            dir,
+            force,
+        }),
         Command::Replay {
             plugin,
             mapping,
@@ -383,7 +381,7 @@ fn main() -> ExitCode {
             allow_insecure_permissions,
             log_records_per_second,
             metric_series_per_class,
-        } => ExitCode::from(mes_collector::isolation::runner::main(
+        } => mes_collector::isolation::runner::main(
             &mes_collector::isolation::runner::RunnerOptions {
                 plugin,
                 allow: allow_only.then_some(allow),
@@ -391,7 +389,7 @@ fn main() -> ExitCode {
                 log_records_per_second,
                 metric_series_per_class,
             },
-        ) as u8),
+        ),
         Command::Check { config_dir } => {
             let problems = mes_collector::check::check(&config_dir);
             if problems.is_empty() {

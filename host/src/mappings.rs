@@ -369,15 +369,15 @@ pub struct NewMapping {
 
 /// Writes `<dir>/<Class>.json` and `<dir>/<Class>.sql`, prints the SQL and the next
 /// steps; the exit code.
-pub fn new_mapping_main(req: &NewMapping) -> u8 {
+pub fn new_mapping_main(req: &NewMapping) -> std::process::ExitCode {
     match new_mapping(req) {
         Ok(text) => {
             println!("{text}");
-            0
+            std::process::ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("new-mapping: {e}");
-            2
+            std::process::ExitCode::from(2)
         }
     }
 }

@@ -13,6 +13,7 @@ use std::{
     io::{BufReader, BufWriter},
     os::fd::FromRawFd,
     path::PathBuf,
+    process::ExitCode,
 };
 
 use abi_stable::std_types::RResult;
@@ -37,7 +38,7 @@ pub struct RunnerOptions {
 }
 
 /// Runs until the collector closes the pipe. Returns the exit status.
-pub fn main(opts: &RunnerOptions) -> i32 {
+pub fn main(opts: &RunnerOptions) -> ExitCode {
     // SAFETY: plain libc calls on this process's own descriptors and signal
     // dispositions, before any other thread exists.
     let (input, output) = unsafe {
@@ -57,7 +58,7 @@ pub fn main(opts: &RunnerOptions) -> i32 {
         let output = libc::dup(1);
         if input < 0 || output < 0 || libc::dup2(2, 1) < 0 {
             eprintln!("plugin runner: cannot set up its pipes");
-            return 2;
+            return ExitCode::from(2);
         }
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
         if null >= 0 {
@@ -86,7 +87,7 @@ pub fn main(opts: &RunnerOptions) -> i32 {
         Ok(p) => p,
         Err(reason) => {
             let _ = send(&mut output, &Reply::LoadFailed { reason });
-            return 2;
+            return ExitCode::from(2);
         }
     };
     let hello = Reply::Hello {
@@ -94,7 +95,7 @@ pub fn main(opts: &RunnerOptions) -> i32 {
         version: plugin.info.version.clone(),
     };
     if send(&mut output, &hello).is_err() {
-        return 1;
+        return ExitCode::FAILURE;
     }
 
     let mut runner = Runner {
@@ -107,13 +108,13 @@ pub fn main(opts: &RunnerOptions) -> i32 {
     loop {
         match read_frame(&mut input, &mut frame) {
             Ok(Some(())) => {}
-            Ok(None) => return 0, // the collector closed the pipe: done
+            Ok(None) => return ExitCode::SUCCESS, // the collector closed the pipe: done
             Err(e) => {
                 error!(
                     "plugin runner for {}: reading a call: {e}",
                     opts.plugin.display()
                 );
-                return 1;
+                return ExitCode::FAILURE;
             }
         }
         let reply = match Call::decode(&frame) {
@@ -123,11 +124,11 @@ pub fn main(opts: &RunnerOptions) -> i32 {
                     "plugin runner for {}: unreadable call: {e}",
                     opts.plugin.display()
                 );
-                return 1;
+                return ExitCode::FAILURE;
             }
         };
         if send(&mut output, &reply).is_err() {
-            return 1;
+            return ExitCode::FAILURE;
         }
     }
 }
