@@ -6,7 +6,7 @@ use std::{path::Path, process::ExitCode, thread, time::Duration};
 use log::{error, info, warn};
 
 use crate::{
-    config::Config,
+    config::{Config, ConfigError},
     crash_guard::{self, watchdog, GuardSettings, MessageInHand},
     dispatch::handler::MessageHandler,
     intake::{dedup::Redelivery, mqtt::MqttIntake},
@@ -21,29 +21,54 @@ use crate::{
     spool::Spool,
 };
 
-/// Runs the collector until SIGINT or SIGTERM: 0 after a clean stop, 2 when the
-/// configuration, plugins or spool do not allow a start, 1 otherwise.
-pub fn run(config_dir: &Path) -> ExitCode {
-    let mut cfg = match Config::load(config_dir) {
-        Ok(c) => c,
-        Err(errors) => {
-            for e in errors {
-                error!("{e}");
+/// Why the collector did not start.
+#[derive(Debug)]
+pub enum NotStarted {
+    /// The configuration files are wrong: every problem found.
+    Config(Vec<ConfigError>),
+    /// Something the operator can fix (plugins, spool, lease, broker), named in the text.
+    Refused(String),
+    /// The system refused a thread or a signal handler.
+    System(String),
+}
+
+impl NotStarted {
+    /// 2 for what the operator can fix, 1 for the rest (as a crash would be).
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            NotStarted::Config(_) | NotStarted::Refused(_) => ExitCode::from(2),
+            NotStarted::System(_) => ExitCode::FAILURE,
+        }
+    }
+
+    fn log(&self, config_dir: &Path) {
+        match self {
+            NotStarted::Config(errors) => {
+                for e in errors {
+                    error!("{e}");
+                }
+                error!(
+                    "not starting; `mes-collector check --config-dir {}` lists every problem",
+                    config_dir.display()
+                );
             }
-            error!(
-                "not starting; `mes-collector check --config-dir {}` lists every problem",
-                config_dir.display()
-            );
-            return ExitCode::from(2);
+            NotStarted::Refused(why) | NotStarted::System(why) => error!("{why}"),
         }
-    };
-    let plugins = match load_plugins(&mut cfg) {
-        Ok(p) => p,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    }
+}
+
+/// Runs the collector until SIGINT or SIGTERM: 0 after a clean stop, 2 when the
+/// configuration, plugins, spool, lease or broker do not allow a start, 1 otherwise.
+pub fn run(config_dir: &Path) -> ExitCode {
+    run_until_signalled(config_dir).unwrap_or_else(|e| {
+        e.log(config_dir);
+        e.exit_code()
+    })
+}
+
+fn run_until_signalled(config_dir: &Path) -> Result<ExitCode, NotStarted> {
+    let mut cfg = Config::load(config_dir).map_err(NotStarted::Config)?;
+    let plugins = load_plugins(&mut cfg).map_err(NotStarted::Refused)?;
     for m in cfg.classes.values() {
         if !plugins.by_class.contains_key(&m.class_name) {
             warn!(
@@ -78,20 +103,17 @@ pub fn run(config_dir: &Path) -> ExitCode {
             std::process::exit(130);
         }
     }) {
-        error!("cannot install the signal handler: {e}");
-        return ExitCode::from(1);
+        return Err(NotStarted::System(format!(
+            "cannot install the signal handler: {e}"
+        )));
     }
 
-    let (spool, recovery) = match Spool::open(cfg.collector.spool.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!(
-                "cannot open the spool in {}: {e}",
-                cfg.collector.spool.dir.display()
-            );
-            return ExitCode::from(2);
-        }
-    };
+    let (spool, recovery) = Spool::open(cfg.collector.spool.clone()).map_err(|e| {
+        NotStarted::Refused(format!(
+            "cannot open the spool in {}: {e}",
+            cfg.collector.spool.dir.display()
+        ))
+    })?;
     info!(
         "spool {}: {} segments, {} bytes, records {}..{}{}",
         cfg.collector.spool.dir.display(),
@@ -124,12 +146,10 @@ pub fn run(config_dir: &Path) -> ExitCode {
     );
     // Before subscribing: a second collector with this client_id would take the
     // broker session from the first.
-    if let Err(why) = take_lease(&cfg.db, &lease) {
-        error!("not starting: {why}");
-        return ExitCode::from(2);
-    }
+    take_lease(&cfg.db, &lease)
+        .map_err(|why| NotStarted::Refused(format!("not starting: {why}")))?;
     let policy = &cfg.collector.plugins;
-    let startup = match crash_guard::start(
+    let startup = crash_guard::start(
         &cfg.collector.spool.dir,
         &spool,
         &plugins.by_class,
@@ -139,21 +159,10 @@ pub fn run(config_dir: &Path) -> ExitCode {
             quarantine_window_secs: policy.quarantine_window_secs,
             batch_max_messages: cfg.collector.batch.max_messages,
         },
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let isolation = match crate::isolation::Isolation::new(policy, &cfg.classes, &plugins.by_class)
-    {
-        Ok(i) => i,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    )
+    .map_err(NotStarted::Refused)?;
+    let isolation = crate::isolation::Isolation::new(policy, &cfg.classes, &plugins.by_class)
+        .map_err(NotStarted::Refused)?;
     let mut router =
         Router::new(cfg.classes.clone(), plugins.by_class.clone()).with_isolation(isolation);
     for (class, n) in &startup.recent_crashes {
@@ -189,8 +198,9 @@ pub fn run(config_dir: &Path) -> ExitCode {
             metrics.clone(),
             describe,
         ) {
-            error!("cannot start the plugin watchdog thread: {e}");
-            return ExitCode::from(1);
+            return Err(NotStarted::System(format!(
+                "cannot start the plugin watchdog thread: {e}"
+            )));
         }
     }
     let sink = MysqlSink::new(
@@ -223,10 +233,9 @@ pub fn run(config_dir: &Path) -> ExitCode {
     ) {
         Ok(i) => i,
         Err(e) => {
-            error!("{e}");
             stop.request();
             let _ = pipeline.join();
-            return ExitCode::from(2);
+            return Err(NotStarted::Refused(e));
         }
     };
     if intake.is_some() {
@@ -258,11 +267,11 @@ pub fn run(config_dir: &Path) -> ExitCode {
     match joined {
         Ok(totals) => {
             info!("stopped: {}", totals.summary());
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
         Err(Panicked(thread)) => {
             error!("the {thread} thread panicked");
-            ExitCode::FAILURE
+            Ok(ExitCode::FAILURE)
         }
     }
 }
