@@ -1,7 +1,7 @@
 //! `cnc-sim`: a stand-in for the plant-side CNC services, for demos, tests and
 //! benchmarks of the collector.
 //!
-//! It publishes the wire format described in DESIGN.md ("Wire format"), either
+//! It publishes the wire format of docs/architecture.md ("Wire format"), either
 //! verbatim from a JSON-lines file or generated for a fleet of simulated
 //! machines, and it can count what arrives on a topic to measure the raw broker
 //! path without the collector in between.
