@@ -112,3 +112,89 @@ fn unshared(topic: &str) -> &str {
         .and_then(|rest| rest.split_once('/'))
         .map_or(topic, |(_, filter)| filter)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clap::Parser;
+
+    use super::{resolve, unshared};
+    use crate::cli::Cli;
+    use crate::failure::Result;
+    use mes_collector::config::BrokerConfig;
+
+    /// The broker settings for `cnc-sim <args> classes` in `env`.
+    fn resolved(args: &[&str], env: &[(&str, &str)]) -> Result<BrokerConfig> {
+        let cli = Cli::try_parse_from(["cnc-sim"].iter().chain(args).chain(&["classes"]))
+            .expect("valid arguments");
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        resolve(&cli.connection, &env)
+    }
+
+    fn ok(args: &[&str], env: &[(&str, &str)]) -> BrokerConfig {
+        resolved(args, env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn without_options_it_is_the_local_broker_and_the_collectors_default_topic() {
+        let cfg = ok(&[], &[]);
+        assert_eq!(cfg.uri, "tcp://127.0.0.1:1883");
+        assert_eq!(cfg.topic, "sensor/CNC");
+        assert_eq!(cfg.qos, 1);
+        assert_eq!(cfg.client_id, format!("cnc-sim-{}", std::process::id()));
+        assert!(cfg.password.is_none() && cfg.username.is_none() && cfg.tls.is_none());
+    }
+
+    #[test]
+    fn the_password_option_wins_over_the_environment() {
+        let env = [("MES_MQTT_PASSWORD", "from-env")];
+        assert_eq!(ok(&[], &env).password.as_deref(), Some("from-env"));
+        let cfg = ok(&["--password", "from-flag"], &env);
+        assert_eq!(cfg.password.as_deref(), Some("from-flag"));
+    }
+
+    #[test]
+    fn one_tls_option_turns_tls_on_with_host_name_verification() {
+        let tls = ok(&["--ca-file", "/ca.pem"], &[]).tls.expect("tls on");
+        assert_eq!(tls.ca_file.as_deref(), Some("/ca.pem".as_ref()));
+        assert!(tls.verify_hostname);
+        let tls = ok(&["--verify-hostname", "false"], &[])
+            .tls
+            .expect("tls on");
+        assert!(!tls.verify_hostname && tls.ca_file.is_none());
+    }
+
+    #[test]
+    fn a_collectors_broker_section_is_taken_without_its_client_id_or_share_group() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("collector.json"),
+            r#"{"broker": {"uri": "tcp://broker:1883", "client_id": "collector-1",
+                "topic": "$share/collectors/plant/+/cnc", "username": "mes"},
+                "plugins_dir": "plugins"}"#,
+        )
+        .unwrap();
+        let config = dir.path().to_str().unwrap();
+        let cfg = ok(&["--broker-config", config], &[]);
+        assert_eq!(cfg.uri, "tcp://broker:1883");
+        assert_eq!(cfg.topic, "plant/+/cnc");
+        assert_eq!(cfg.username.as_deref(), Some("mes"));
+        assert_ne!(cfg.client_id, "collector-1");
+        let cfg = ok(
+            &["--broker-config", config, "--topic", "t", "--qos", "0"],
+            &[],
+        );
+        assert_eq!((cfg.topic.as_str(), cfg.qos), ("t", 0));
+    }
+
+    #[test]
+    fn only_a_share_group_prefix_is_removed() {
+        assert_eq!(unshared("$share/g/sensor/CNC"), "sensor/CNC");
+        assert_eq!(unshared("sensor/CNC"), "sensor/CNC");
+        assert_eq!(unshared("$share/g"), "$share/g");
+    }
+}

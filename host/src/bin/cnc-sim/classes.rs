@@ -39,3 +39,34 @@ fn classes_json(machines: u32) -> String {
         format!("[\n  {}\n]\n", rows.join(",\n  "))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mes_collector::config::ClassMapping;
+
+    use super::classes_json;
+
+    #[test]
+    fn maps_each_generated_machine_to_its_class_as_the_collector_reads_it() {
+        let text = classes_json(3);
+        let mappings: Vec<ClassMapping> = serde_json::from_str(&text).unwrap();
+        let got: Vec<(&str, &str)> = mappings
+            .iter()
+            .map(|m| (m.cnc_id.as_str(), m.class_name.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("SIM-A-0001", "CNCTypeA"),
+                ("SIM-B-0002", "CNCTypeB"),
+                ("SIM-A-0003", "CNCTypeA"),
+            ]
+        );
+        assert_eq!(text.lines().count(), 5, "one mapping per line:\n{text}");
+    }
+
+    #[test]
+    fn no_machines_is_an_empty_list() {
+        assert_eq!(classes_json(0), "[]\n");
+    }
+}

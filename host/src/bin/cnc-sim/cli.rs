@@ -195,3 +195,24 @@ fn parse_rate(s: &str) -> std::result::Result<f64, String> {
         _ => Err(format!("expected a non-negative number, got `{s}`")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::{parse_rate, Cli};
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_rate_is_a_finite_non_negative_number() {
+        assert_eq!(parse_rate("0"), Ok(0.0));
+        assert_eq!(parse_rate("2.5"), Ok(2.5));
+        for bad in ["-0.5", "nan", "inf", "ten"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+}

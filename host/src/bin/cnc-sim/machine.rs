@@ -158,3 +158,22 @@ impl Machine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Machine, AXIS_MAX};
+    use crate::split_mix::SplitMix64;
+
+    #[test]
+    fn the_tool_stays_on_the_table() {
+        let mut rng = SplitMix64(3);
+        let mut fleet: Vec<Machine> = (1..=4).map(|i| Machine::new(i, &mut rng)).collect();
+        for _ in 0..5_000 {
+            for m in &mut fleet {
+                m.step(&mut rng);
+                assert!((0.0..=AXIS_MAX).contains(&m.x), "x = {}", m.x);
+                assert!((0.0..=AXIS_MAX).contains(&m.y), "y = {}", m.y);
+            }
+        }
+    }
+}

@@ -104,3 +104,73 @@ fn message_at(m: &Machine, rng: &mut SplitMix64, seq: u64, sent_at_us: u64) -> V
     };
     serde_json::to_vec(&env).expect("a generated message always serializes")
 }
+
+#[cfg(test)]
+mod tests {
+    use mes_collector::envelope;
+    use serde_json::Value;
+
+    use super::{message_at, ALARMS, ALARM_EVERY};
+    use crate::machine::Machine;
+    use crate::split_mix::SplitMix64;
+
+    const SENT_AT_US: u64 = 1_764_176_400_123_456;
+
+    /// Machine `i` after `steps` messages, and its next message, as the collector
+    /// parses it and as JSON.
+    fn nth_message(i: u32, steps: u64) -> (Machine, Value) {
+        let mut rng = SplitMix64(7);
+        let mut m = Machine::new(i, &mut rng);
+        for _ in 0..steps {
+            m.step(&mut rng);
+        }
+        let bytes = message_at(&m, &mut rng, 42, SENT_AT_US);
+        let env = envelope::parse(&bytes).expect("the collector parses a generated message");
+        assert_eq!(env.cnc_id, m.cnc_id);
+        assert_eq!(env.part_program, format!("program_{:02}", m.program));
+        assert_eq!(env.timestamp, 1_764_176_400);
+        let payload = serde_json::from_str(env.payload()).unwrap();
+        (m, payload)
+    }
+
+    fn keys(payload: &Value) -> Vec<&str> {
+        payload
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn a_type_a_message_has_the_basic_fields_only() {
+        let (_, payload) = nth_message(1, 1);
+        let mut got = keys(&payload);
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            ["X-Axis", "Y-Axis", "sent_at_us", "seq", "spin", "status"]
+        );
+        assert_eq!(payload["seq"], 42);
+        assert_eq!(payload["sent_at_us"], SENT_AT_US);
+    }
+
+    #[test]
+    fn a_type_b_message_adds_feed_rate_part_count_and_alarms() {
+        let (m, payload) = nth_message(2, 1);
+        for key in ["feed_rate", "part_count", "alarms"] {
+            assert!(payload.get(key).is_some(), "{key} missing in {payload}");
+        }
+        assert_eq!(payload["part_count"], m.part_count);
+        assert_eq!(payload["alarms"], Value::Array(Vec::new()));
+    }
+
+    #[test]
+    fn a_type_b_machine_reports_an_alarm_every_fiftieth_message() {
+        let (_, payload) = nth_message(2, ALARM_EVERY);
+        let alarms = payload["alarms"].as_array().unwrap();
+        assert_eq!(alarms.len(), 1, "{payload}");
+        let code = alarms[0]["code"].as_str().unwrap();
+        assert!(ALARMS.iter().any(|(c, _)| *c == code), "{code}");
+    }
+}
