@@ -12,7 +12,7 @@
 use std::{
     fs,
     path::{Component, Path, PathBuf},
-    process::Command,
+    process::{Command, ExitCode},
 };
 
 const CARGO_TOML: &str = include_str!("scaffold/Cargo.toml.tmpl");
@@ -106,16 +106,17 @@ impl Created {
     }
 }
 
-/// `mes-collector new-plugin`: the exit code.
-pub fn main(req: &Request) -> u8 {
+/// `mes-collector new-plugin`: 2 when nothing was created, as for the other commands'
+/// errors.
+pub fn main(req: &Request) -> ExitCode {
     match new_plugin(req) {
         Ok(created) => {
             print!("{}", created.next_steps());
-            0
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("new-plugin: {e}");
-            2
+            ExitCode::from(2)
         }
     }
 }
