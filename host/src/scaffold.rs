@@ -3,7 +3,7 @@
 //!
 //! Inside a Cargo workspace (found upward from `--dir`, as Cargo finds it) the crate
 //! is added to the root manifest's `members` and `default-members`, editing only those
-//! lines so that the file keeps its layout and comments; `mes-plugin-api` is then
+//! lists so that the file keeps its layout and comments; `mes-plugin-api` is then
 //! depended on by path when the workspace holds it. Elsewhere, or with `--standalone`,
 //! the crate is a workspace of its own, ready to be a vendor's own repository, and
 //! depends on `mes-plugin-api` "1" (a registry), on `--api-git` (a tag of a collector
@@ -14,6 +14,8 @@ use std::{
     path::{Component, Path, PathBuf},
     process::{Command, ExitCode},
 };
+
+use toml_edit::{Array, DocumentMut, InlineTable, Item, RawString, Table, Value};
 
 const CARGO_TOML: &str = include_str!("scaffold/Cargo.toml.tmpl");
 const RELEASE_PROFILE: &str = include_str!("scaffold/release_profile.tmpl");
@@ -136,7 +138,7 @@ pub fn new_plugin(req: &Request) -> Result<Created, String> {
     let workspace = if req.standalone {
         None
     } else {
-        find_workspace_root(&dir)
+        find_workspace_root(&dir)?
     };
     let member = workspace
         .as_ref()
@@ -154,31 +156,34 @@ pub fn new_plugin(req: &Request) -> Result<Created, String> {
             .map_err(|e| format!("{}: {e}", root.join("Cargo.toml").display()))?;
     }
 
-    let api_dependency = match (&req.api_git, &api_dir) {
-        (Some(git), _) => match &git.tag {
-            Some(tag) => format!(
-                "{{ git = {}, tag = {}, version = \"1\" }}",
-                toml_string(&git.url),
-                toml_string(tag)
-            ),
-            None => format!("{{ git = {}, version = \"1\" }}", toml_string(&git.url)),
-        },
-        (None, Some(api)) => {
+    let mut api = InlineTable::new();
+    match (&req.api_git, &api_dir) {
+        (Some(git), _) => {
+            api.insert("git", git.url.as_str().into());
+            if let Some(tag) = &git.tag {
+                api.insert("tag", tag.as_str().into());
+            }
+        }
+        (None, Some(api_dir)) => {
             // Relative inside a workspace, so that the checkout can move; absolute for
             // a crate of its own, which lives wherever its author keeps it.
             let path = match &workspace {
-                Some(root) if api.starts_with(root) => relative_to(api, &crate_dir),
-                _ => api.display().to_string(),
+                Some(root) if api_dir.starts_with(root) => relative_to(api_dir, &crate_dir),
+                _ => api_dir.display().to_string(),
             };
-            format!("{{ path = {}, version = \"1\" }}", toml_string(&path))
+            api.insert("path", path.into());
         }
-        (None, None) => "\"1\"".to_string(),
-    };
-    let api_dev_dependency = if api_dependency.starts_with('{') {
-        api_dependency.replace(" }", ", features = [\"testing\"] }")
+        (None, None) => {}
+    }
+    api.insert("version", "1".into());
+    // From the registry: the plain `"1"` a reader expects, not `{ version = "1" }`.
+    let api_dependency = if api.len() == 1 {
+        Value::from("1").to_string()
     } else {
-        "{ version = \"1\", features = [\"testing\"] }".to_string()
+        api.to_string()
     };
+    api.insert("features", Array::from_iter(["testing"]).into());
+    let api_dev_dependency = api.to_string();
     let lib_name = req.name.replace('-', "_");
     let lib_file = format!(
         "{}{lib_name}.{}",
@@ -451,14 +456,18 @@ fn absolute(path: &Path) -> Result<PathBuf, String> {
 
 /// The nearest directory at or above `dir` whose Cargo.toml has a `[workspace]` table:
 /// the workspace Cargo would put a crate in `dir` into.
-pub fn find_workspace_root(dir: &Path) -> Option<PathBuf> {
-    dir.ancestors()
-        .find(|d| {
-            fs::read_to_string(d.join("Cargo.toml"))
-                .map(|t| t.lines().any(|l| table_header(l) == Some("workspace")))
-                .unwrap_or(false)
-        })
-        .map(Path::to_path_buf)
+pub fn find_workspace_root(dir: &Path) -> Result<Option<PathBuf>, String> {
+    for d in dir.ancestors() {
+        let manifest = d.join("Cargo.toml");
+        let Ok(text) = fs::read_to_string(&manifest) else {
+            continue;
+        };
+        let doc = parse_manifest(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+        if workspace_table(&doc).is_some() {
+            return Ok(Some(d.to_path_buf()));
+        }
+    }
+    Ok(None)
 }
 
 fn member_path(root: &Path, crate_dir: &Path) -> Result<String, String> {
@@ -479,7 +488,7 @@ fn member_path(root: &Path, crate_dir: &Path) -> Result<String, String> {
 /// The workspace's own `mes-plugin-api`, if one of its members is it.
 fn workspace_api(root: &Path) -> Option<PathBuf> {
     let text = fs::read_to_string(root.join("Cargo.toml")).ok()?;
-    array_entries(&text, "members")
+    members(&text)
         .ok()?
         .into_iter()
         .map(|m| root.join(m))
@@ -501,28 +510,17 @@ fn api_checkout(path: &Path) -> Result<PathBuf, String> {
     }
 }
 
-/// `name = "..."` of the `[package]` table of `dir/Cargo.toml`.
+/// `name` of the `[package]` table of `dir/Cargo.toml`.
 fn package_name(dir: &Path) -> Option<String> {
     let text = fs::read_to_string(dir.join("Cargo.toml")).ok()?;
-    let mut table = None;
-    for line in text.lines() {
-        if let Some(t) = table_header(line) {
-            table = Some(t.to_string());
-            continue;
-        }
-        if table.as_deref() == Some("package") {
-            if let Some(value) = key_value(line, "name") {
-                return Some(value.trim().trim_matches('"').to_string());
-            }
-        }
-    }
-    None
+    let doc = parse_manifest(&text).ok()?;
+    Some(doc.get("package")?.get("name")?.as_str()?.to_string())
 }
 
 /// Two packages of one name cannot share a workspace; say so before Cargo does.
 fn check_unique_package(root: &Path, name: &str) -> Result<(), String> {
     let text = read(&root.join("Cargo.toml"))?;
-    for member in array_entries(&text, "members").unwrap_or_default() {
+    for member in members(&text).unwrap_or_default() {
         if member.contains('*') {
             continue;
         }
@@ -561,89 +559,45 @@ fn relative_to(to: &Path, from: &Path) -> String {
     }
 }
 
-fn toml_string(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+fn parse_manifest(text: &str) -> Result<DocumentMut, String> {
+    text.parse().map_err(|e: toml_edit::TomlError| {
+        format!(
+            "not valid TOML; fix it, or pass --standalone to keep the new crate out of the workspace:\n{}",
+            e.to_string().trim_end()
+        )
+    })
 }
 
-/// `Some("workspace")` for a `[workspace]` line.
-fn table_header(line: &str) -> Option<&str> {
-    let t = line.trim();
-    let t = t.split('#').next().unwrap_or("").trim();
-    t.strip_prefix('[')?.strip_suffix(']').map(str::trim)
+/// The `[workspace]` table. Cargo also makes a workspace of a manifest with only
+/// `[workspace.package]` or dotted `workspace.` keys; such a manifest is left alone, and
+/// the crate gets a `[workspace]` of its own, which builds, where editing would fail
+/// for want of a `members` list.
+fn workspace_table(doc: &DocumentMut) -> Option<&Table> {
+    doc.get("workspace")?
+        .as_table()
+        .filter(|t| !t.is_implicit())
 }
 
-/// The value of `key = value` on this line, if that is what it is.
-fn key_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let rest = line.trim_start().strip_prefix(key)?;
-    rest.trim_start().strip_prefix('=')
-}
-
-/// Where the array `key = [ ... ]` of the `[workspace]` table is in `text`: the byte
-/// offsets of its `[` and `]`.
-fn find_array(text: &str, key: &str) -> Option<(usize, usize)> {
-    let mut in_workspace = false;
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        if let Some(t) = table_header(line) {
-            in_workspace = t == "workspace";
-        } else if in_workspace {
-            if let Some(value) = key_value(line, key) {
-                let open = offset + (line.len() - value.len()) + value.find('[')?;
-                let close = open + closing_bracket(&text[open..])?;
-                return Some((open, close));
-            }
-        }
-        offset += line.len();
+/// The `[workspace]` `members` of the manifest `text`; none when it has no such list.
+fn members(text: &str) -> Result<Vec<String>, String> {
+    let doc = parse_manifest(text)?;
+    match workspace_table(&doc).and_then(|w| w.get("members")?.as_array()) {
+        Some(list) => entries(list, "members"),
+        None => Ok(Vec::new()),
     }
-    None
 }
 
-/// Offset of the `]` closing the `[` that `s` starts with, skipping strings and comments.
-fn closing_bracket(s: &str) -> Option<usize> {
-    let mut in_string = false;
-    let mut in_comment = false;
-    let mut escaped = false;
-    for (i, c) in s.char_indices().skip(1) {
-        match (in_string, in_comment, c) {
-            (_, true, '\n') => in_comment = false,
-            (_, true, _) => {}
-            (true, _, '\\') if !escaped => {
-                escaped = true;
-                continue;
-            }
-            (true, _, '"') if !escaped => in_string = false,
-            (true, _, _) => {}
-            (false, _, '"') => in_string = true,
-            (false, _, '#') => in_comment = true,
-            (false, _, ']') => return Some(i),
-            _ => {}
-        }
-        escaped = false;
-    }
-    None
-}
-
-/// The strings of the `[workspace]` array `key`; empty when there is no such array.
-fn array_entries(text: &str, key: &str) -> Result<Vec<String>, String> {
-    let Some((open, close)) = find_array(text, key) else {
-        return Ok(Vec::new());
-    };
-    let inner = &text[open + 1..close];
-    let mut entries = Vec::new();
-    for line in inner.lines() {
-        let line = line.split('#').next().unwrap_or("");
-        for part in line.split(',') {
-            let p = part.trim();
-            if p.is_empty() {
-                continue;
-            }
-            match p.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
-                Some(s) => entries.push(s.to_string()),
-                None => return Err(format!("cannot read {key} entry {p}")),
-            }
-        }
-    }
-    Ok(entries)
+/// The strings of the list `key`.
+fn entries(list: &Array, key: &str) -> Result<Vec<String>, String> {
+    list.iter()
+        .map(|v| {
+            v.as_str().map(str::to_string).ok_or_else(|| {
+                let mut bare = v.clone();
+                bare.decor_mut().clear();
+                format!("{key} entry {bare} is not a string; write the member's path in quotes")
+            })
+        })
+        .collect()
 }
 
 /// Whether a `members` entry (possibly `dir/*`) already covers `member`.
@@ -659,74 +613,100 @@ fn covers(entry: &str, member: &str) -> bool {
 
 /// The manifest text with `member` added to `[workspace]` `members`, and to
 /// `default-members` if the manifest has that list (otherwise Cargo builds every
-/// member by default anyway). Only the lists' own lines change.
+/// member by default anyway). Only the lists change; the rest of the text is kept as is.
 pub fn add_member(text: &str, member: &str) -> Result<String, String> {
-    if find_array(text, "members").is_none() {
-        return Err(format!(
+    let mut doc = parse_manifest(text)?;
+    let no_members = || {
+        format!(
             "no `members = [...]` in its [workspace] table; add \"{member}\" there by hand or scaffold outside the workspace"
-        ));
+        )
+    };
+    let workspace = doc
+        .get_mut("workspace")
+        .and_then(Item::as_table_mut)
+        .ok_or_else(no_members)?;
+    if workspace.get("members").and_then(Item::as_array).is_none() {
+        return Err(no_members());
     }
-    let mut out = text.to_string();
     for key in ["members", "default-members"] {
-        let Some((open, close)) = find_array(&out, key) else {
+        let Some(list) = workspace.get_mut(key).and_then(Item::as_array_mut) else {
             continue;
         };
-        let entries = array_entries(&out, key)?;
-        if entries.iter().any(|e| covers(e, member)) {
+        if entries(list, key)?.iter().any(|e| covers(e, member)) {
             continue;
         }
-        out = insert_entry(&out, open, close, member);
+        append(list, member);
     }
-    Ok(out)
+    Ok(line_endings_like(text, doc.to_string()))
 }
 
-fn insert_entry(text: &str, open: usize, close: usize, member: &str) -> String {
-    let quoted = toml_string(member);
-    let inner = &text[open + 1..close];
-    if !inner.contains('\n') {
-        // One line: `["a", "b"]` → `["a", "b", "new"]`.
-        let body = inner.trim_end();
-        let sep = if body.trim().is_empty() {
-            ""
-        } else if body.ends_with(',') {
-            " "
-        } else {
-            ", "
-        };
-        let body = if body.trim().is_empty() { "" } else { body };
-        return format!(
-            "{}{body}{sep}{quoted}]{}",
-            &text[..open + 1],
-            &text[close + 1..]
-        );
+/// Adds `member` laid out like the list: after the last entry on a one-line list; on
+/// a line of its own, indented like the entries, on a list of one entry per line, the
+/// comment after the last entry staying on that entry's line.
+fn append(list: &mut Array, member: &str) {
+    // Everything between the last entry (or its comma) and `]`: the new entry goes in it.
+    let mut after_last = String::new();
+    if !list.trailing_comma() {
+        if let Some(last) = list.iter_mut().last() {
+            after_last.push_str(raw(last.decor().suffix()));
+            last.decor_mut().set_suffix("");
+        }
     }
-    // One entry per line: a new line after the last entry, indented like it.
-    let last_quote = inner.rfind('"').map(|i| open + 1 + i);
-    let Some(last_quote) = last_quote else {
-        return format!("{}\n    {quoted},\n{}", &text[..open + 1], &text[close..]);
+    after_last.push_str(raw(Some(list.trailing())));
+    let one_line = !after_last.contains('\n')
+        && list.iter().all(|v| {
+            !raw(v.decor().prefix()).contains('\n') && !raw(v.decor().suffix()).contains('\n')
+        });
+    let prefix = if one_line {
+        after_last.clear();
+        if list.is_empty() { "" } else { " " }.to_string()
+    } else {
+        let indent = list
+            .iter()
+            .filter_map(|v| {
+                raw(v.decor().prefix())
+                    .rsplit_once('\n')
+                    .map(|(_, i)| i.to_string())
+            })
+            .last()
+            .unwrap_or_else(|| "    ".to_string());
+        // A comment after the last entry stays on its line; one on lines of their own
+        // before `]` stays above the new entry.
+        let (before, closing) =
+            after_last.split_at(after_last.rfind('\n').unwrap_or(after_last.len()));
+        let prefix = format!("{before}\n{indent}");
+        after_last = closing.to_string();
+        prefix
     };
-    let line_start = text[..last_quote].rfind('\n').map_or(0, |i| i + 1);
-    let indent: String = text[line_start..]
-        .chars()
-        .take_while(|c| *c == ' ' || *c == '\t')
-        .collect();
-    let line_end = text[last_quote..]
-        .find('\n')
-        .map_or(close, |i| last_quote + i);
-    let after_quote = &text[last_quote + 1..line_end];
-    let needs_comma = !after_quote.trim_start().starts_with(',');
-    let mut out = String::with_capacity(text.len() + member.len() + 16);
-    out.push_str(&text[..last_quote + 1]);
-    if needs_comma {
-        out.push(',');
+    let mut entry = Value::from(member);
+    entry.decor_mut().set_prefix(prefix);
+    entry.decor_mut().set_suffix("");
+    list.set_trailing(after_last);
+    list.set_trailing_comma(!one_line);
+    list.push_formatted(entry);
+}
+
+fn raw(s: Option<&RawString>) -> &str {
+    s.and_then(RawString::as_str).unwrap_or("")
+}
+
+/// toml_edit ends the lines it writes with `\n`, and the file with one; a manifest
+/// written with `\r\n` throughout keeps them all, and one without a line break at its
+/// end keeps that too.
+fn line_endings_like(original: &str, edited: String) -> String {
+    let lines = original.matches('\n').count();
+    let mut edited = if lines > 0 && original.matches("\r\n").count() == lines {
+        edited.replace("\r\n", "\n").replace('\n', "\r\n")
+    } else {
+        edited
+    };
+    if !original.ends_with('\n') && edited.ends_with('\n') {
+        edited.pop();
+        if edited.ends_with('\r') {
+            edited.pop();
+        }
     }
-    out.push_str(&text[last_quote + 1..line_end]);
-    out.push('\n');
-    out.push_str(&indent);
-    out.push_str(&quoted);
-    out.push(',');
-    out.push_str(&text[line_end..]);
-    out
+    edited
 }
 
 #[cfg(test)]
@@ -777,6 +757,123 @@ members = "not this one"
             "[workspace]\nmembers = [\"x\"]\n"
         );
         assert!(add_member("[workspace]\nresolver = \"2\"\n", "x").is_err());
+    }
+
+    #[test]
+    fn one_line_lists_stay_on_one_line() {
+        for (list, edited) in [
+            (r#"["a", "b"]"#, r#"["a", "b", "x"]"#),
+            (r#"[ "a" ]"#, r#"[ "a", "x"]"#),
+            (r#"["a",]"#, r#"["a", "x"]"#),
+            ("[ ]", r#"["x"]"#),
+        ] {
+            assert_eq!(
+                add_member(&format!("[workspace]\nmembers = {list} # all\n"), "x").unwrap(),
+                format!("[workspace]\nmembers = {edited} # all\n")
+            );
+        }
+    }
+
+    #[test]
+    fn comments_in_a_multi_line_list_stay_where_they_were() {
+        let text = "[workspace]\nmembers = [\n  # Shipped.\n  \"a\", \"b\" # two\n  # Vendors' below.\n]\n";
+        assert_eq!(
+            add_member(text, "c").unwrap(),
+            "[workspace]\nmembers = [\n  # Shipped.\n  \"a\", \"b\", # two\n  # Vendors' below.\n  \"c\",\n]\n"
+        );
+        assert_eq!(
+            add_member("[workspace]\nmembers = [\n]\n", "x").unwrap(),
+            "[workspace]\nmembers = [\n    \"x\",\n]\n"
+        );
+    }
+
+    #[test]
+    fn a_crate_already_a_member_is_not_added_again() {
+        let text = "[workspace]\nmembers = [\"a\"]\ndefault-members = [\"a\"]\n";
+        assert_eq!(add_member(text, "a").unwrap(), text);
+        assert_eq!(
+            add_member(
+                "[workspace]\nmembers = [\"a\"]\ndefault-members = []\n",
+                "a"
+            )
+            .unwrap(),
+            "[workspace]\nmembers = [\"a\"]\ndefault-members = [\"a\"]\n"
+        );
+    }
+
+    #[test]
+    fn line_breaks_are_kept_as_the_manifest_has_them() {
+        assert_eq!(
+            add_member(
+                "[workspace]\r\nmembers = [\r\n    \"a\", # c\r\n]\r\ndefault-members = [\"a\"]\r\n",
+                "x"
+            )
+            .unwrap(),
+            "[workspace]\r\nmembers = [\r\n    \"a\", # c\r\n    \"x\",\r\n]\r\ndefault-members = [\"a\", \"x\"]\r\n"
+        );
+        assert_eq!(
+            add_member("[workspace]\nmembers = [\"a\"]", "x").unwrap(),
+            "[workspace]\nmembers = [\"a\", \"x\"]"
+        );
+    }
+
+    #[test]
+    fn this_repositorys_manifest_gains_two_lines() {
+        let text = include_str!("../../Cargo.toml");
+        let out = add_member(text, "plugins/cnc-lathe").unwrap();
+        let added = "    \"plugins/cnc-lathe\",\n";
+        assert_eq!(out.matches(added).count(), 2, "{out}");
+        assert_eq!(out.replace(added, ""), text);
+    }
+
+    #[test]
+    fn a_manifest_that_cannot_be_edited_is_refused_saying_what_to_do() {
+        for (text, says) in [
+            (
+                "[workspace\nmembers = []\n",
+                "not valid TOML; fix it, or pass --standalone",
+            ),
+            ("[workspace]\nmembers = \"a\"\n", "add \"x\" there by hand"),
+            (
+                "[workspace]\nmembers = [\"a\", 3]\n",
+                "members entry 3 is not a string",
+            ),
+            (
+                "[workspace]\nmembers = [\"a\"]\ndefault-members = [{ a = 1 }]\n",
+                "default-members entry { a = 1 } is not a string",
+            ),
+        ] {
+            let e = add_member(text, "x").unwrap_err();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_workspace_root_is_the_nearest_manifest_with_a_workspace_table() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("plugins/new");
+        fs::create_dir_all(&dir).unwrap();
+        assert_eq!(find_workspace_root(&dir).unwrap(), None);
+        fs::write(root.path().join("Cargo.toml"), ROOT).unwrap();
+        fs::write(
+            root.path().join("plugins/Cargo.toml"),
+            "[package]\nname = \"p\" # not a workspace\n\n[workspace.package]\nedition = \"2021\"\n",
+        )
+        .unwrap();
+        assert_eq!(find_workspace_root(&dir).unwrap(), Some(root.path().into()));
+        assert_eq!(
+            package_name(&root.path().join("plugins")).as_deref(),
+            Some("p")
+        );
+        fs::write(root.path().join("plugins/Cargo.toml"), "[package\n").unwrap();
+        let e = find_workspace_root(&dir).unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "{}: not valid TOML",
+                root.path().join("plugins/Cargo.toml").display()
+            )),
+            "{e}"
+        );
     }
 
     #[test]
