@@ -23,6 +23,10 @@ pub(super) enum ApiSource<'a> {
 impl ApiSource<'_> {
     /// The value of `mes-plugin-api = ...` in the crate's Cargo.toml, with `features`.
     pub(super) fn dependency(&self, features: &[&str]) -> String {
+        // Cargo's shorthand for a registry version, what a reader expects.
+        if let (ApiSource::Registry, []) = (self, features) {
+            return Value::from("1").to_string();
+        }
         let mut dep = InlineTable::new();
         match self {
             ApiSource::Registry => {}
@@ -43,12 +47,7 @@ impl ApiSource<'_> {
                 Array::from_iter(features.iter().copied()).into(),
             );
         }
-        // The plain `"1"` a reader expects, not `{ version = "1" }`.
-        if dep.len() == 1 {
-            Value::from("1").to_string()
-        } else {
-            dep.to_string()
-        }
+        dep.to_string()
     }
 }
 
@@ -156,4 +155,38 @@ fn render(template: &str, vars: &[(&str, String)]) -> String {
     }
     debug_assert!(!out.contains("{{"), "unrendered placeholder in:\n{out}");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_dependency_is_written_as_cargo_toml_would_have_it() {
+        assert_eq!(ApiSource::Registry.dependency(&[]), r#""1""#);
+        assert_eq!(
+            ApiSource::Registry.dependency(&["testing"]),
+            r#"{ version = "1", features = ["testing"] }"#
+        );
+        assert_eq!(
+            ApiSource::Path("../../plugin-api".into()).dependency(&[]),
+            r#"{ path = "../../plugin-api", version = "1" }"#
+        );
+        let git = GitSource {
+            url: r#"file:///srv/a "b" } \ c.git"#.into(),
+            tag: Some("mes-plugin-api-v1.1.0".into()),
+        };
+        let written = ApiSource::Git(&git).dependency(&["testing"]);
+        let read: toml_edit::DocumentMut = format!("api = {written}\n").parse().unwrap();
+        assert_eq!(
+            read["api"]["git"].as_str(),
+            Some(git.url.as_str()),
+            "{written}"
+        );
+        assert_eq!(
+            read["api"]["features"][0].as_str(),
+            Some("testing"),
+            "{written}"
+        );
+    }
 }
