@@ -295,17 +295,14 @@ fn main() -> ExitCode {
             api_git,
             api_tag,
             standalone,
-        } => ExitCode::from(mes_collector::scaffold::main(
-            &mes_collector::scaffold::Request {
-                name,
-                class,
-                dir,
-                api_path,
-                api_git: api_git
-                    .map(|url| mes_collector::scaffold::GitSource { url, tag: api_tag }),
-                standalone,
-            },
-        )),
+        } => mes_collector::scaffold::main(&mes_collector::scaffold::Request {
+            name,
+            class,
+            dir,
+            api_path,
+            api_git: api_git.map(|url| mes_collector::scaffold::GitSource { url, tag: api_tag }),
+            standalone,
+        }),
         Command::NewMapping {
             class,
             from,
