@@ -1,0 +1,61 @@
+//! A COMMIT whose answer was lost: the batch may be in MySQL or not. The position
+//! row, committed with the rows, tells which; on a Galera cluster it is read on
+//! another node only once the cluster has dropped the node the COMMIT went to.
+
+use std::time::{Duration, Instant};
+
+use log::warn;
+
+use super::{
+    connection::{endpoint_name, galera_view},
+    MysqlSink,
+};
+
+/// How long an in-doubt commit waits for the cluster to drop the node it was sent to,
+/// before the position is read on another node anyway.
+const VIEW_CHANGE_WAIT: Duration = Duration::from_secs(60);
+
+/// Where a COMMIT whose answer was lost was sent, to decide it on another node.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Doubt {
+    pub(super) endpoint: usize,
+    /// The Galera view at the last commit before it, if on Galera.
+    pub(super) view: Option<u64>,
+    pub(super) since: Instant,
+}
+
+impl MysqlSink {
+    /// On a Galera cluster, before a commit sent to one node is decided on another:
+    /// waits until the cluster has dropped the first node (its view changed since the
+    /// last commit). Galera delivers every write set of a view before the view change,
+    /// so a commit the dead node had sent out is then known to the node read here (and
+    /// `wsrep_sync_wait` makes the read wait until it is applied); read earlier, it
+    /// could still be on its way, and the batch would be written twice.
+    pub(super) fn await_view_change(&mut self, doubt: &Doubt) -> Result<(), mysql::Error> {
+        self.connection()?;
+        let Some(before) = doubt.view else {
+            return Ok(());
+        };
+        if self.endpoint == doubt.endpoint {
+            return Ok(());
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let now = galera_view(conn)?.unwrap_or(before);
+        if now > before {
+            return Ok(());
+        }
+        if doubt.since.elapsed() >= VIEW_CHANGE_WAIT {
+            warn!(
+                "the cluster still lists the node the last commit went to after {} s; deciding it on {} all the same",
+                VIEW_CHANGE_WAIT.as_secs(),
+                endpoint_name(&self.cfg, self.endpoint)
+            );
+            return Ok(());
+        }
+        Err(std::io::Error::other(format!(
+            "a commit sent to {} is in doubt; waiting for the cluster to drop that node before reading whether it happened",
+            endpoint_name(&self.cfg, doubt.endpoint)
+        ))
+        .into())
+    }
+}
