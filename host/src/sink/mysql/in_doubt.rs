@@ -17,7 +17,7 @@ const VIEW_CHANGE_WAIT: Duration = Duration::from_secs(60);
 
 /// Where a COMMIT whose answer was lost was sent, to decide it on another node.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Doubt {
+pub(super) struct CommitInDoubt {
     pub(super) endpoint: usize,
     /// The Galera view at the last commit before it, if on Galera.
     pub(super) view: Option<u64>,
@@ -31,7 +31,7 @@ impl MysqlSink {
     /// so a commit the dead node had sent out is then known to the node read here (and
     /// `wsrep_sync_wait` makes the read wait until it is applied); read earlier, it
     /// could still be on its way, and the batch would be written twice.
-    pub(super) fn await_view_change(&mut self, doubt: &Doubt) -> Result<(), mysql::Error> {
+    pub(super) fn await_view_change(&mut self, doubt: &CommitInDoubt) -> Result<(), mysql::Error> {
         self.connection()?;
         let Some(before) = doubt.view else {
             return Ok(());

@@ -6,13 +6,13 @@ use mysql::{prelude::Queryable, Transaction};
 
 use crate::sink::batch::{Batch, Shapes};
 
-use super::{errors::is_rejection, rows::write_entries, statements::Statements};
+use super::{errors::is_rejection, rows::write_entries, statements::StatementCache};
 
 /// Writes `which`; if MySQL refuses, splits it in halves under savepoints until the
 /// refused messages are found, and lists them in `refused`.
 pub(super) fn write_isolating(
     tx: &mut Transaction<'_>,
-    stmts: &mut Statements,
+    stmts: &mut StatementCache,
     shapes: &Shapes,
     batch: &Batch,
     which: &[usize],

@@ -45,10 +45,10 @@ use connection::{
 };
 use dead_letters::{claim_replayed, write_dead_letters};
 use errors::is_conflict;
-use in_doubt::Doubt;
+use in_doubt::CommitInDoubt;
 use isolate::write_isolating;
 use position::{read_position, write_position};
-use statements::Statements;
+use statements::StatementCache;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -64,7 +64,7 @@ pub struct Committed {
 /// How an attempt ends: committed with the spool position it reaches, or rolled back
 /// after every statement ran (a dry run, which still finds what MySQL would refuse).
 #[derive(Debug, Clone, Copy)]
-enum Ending {
+enum TransactionEnd {
     Commit { position: u64 },
     RollBack,
 }
@@ -83,9 +83,9 @@ pub struct MysqlSink {
     endpoint: usize,
     /// When an earlier server than `endpoint` was last tried.
     tried_return: Instant,
-    /// The Galera view as of the last commit, `None` off Galera (see `Doubt`).
+    /// The Galera view as of the last commit, `None` off Galera (see `CommitInDoubt`).
     view: Option<u64>,
-    stmts: Statements,
+    stmts: StatementCache,
     payload_limit: usize,
     /// Since when the database has been unreachable, for logging state changes once.
     down_since: Option<Instant>,
@@ -111,7 +111,7 @@ impl MysqlSink {
             endpoint: 0,
             tried_return: Instant::now(),
             view: None,
-            stmts: Statements::default(),
+            stmts: StatementCache::default(),
             payload_limit,
             down_since: None,
             last_check: Instant::now(),
@@ -145,7 +145,7 @@ impl MysqlSink {
     ) -> Result<Committed, Stopped> {
         let held = batch.len();
         // Set when a COMMIT was sent but its answer lost: the batch may be in MySQL.
-        let mut marked_in_doubt: Option<(Vec<usize>, Doubt)> = None;
+        let mut marked_in_doubt: Option<(Vec<usize>, CommitInDoubt)> = None;
         self.retrying(stop, held, |sink| {
             if let Some((marked, doubt)) = &marked_in_doubt {
                 // The position commits with the rows, so it tells whether they did.
@@ -160,18 +160,18 @@ impl MysqlSink {
                 }
                 marked_in_doubt = None;
             }
-            sink.try_commit(batch, shapes, Ending::Commit { position }).map_err(|failure| {
+            sink.try_commit(batch, shapes, TransactionEnd::Commit { position }).map_err(|failure| {
                 match &failure {
-                    Failure::InDoubt(_, marked) => {
-                        let doubt = Doubt {
+                    CommitAttemptError::InDoubt(_, marked) => {
+                        let doubt = CommitInDoubt {
                             endpoint: sink.endpoint,
                             view: sink.view,
                             since: Instant::now(),
                         };
                         marked_in_doubt = Some((marked.clone(), doubt));
                     }
-                    Failure::LeaseLost(why) => lease_lost(why),
-                    Failure::NotCommitted(_) => {}
+                    CommitAttemptError::LeaseLost(why) => lease_lost(why),
+                    CommitAttemptError::NotCommitted(_) => {}
                 }
                 failure.into_error()
             })
@@ -188,8 +188,8 @@ impl MysqlSink {
         stop: &AtomicBool,
     ) -> Result<Committed, Stopped> {
         self.retrying(stop, batch.len(), |sink| {
-            sink.try_commit(batch, shapes, Ending::RollBack)
-                .map_err(Failure::into_error)
+            sink.try_commit(batch, shapes, TransactionEnd::RollBack)
+                .map_err(CommitAttemptError::into_error)
         })
     }
 
@@ -358,45 +358,52 @@ impl MysqlSink {
         &mut self,
         batch: &mut Batch,
         shapes: &Shapes,
-        ending: Ending,
-    ) -> Result<Committed, Failure> {
+        end: TransactionEnd,
+    ) -> Result<Committed, CommitAttemptError> {
         let client_id = self.client_id.clone();
         let payload_limit = self.payload_limit;
-        self.connection().map_err(Failure::NotCommitted)?;
+        self.connection()
+            .map_err(CommitAttemptError::NotCommitted)?;
         let conn = self.conn.as_mut().expect("connected above");
         self.stmts
             .merge
             .learn(conn, shapes)
-            .map_err(Failure::NotCommitted)?;
+            .map_err(CommitAttemptError::NotCommitted)?;
         let mut tx = conn
             .start_transaction(TxOpts::default())
-            .map_err(Failure::NotCommitted)?;
+            .map_err(CommitAttemptError::NotCommitted)?;
         if let Some(lease) = &self.lease {
-            if !lease.renew(&mut tx).map_err(Failure::NotCommitted)? {
+            if !lease
+                .renew(&mut tx)
+                .map_err(CommitAttemptError::NotCommitted)?
+            {
                 // Not ours any more, or the row is gone: the claim, outside the batch,
                 // takes it back where the holder is gone, or names the holder.
                 drop(tx);
                 match lease.claim(conn) {
                     Ok(Ok(())) => {}
                     Ok(Err(refused)) => {
-                        return Err(Failure::LeaseLost(
+                        return Err(CommitAttemptError::LeaseLost(
                             refused.explain(lease.client_id(), lease.ttl()),
                         ))
                     }
-                    Err(e) => return Err(Failure::NotCommitted(e)),
+                    Err(e) => return Err(CommitAttemptError::NotCommitted(e)),
                 }
                 tx = conn
                     .start_transaction(TxOpts::default())
-                    .map_err(Failure::NotCommitted)?;
-                if !lease.renew(&mut tx).map_err(Failure::NotCommitted)? {
-                    return Err(Failure::NotCommitted(mysql::Error::from(
+                    .map_err(CommitAttemptError::NotCommitted)?;
+                if !lease
+                    .renew(&mut tx)
+                    .map_err(CommitAttemptError::NotCommitted)?
+                {
+                    return Err(CommitAttemptError::NotCommitted(mysql::Error::from(
                         std::io::Error::other("the lease just claimed could not be renewed"),
                     )));
                 }
             }
             self.last_renewal = Instant::now();
         }
-        claim_replayed(&mut tx, batch).map_err(Failure::NotCommitted)?;
+        claim_replayed(&mut tx, batch).map_err(CommitAttemptError::NotCommitted)?;
         let live: Vec<usize> = (0..batch.len())
             .filter(|&i| batch.entries[i].dead.is_none() && !batch.entries[i].taken_elsewhere())
             .collect();
@@ -410,7 +417,7 @@ impl MysqlSink {
             0,
             &mut refused,
         )
-        .map_err(Failure::NotCommitted)?;
+        .map_err(CommitAttemptError::NotCommitted)?;
         let mut marked = Vec::with_capacity(refused.len());
         for (i, reason) in refused {
             let e = &mut batch.entries[i];
@@ -428,14 +435,14 @@ impl MysqlSink {
                 batch.entries[i].dead = None;
             }
         };
-        let position = match ending {
-            Ending::Commit { position } => position,
-            Ending::RollBack => {
+        let position = match end {
+            TransactionEnd::Commit { position } => position,
+            TransactionEnd::RollBack => {
                 let written = write_dead_letters(&mut tx, batch, payload_limit);
                 let rolled_back = written.and_then(|()| tx.rollback());
                 if let Err(e) = rolled_back {
                     unmark(batch, marked);
-                    return Err(Failure::NotCommitted(e));
+                    return Err(CommitAttemptError::NotCommitted(e));
                 }
                 return Ok(Committed::of(batch));
             }
@@ -444,12 +451,12 @@ impl MysqlSink {
             .and_then(|()| write_position(&mut tx, &client_id, position));
         if let Err(e) = written {
             unmark(batch, marked);
-            return Err(Failure::NotCommitted(e));
+            return Err(CommitAttemptError::NotCommitted(e));
         }
         match tx.commit() {
             Ok(()) => {
                 // The view this commit was made in: a later commit in doubt is decided
-                // elsewhere only once the cluster has moved past it (`Doubt`).
+                // elsewhere only once the cluster has moved past it (`CommitInDoubt`).
                 if self.view.is_some() {
                     if let Some(conn) = self.conn.as_mut() {
                         self.view = cluster_view(conn).ok().flatten().or(self.view);
@@ -461,16 +468,16 @@ impl MysqlSink {
             // it rolled the transaction back.
             Err(e @ mysql::Error::MySqlError(_)) => {
                 unmark(batch, marked);
-                Err(Failure::NotCommitted(e))
+                Err(CommitAttemptError::NotCommitted(e))
             }
             // The server may have committed before the connection broke.
-            Err(e) => Err(Failure::InDoubt(e, marked)),
+            Err(e) => Err(CommitAttemptError::InDoubt(e, marked)),
         }
     }
 }
 
 /// Why an attempt to commit failed.
-enum Failure {
+enum CommitAttemptError {
     NotCommitted(mysql::Error),
     /// COMMIT was sent and its answer lost; the indices are the messages the attempt
     /// marked as refused by MySQL.
@@ -479,11 +486,11 @@ enum Failure {
     LeaseLost(String),
 }
 
-impl Failure {
+impl CommitAttemptError {
     fn into_error(self) -> mysql::Error {
         match self {
-            Failure::NotCommitted(e) | Failure::InDoubt(e, _) => e,
-            Failure::LeaseLost(why) => mysql::Error::from(std::io::Error::other(why)),
+            CommitAttemptError::NotCommitted(e) | CommitAttemptError::InDoubt(e, _) => e,
+            CommitAttemptError::LeaseLost(why) => mysql::Error::from(std::io::Error::other(why)),
         }
     }
 }

@@ -8,7 +8,7 @@ use mysql::{prelude::Queryable, Transaction};
 
 use crate::sink::batch::{Batch, Op, Shapes};
 
-use super::statements::Statements;
+use super::statements::StatementCache;
 
 /// Most placeholders MySQL accepts in one statement.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -65,21 +65,21 @@ fn next_chunk(rows: &[&[Value]]) -> usize {
 }
 
 /// Rows waiting to be written, grouped by shape in order of first appearance.
-struct Pending<'b> {
+struct RowsByShape<'b> {
     groups: Vec<(usize, Vec<&'b [Value]>)>,
-    slot: HashMap<usize, usize>,
+    group_of_shape: HashMap<usize, usize>,
 }
 
-impl<'b> Pending<'b> {
+impl<'b> RowsByShape<'b> {
     fn new() -> Self {
-        Pending {
+        RowsByShape {
             groups: Vec::new(),
-            slot: HashMap::new(),
+            group_of_shape: HashMap::new(),
         }
     }
 
     fn push(&mut self, shape: usize, values: &'b [Value]) {
-        let i = *self.slot.entry(shape).or_insert_with(|| {
+        let i = *self.group_of_shape.entry(shape).or_insert_with(|| {
             self.groups.push((shape, Vec::new()));
             self.groups.len() - 1
         });
@@ -89,7 +89,7 @@ impl<'b> Pending<'b> {
     fn flush(
         &mut self,
         tx: &mut Transaction<'_>,
-        stmts: &mut Statements,
+        stmts: &mut StatementCache,
         shapes: &Shapes,
     ) -> Result<(), mysql::Error> {
         for (shape, rows) in self.groups.drain(..) {
@@ -105,7 +105,7 @@ impl<'b> Pending<'b> {
                 rest = &rest[n..];
             }
         }
-        self.slot.clear();
+        self.group_of_shape.clear();
         Ok(())
     }
 }
@@ -113,24 +113,24 @@ impl<'b> Pending<'b> {
 /// Writes the listed messages' rows, coalesced; `exec` statements are barriers.
 pub(super) fn write_entries(
     tx: &mut Transaction<'_>,
-    stmts: &mut Statements,
+    stmts: &mut StatementCache,
     shapes: &Shapes,
     batch: &Batch,
     which: &[usize],
 ) -> Result<(), mysql::Error> {
-    let mut pending = Pending::new();
+    let mut rows = RowsByShape::new();
     for &i in which {
         let e = &batch.entries[i];
         for op in &batch.ops[e.first_op..e.end_op] {
             match op {
-                Op::Row { shape, values } => pending.push(*shape, values),
+                Op::Row { shape, values } => rows.push(*shape, values),
                 Op::Exec { sql, params } => {
-                    pending.flush(tx, stmts, shapes)?;
+                    rows.flush(tx, stmts, shapes)?;
                     let params: Vec<mysql::Value> = params.iter().map(to_mysql).collect();
                     tx.exec_drop(sql.as_str(), positional(params))?;
                 }
             }
         }
     }
-    pending.flush(tx, stmts, shapes)
+    rows.flush(tx, stmts, shapes)
 }

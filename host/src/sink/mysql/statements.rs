@@ -12,7 +12,7 @@ use crate::sink::{
 
 /// SQL text per (shape, rows), and which rows of a shape merge.
 #[derive(Default)]
-pub(super) struct Statements {
+pub(super) struct StatementCache {
     /// Learnt per connection, outside the batches' transactions.
     pub(super) merge: MergeKeys,
     cache: HashMap<(usize, usize), String>,
@@ -21,7 +21,7 @@ pub(super) struct Statements {
     pub(super) prepared: HashMap<(usize, usize), Statement>,
 }
 
-impl Statements {
+impl StatementCache {
     /// The prepared statement for `rows` rows of `shape`.
     pub(super) fn get(
         &mut self,
