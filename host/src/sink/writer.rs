@@ -170,7 +170,9 @@ impl Writer {
         since: &mut Totals,
     ) -> Result<(), Stopped> {
         let started = Instant::now();
-        let done = self.sink.commit(batch, &self.shapes, position, stop)?;
+        let done = self
+            .sink
+            .commit(batch, &self.shapes, Some(position), stop)?;
         self.commit_time.record(started.elapsed());
         self.metrics
             .commit_seconds

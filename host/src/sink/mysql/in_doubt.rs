@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 
+use crate::config::DbConfig;
+
 use super::{
     connection::{endpoint_name, galera_view},
     MysqlSink,
@@ -58,4 +60,21 @@ impl MysqlSink {
         ))
         .into())
     }
+}
+
+/// What is said of a COMMIT of `held` messages, sent to `endpoint`, whose answer was
+/// lost, when no position row was written with it: nothing can tell whether it
+/// happened.
+pub(super) fn undecidable(
+    cfg: &DbConfig,
+    endpoint: usize,
+    held: usize,
+    e: &mysql::Error,
+) -> String {
+    format!(
+        "the COMMIT of a batch of {held} messages was sent to {} but its answer was lost ({e}): \
+         the batch may or may not be stored, and with no position row nothing tells which; \
+         not sent again, since that could store it twice",
+        endpoint_name(cfg, endpoint)
+    )
 }

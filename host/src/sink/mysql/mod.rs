@@ -45,7 +45,7 @@ use connection::{
 };
 use dead_letters::{claim_replayed, write_dead_letters};
 use errors::is_conflict;
-use in_doubt::CommitInDoubt;
+use in_doubt::{undecidable, CommitInDoubt};
 use isolate::write_isolating;
 use position::{read_position, write_position};
 use statements::StatementCache;
@@ -61,18 +61,26 @@ pub struct Committed {
     pub taken: usize,
 }
 
-/// How an attempt ends: committed with the spool position it reaches, or rolled back
-/// after every statement ran (a dry run, which still finds what MySQL would refuse).
+/// How an attempt ends: committed, with the spool position it reaches written to
+/// `collector_position` if there is one, or rolled back after every statement ran (a
+/// dry run, which still finds what MySQL would refuse).
 #[derive(Debug, Clone, Copy)]
 enum TransactionEnd {
-    Commit { position: u64 },
+    Commit { position: Option<u64> },
     RollBack,
 }
 
-/// The dispatcher was told to stop while the database was unreachable; the batch
-/// stays in the spool for the next start.
+/// Why the sink gave up on a batch before it was committed.
 #[derive(Debug)]
-pub struct Stopped;
+pub enum Stopped {
+    /// The dispatcher was told to stop while the database was unreachable; the batch
+    /// stays in the spool for the next start.
+    Asked,
+    /// A commit without a position ([`MysqlSink::commit`] with `None`) was sent and its
+    /// answer lost: nothing can tell whether it happened, and sending it again could
+    /// store the batch twice. What happened, for the user.
+    InDoubt(String),
+}
 
 pub struct MysqlSink {
     cfg: DbConfig,
@@ -133,49 +141,61 @@ impl MysqlSink {
         self.retrying(stop, 0, |sink| sink.committed_position())
     }
 
-    /// Commits the batch with the spool position it reaches, retrying through outages
-    /// until it is in MySQL. Messages MySQL refuses become dead letters in the same
-    /// transaction.
+    /// Commits the batch, retrying through outages until it is in MySQL. Messages
+    /// MySQL refuses become dead letters in the same transaction. `position`, the spool
+    /// position the batch reaches, is written to `collector_position` in that
+    /// transaction too; it is what tells whether a commit whose answer was lost
+    /// happened. With `None` (the replay commands, which have no spool) no position
+    /// row is written, and such a commit ends in [`Stopped::InDoubt`].
     pub fn commit(
         &mut self,
         batch: &mut Batch,
         shapes: &Shapes,
-        position: u64,
+        position: Option<u64>,
         stop: &AtomicBool,
     ) -> Result<Committed, Stopped> {
         let held = batch.len();
         // Set when a COMMIT was sent but its answer lost: the batch may be in MySQL.
         let mut marked_in_doubt: Option<(Vec<usize>, CommitInDoubt)> = None;
-        self.retrying(stop, held, |sink| {
-            if let Some((marked, doubt)) = &marked_in_doubt {
+        let committed = self.retrying(stop, held, |sink| {
+            if let (Some((marked, doubt)), Some(position)) = (&marked_in_doubt, position) {
                 // The position commits with the rows, so it tells whether they did.
                 // Until it can be read, the batch stays in doubt.
                 sink.await_view_change(doubt)?;
                 if sink.committed_position()? >= Some(position) {
                     info!("the batch up to spool record {position} was committed before the connection dropped; not writing it again");
-                    return Ok(Committed::of(batch));
+                    return Ok(Ok(Committed::of(batch)));
                 }
                 for &i in marked {
                     batch.entries[i].dead = None;
                 }
                 marked_in_doubt = None;
             }
-            sink.try_commit(batch, shapes, TransactionEnd::Commit { position }).map_err(|failure| {
-                match &failure {
-                    CommitAttemptError::InDoubt(_, marked) => {
-                        let doubt = CommitInDoubt {
-                            endpoint: sink.endpoint,
-                            view: sink.view,
-                            since: Instant::now(),
-                        };
-                        marked_in_doubt = Some((marked.clone(), doubt));
-                    }
-                    CommitAttemptError::LeaseLost(why) => lease_lost(why),
-                    CommitAttemptError::NotCommitted(_) => {}
+            match sink.try_commit(batch, shapes, TransactionEnd::Commit { position }) {
+                Ok(committed) => Ok(Ok(committed)),
+                // No position to read back: given up on, below.
+                Err(CommitAttemptError::InDoubt(e, _)) if position.is_none() => {
+                    sink.conn = None;
+                    Ok(Err(undecidable(&sink.cfg, sink.endpoint, held, &e)))
                 }
-                failure.into_error()
-            })
-        })
+                Err(failure) => {
+                    match &failure {
+                        CommitAttemptError::InDoubt(_, marked) => {
+                            let doubt = CommitInDoubt {
+                                endpoint: sink.endpoint,
+                                view: sink.view,
+                                since: Instant::now(),
+                            };
+                            marked_in_doubt = Some((marked.clone(), doubt));
+                        }
+                        CommitAttemptError::LeaseLost(why) => lease_lost(why),
+                        CommitAttemptError::NotCommitted(_) => {}
+                    }
+                    Err(failure.into_error())
+                }
+            }
+        })?;
+        committed.map_err(Stopped::InDoubt)
     }
 
     /// Runs the batch's statements as [`MysqlSink::commit`] would, then rolls the
@@ -327,7 +347,7 @@ impl MysqlSink {
                     let until = Instant::now() + backoff;
                     while Instant::now() < until {
                         if stop.load(Ordering::Relaxed) {
-                            return Err(Stopped);
+                            return Err(Stopped::Asked);
                         }
                         std::thread::sleep(Duration::from_millis(50));
                     }
@@ -447,8 +467,11 @@ impl MysqlSink {
                 return Ok(Committed::of(batch));
             }
         };
-        let written = write_dead_letters(&mut tx, batch, payload_limit)
-            .and_then(|()| write_position(&mut tx, &client_id, position));
+        let written =
+            write_dead_letters(&mut tx, batch, payload_limit).and_then(|()| match position {
+                Some(position) => write_position(&mut tx, &client_id, position),
+                None => Ok(()),
+            });
         if let Err(e) = written {
             unmark(batch, marked);
             return Err(CommitAttemptError::NotCommitted(e));
