@@ -22,3 +22,21 @@ pub(super) fn write_position(
 pub(super) fn read_position(conn: &mut Conn, client_id: &str) -> Result<Option<u64>, mysql::Error> {
     conn.exec_first(READ_POSITION, (client_id,))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_position_row_is_upserted_by_client_id_and_read_back_by_it() {
+        assert_eq!(
+            WRITE_POSITION,
+            "INSERT INTO collector_position (client_id, last_seq) VALUES (?, ?) \
+             ON DUPLICATE KEY UPDATE last_seq = VALUES(last_seq)"
+        );
+        assert_eq!(
+            READ_POSITION,
+            "SELECT last_seq FROM collector_position WHERE client_id = ?"
+        );
+    }
+}
