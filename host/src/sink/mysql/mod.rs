@@ -428,16 +428,8 @@ impl MysqlSink {
             .filter(|&i| batch.entries[i].dead.is_none() && !batch.entries[i].taken_elsewhere())
             .collect();
         let mut refused = Vec::new();
-        write_isolating(
-            &mut tx,
-            &mut self.stmts,
-            shapes,
-            batch,
-            &live,
-            0,
-            &mut refused,
-        )
-        .map_err(CommitAttemptError::NotCommitted)?;
+        write_isolating(&mut tx, &mut self.stmts, shapes, batch, &live, &mut refused)
+            .map_err(CommitAttemptError::NotCommitted)?;
         let mut marked = Vec::with_capacity(refused.len());
         for (i, reason) in refused {
             let e = &mut batch.entries[i];
@@ -537,5 +529,38 @@ impl Committed {
             dead,
             taken,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::batch::Replayed;
+
+    #[test]
+    fn a_committed_batch_counts_stored_dead_and_taken_messages_once_each() {
+        let replayed = |gone| Replayed {
+            id: 1,
+            received_at: String::new(),
+            replays: 0,
+            gone,
+        };
+        let mut batch = Batch::default();
+        // stored; dead; taken by another replay; taken, though it failed again;
+        // replayed and stored.
+        for (dead, replay_of) in [
+            (false, None),
+            (true, None),
+            (false, Some(replayed(true))),
+            (true, Some(replayed(true))),
+            (false, Some(replayed(false))),
+        ] {
+            batch.begin("t");
+            batch.current().replay_of = replay_of;
+            let dl = dead.then(|| DeadLetter::new(Reason::DbRejected, "refused"));
+            batch.end(Vec::new(), dl);
+        }
+        let c = Committed::of(&batch);
+        assert_eq!((c.stored, c.dead, c.taken), (2, 1, 2));
     }
 }
