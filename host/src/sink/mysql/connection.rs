@@ -130,3 +130,87 @@ pub(super) fn endpoint_name(cfg: &DbConfig, endpoint: usize) -> String {
     let (host, port) = cfg.endpoints().swap_remove(endpoint);
     crate::config::endpoint_text(&host, port)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn cluster(hosts: &[&str]) -> DbConfig {
+        DbConfig {
+            host: String::new(),
+            port: 3306,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            user: "mes".into(),
+            password: "pw".into(),
+            password_file: None,
+            database: "cnc_database".into(),
+            tls: None,
+        }
+    }
+
+    #[test]
+    fn endpoints_are_named_host_colon_port_with_brackets_for_ipv6() {
+        let cfg = cluster(&["db1", "db2:3307", "[::1]:3308", "10.0.0.9"]);
+        let names: Vec<String> = (0..4).map(|i| endpoint_name(&cfg, i)).collect();
+        assert_eq!(
+            names,
+            ["db1:3306", "db2:3307", "[::1]:3308", "10.0.0.9:3306"]
+        );
+        let single = DbConfig {
+            host: "localhost".into(),
+            port: 3310,
+            ..cluster(&[])
+        };
+        assert_eq!(endpoint_name(&single, 0), "localhost:3310");
+    }
+
+    #[test]
+    fn the_options_connect_over_tcp_to_the_chosen_server_with_timeouts() {
+        let cfg = cluster(&["db1", "db2:3307"]);
+        let opts = opts(&cfg, 1, Duration::from_millis(1_500));
+        assert_eq!(opts.get_ip_or_hostname(), "db2");
+        assert_eq!(opts.get_tcp_port(), 3307);
+        assert_eq!(opts.get_user(), Some("mes"));
+        assert_eq!(opts.get_pass(), Some("pw"));
+        assert_eq!(opts.get_db_name(), Some("cnc_database"));
+        assert!(!opts.get_prefer_socket());
+        assert_eq!(opts.get_stmt_cache_size(), 256);
+        assert_eq!(
+            opts.get_tcp_connect_timeout(),
+            Some(Duration::from_millis(1_500))
+        );
+        assert_eq!(opts.get_read_timeout(), Some(&Duration::from_secs(30)));
+        assert_eq!(opts.get_write_timeout(), Some(&Duration::from_secs(30)));
+        assert!(opts.get_ssl_opts().is_none());
+    }
+
+    #[test]
+    fn tls_verifies_the_ca_always_and_the_host_name_unless_told_not_to() {
+        let tls = |verify_hostname, cert: Option<&str>| TlsConfig {
+            ca_file: Some(PathBuf::from("/etc/ca.pem")),
+            cert_file: cert.map(PathBuf::from),
+            key_file: cert.map(|_| PathBuf::from("/etc/client.key")),
+            verify_hostname,
+        };
+        let ssl = ssl_opts(&tls(true, None));
+        assert_eq!(ssl.root_cert_path(), Some(Path::new("/etc/ca.pem")));
+        assert!(!ssl.skip_domain_validation());
+        assert!(!ssl.accept_invalid_certs());
+        assert!(ssl.client_identity().is_none());
+
+        let ssl = ssl_opts(&tls(false, Some("/etc/client.pem")));
+        assert!(ssl.skip_domain_validation());
+        assert!(!ssl.accept_invalid_certs());
+        let id = ssl.client_identity().expect("a client certificate");
+        assert_eq!(id.cert_chain_path(), Path::new("/etc/client.pem"));
+        assert_eq!(id.priv_key_path(), Path::new("/etc/client.key"));
+
+        let cfg = DbConfig {
+            tls: Some(tls(true, None)),
+            ..cluster(&["db1"])
+        };
+        assert!(opts(&cfg, 0, CONNECT_TIMEOUT).get_ssl_opts().is_some());
+    }
+}

@@ -78,3 +78,30 @@ pub(super) fn undecidable(
         endpoint_name(cfg, endpoint)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undecidable_commit_is_told_with_where_it_went_and_what_was_not_done() {
+        let cfg = DbConfig {
+            host: String::new(),
+            port: 3306,
+            hosts: vec!["db1".into(), "db2:3307".into()],
+            user: "mes".into(),
+            password: String::new(),
+            password_file: None,
+            database: "cnc_database".into(),
+            tls: None,
+        };
+        let lost = mysql::Error::from(std::io::Error::other("connection reset"));
+        assert_eq!(
+            undecidable(&cfg, 1, 500, &lost),
+            "the COMMIT of a batch of 500 messages was sent to db2:3307 but its answer was \
+             lost (IoError { connection reset }): the batch may or may not be stored, \
+             and with no position row nothing tells which; not sent again, since that could \
+             store it twice"
+        );
+    }
+}

@@ -174,4 +174,119 @@ mod tests {
             format!("`ts`=IF({},VALUES(`ts`),`ts`)", gt("ts"))
         );
     }
+
+    fn shape_of(kind: RowKind, table: &str, columns: &[&str], order_by: &[&str]) -> Shape {
+        Shape {
+            table: table.into(),
+            ..shape(kind, columns, order_by)
+        }
+    }
+
+    /// `ON DUPLICATE KEY UPDATE` of `Db::upsert_newest` for columns `k`, `ts`, `seq`
+    /// ordered by `ts`, `seq`: is the new row greater by `ts`, then `seq`, then `k`.
+    const NEWER_BY_TS_SEQ_K: &str = "VALUES(`ts`)>`ts` OR (`ts` IS NULL AND VALUES(`ts`) IS NOT NULL) \
+        OR (VALUES(`ts`)<=>`ts` AND (VALUES(`seq`)>`seq` OR (`seq` IS NULL AND VALUES(`seq`) IS NOT NULL) \
+        OR (VALUES(`seq`)<=>`seq` AND (VALUES(`k`)>`k` OR (`k` IS NULL AND VALUES(`k`) IS NOT NULL)))))";
+
+    #[test]
+    fn cnc_data_rows_are_inserted_several_to_a_statement() {
+        let cnc_data = shape_of(
+            RowKind::Insert,
+            "cnc_data",
+            &["cnc_id", "part_program", "timestamp", "json_data"],
+            &[],
+        );
+        assert_eq!(
+            row_statement(&cnc_data, 1),
+            "INSERT INTO `cnc_data` (`cnc_id`,`part_program`,`timestamp`,`json_data`) VALUES (?,?,?,?)"
+        );
+        assert_eq!(
+            row_statement(&cnc_data, 3),
+            "INSERT INTO `cnc_data` (`cnc_id`,`part_program`,`timestamp`,`json_data`) \
+             VALUES (?,?,?,?),(?,?,?,?),(?,?,?,?)"
+        );
+    }
+
+    #[test]
+    fn an_upsert_takes_every_column_of_the_new_row() {
+        let cnc_status = shape_of(
+            RowKind::Upsert,
+            "cnc_status",
+            &["cnc_id", "status", "spindle_speed"],
+            &[],
+        );
+        assert_eq!(
+            row_statement(&cnc_status, 2),
+            "INSERT INTO `cnc_status` (`cnc_id`,`status`,`spindle_speed`) VALUES (?,?,?),(?,?,?) \
+             ON DUPLICATE KEY UPDATE `cnc_id`=VALUES(`cnc_id`),`status`=VALUES(`status`),\
+             `spindle_speed`=VALUES(`spindle_speed`)"
+        );
+    }
+
+    #[test]
+    fn upsert_newest_by_two_columns_compares_both_before_the_rest() {
+        let newest = shape_of(
+            RowKind::UpsertNewest,
+            "plant.status",
+            &["k", "ts", "seq"],
+            &["ts", "seq"],
+        );
+        let n = NEWER_BY_TS_SEQ_K;
+        assert_eq!(
+            row_statement(&newest, 2),
+            format!(
+                "INSERT INTO `plant`.`status` (`k`,`ts`,`seq`) VALUES (?,?,?),(?,?,?) \
+                 ON DUPLICATE KEY UPDATE `k`=IF({n},VALUES(`k`),`k`),\
+                 `seq`=IF({n},VALUES(`seq`),`seq`),`ts`=IF({n},VALUES(`ts`),`ts`)"
+            )
+        );
+    }
+
+    #[test]
+    fn upsert_newest_names_an_ordering_column_as_order_by_spells_it_and_once() {
+        // MySQL compares column names without case: `Ts` is `ts`, compared first.
+        let gt = |c: &str| {
+            format!("VALUES(`{c}`)>`{c}` OR (`{c}` IS NULL AND VALUES(`{c}`) IS NOT NULL)")
+        };
+        let newer = format!("{} OR (VALUES(`ts`)<=>`ts` AND ({}))", gt("ts"), gt("K"));
+        assert_eq!(
+            newest_updates(&["K".into(), "Ts".into()], &["ts".into()]),
+            format!("`K`=IF({newer},VALUES(`K`),`K`),`ts`=IF({newer},VALUES(`ts`),`ts`)")
+        );
+    }
+
+    #[test]
+    fn a_table_is_quoted_part_by_part() {
+        assert_eq!(quote_table("cnc_data"), "`cnc_data`");
+        assert_eq!(quote_table("db1.cnc_data"), "`db1`.`cnc_data`");
+    }
+
+    #[test]
+    fn the_text_is_made_once_per_shape_number_and_row_count() {
+        let mut shapes = Shapes::default();
+        shapes.extend(vec![
+            shape_of(RowKind::Insert, "a", &["x"], &[]),
+            shape_of(RowKind::Upsert, "b", &["y"], &[]),
+        ]);
+        let mut cache = StatementCache::default();
+        assert_eq!(
+            cache.sql(&shapes, 0, 2),
+            "INSERT INTO `a` (`x`) VALUES (?),(?)"
+        );
+        assert_eq!(
+            cache.sql(&shapes, 1, 1),
+            "INSERT INTO `b` (`y`) VALUES (?) ON DUPLICATE KEY UPDATE `y`=VALUES(`y`)"
+        );
+        // A shape's number stands for it for good: the text is not made again.
+        let mut renumbered = Shapes::default();
+        renumbered.extend(vec![shape_of(RowKind::Insert, "z", &["x"], &[])]);
+        assert_eq!(
+            cache.sql(&renumbered, 0, 2),
+            "INSERT INTO `a` (`x`) VALUES (?),(?)"
+        );
+        let mut keys: Vec<_> = cache.cache.keys().copied().collect();
+        keys.sort();
+        assert_eq!(keys, [(0, 2), (1, 1)]);
+        assert!(cache.prepared.is_empty());
+    }
 }
