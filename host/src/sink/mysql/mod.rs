@@ -5,6 +5,18 @@
 //! savepoints, and those become dead letters while the rest of the batch commits. Lost
 //! connectivity is retried with capped exponential back-off until MySQL is back; the
 //! batch waits in memory, and the MQTT callback behind it waits too.
+//!
+//! This file is the sink itself: one attempt at a batch's transaction, the retries
+//! around it, and the connection it keeps. The rest, by concern:
+//! - `connection`: the driver's options, the servers of `hosts` in order, Galera
+//!   readiness and view;
+//! - `errors`: what a MySQL error means for the batch (conflict, refusal, outage);
+//! - `statements`: the SQL text of a shape's rows, and the prepared statements;
+//! - `rows`: rows grouped by shape, cut into chunks, values converted;
+//! - `isolate`: the savepoint bisection that finds the messages MySQL refuses;
+//! - `dead_letters`: the `dead_letters` rows written and claimed in the transaction;
+//! - `position`: the `collector_position` row;
+//! - `in_doubt`: deciding a COMMIT whose answer was lost.
 
 use std::{
     sync::{
