@@ -13,7 +13,6 @@ GRANT SELECT, INSERT, UPDATE ON cnc_database.cnc_status         TO 'mes_collecto
 GRANT SELECT, INSERT, UPDATE ON cnc_database.collector_position TO 'mes_collector'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE ON cnc_database.collector_lease TO 'mes_collector'@'%';
 -- Only for `mes-collector dead-letters replay` with this user (docs/dead-letters.md):
--- it takes replayed dead letters out, and removes its own position row when it ends.
--- Leave them out if operators replay with a user of their own.
+-- it takes replayed dead letters out. Leave it out if operators replay with a user
+-- of their own.
 -- GRANT DELETE ON cnc_database.dead_letters       TO 'mes_collector'@'%';
--- GRANT DELETE ON cnc_database.collector_position TO 'mes_collector'@'%';

@@ -853,7 +853,7 @@ end_state() {
 }
 
 # newest_updates COLUMN...: the ON DUPLICATE KEY UPDATE list the collector's
-# upsert_newest sends (host/src/sink/mysql.rs, newest_updates), ordering by the columns
+# upsert_newest sends (host/src/sink/mysql/statements.rs, newest_updates), ordering by the columns
 # in the order given: a stored row is replaced only by a greater one, NULL first.
 newest_updates() {
     local c newer="" i=0 n=$#

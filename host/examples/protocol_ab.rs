@@ -31,7 +31,7 @@ fn connect(url: &str, db: &str) -> Conn {
         eprintln!("protocol_ab: cannot connect to {url} (database {db}): {e}");
         exit(1)
     });
-    // The collector's session (host/src/sink/mysql.rs, connect_to).
+    // The collector's session (host/src/sink/mysql/connection.rs, connect_to).
     conn.query_drop("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
         .expect("sql_mode can be set");
     conn

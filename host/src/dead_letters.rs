@@ -233,7 +233,7 @@ fn db_error(cfg: &Config, e: mysql::Error) -> String {
             "; the table lacks columns of this version: apply database.sql (it adds them and keeps what exists)"
         }
         mysql::Error::MySqlError(se) if se.code == 1142 => {
-            "; a replay needs DELETE on dead_letters and collector_position beyond the collector's grants (docs/dead-letters.md)"
+            "; a replay needs DELETE on dead_letters beyond the collector's grants (docs/dead-letters.md)"
         }
         _ => "",
     };
@@ -492,7 +492,6 @@ pub fn replay(
     reader
         .query_drop("START TRANSACTION")
         .and_then(|()| reader.query_drop("DELETE FROM dead_letters WHERE 1 = 0"))
-        .and_then(|()| reader.query_drop("DELETE FROM collector_position WHERE 1 = 0"))
         .and_then(|()| reader.query_drop("ROLLBACK"))
         .map_err(|e| db_error(&sink.cfg, e))?;
     let router = router(&mut sink.cfg)?;
@@ -511,7 +510,6 @@ pub fn replay(
     let mut batch = Batch::default();
     let mut summary = Summary::default();
     let mut after = 0u64;
-    let mut step = 0usize;
     let started = Instant::now();
     while summary.selected < total {
         let want = (total - summary.selected).min(sink.batch_size as u64);
@@ -564,8 +562,7 @@ pub fn replay(
         if dry_run {
             sink.trial(&mut batch, handler.shapes())?;
         } else {
-            step += 1;
-            sink.commit(&mut batch, handler.shapes(), step)?;
+            sink.commit(&mut batch, handler.shapes())?;
         }
         report(&batch, handler.shapes(), &was, dry_run, &mut summary, out)?;
         batch.clear();

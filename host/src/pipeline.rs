@@ -65,7 +65,7 @@ impl Pipeline {
         let writer = thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
-                let Ok(committed) = sink.read_position(writer_stop.flag()) else {
+                let Ok(committed) = sink.read_position(&writer_stop) else {
                     return Totals::default(); // stopped before the database answered
                 };
                 let _ = start_at.send(start_position(committed, first, next));

@@ -13,11 +13,9 @@ use std::{
     fs::File,
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
-    sync::atomic::AtomicBool,
 };
 
 use mes_plugin_api::Value;
-use mysql::prelude::Queryable;
 
 use crate::{
     config::{ClassMapping, Config},
@@ -26,9 +24,10 @@ use crate::{
     isolation::Isolation,
     metrics::Metrics,
     plugins::{load_file, trust::PluginPolicy, Router},
+    shutdown::Shutdown,
     sink::{
         batch::{Batch, Op, RowKind, Shapes},
-        mysql::{connect, Committed, MysqlSink},
+        mysql::{connect, Committed, MysqlSink, Stopped},
     },
 };
 
@@ -221,11 +220,11 @@ pub fn replay(opts: &Options, out: &mut dyn Write) -> Result<Summary, String> {
             handler.handle(&opts.topic, payload, &mut batch);
             lines.push(line);
         }
-        let Some(&last_line) = lines.last() else {
+        if lines.is_empty() {
             break;
-        };
+        }
         if let Some(sink) = sink.as_mut() {
-            sink.commit(&mut batch, handler.shapes(), last_line)?;
+            sink.commit(&mut batch, handler.shapes())?;
         }
         report(
             &batch,
@@ -369,15 +368,15 @@ pub(crate) fn load_config(dir: &Path) -> Result<Config, String> {
     })
 }
 
-/// `--write`: the collector's MySQL sink under a client id of the replay's own, so that
-/// the running collector's spool position is never touched, and without its lease.
-/// `mes-collector dead-letters replay` writes through it too.
+/// `--write`: the collector's MySQL sink without its lease, and committing no spool
+/// position (a replay has no spool), so that the running collector's position is
+/// never touched and nothing is left behind. `mes-collector dead-letters replay` writes
+/// through it too.
 pub(crate) struct Sink {
     sink: MysqlSink,
     pub(crate) cfg: Config,
-    client_id: String,
     pub(crate) batch_size: usize,
-    stop: AtomicBool,
+    stop: Shutdown,
 }
 
 impl Sink {
@@ -386,6 +385,8 @@ impl Sink {
         // Fails fast here, rather than in the sink, which waits for the database.
         connect(&cfg.db)
             .map_err(|e| format!("database {}: cannot connect: {e}", cfg.db.target()))?;
+        // Only named in the sink: with no position and no lease, nothing is written
+        // under it.
         let client_id = format!("mes-collector-replay-{}", std::process::id());
         let metrics = Metrics::new(std::iter::empty(), std::iter::empty());
         let sink = MysqlSink::new(
@@ -398,22 +399,20 @@ impl Sink {
             sink,
             batch_size: cfg.collector.batch.max_messages,
             cfg,
-            client_id,
-            stop: AtomicBool::new(false),
+            stop: Shutdown::default(),
         })
     }
 
-    /// Commits the batch; `step` grows with every batch of the run (the replay's own
-    /// position, by which a commit whose answer was lost is known to have happened).
+    /// Commits the batch. A commit whose answer was lost is an error: with no
+    /// position row, nothing tells whether it happened.
     pub(crate) fn commit(
         &mut self,
         batch: &mut Batch,
         shapes: &Shapes,
-        step: usize,
     ) -> Result<Committed, String> {
         self.sink
-            .commit(batch, shapes, step as u64, &self.stop)
-            .map_err(|_| "stopped while the database was unreachable".to_string())
+            .commit(batch, shapes, None, &self.stop)
+            .map_err(stopped)
     }
 
     /// Runs the batch's statements and rolls them back (see [`MysqlSink::trial`]).
@@ -422,28 +421,14 @@ impl Sink {
         batch: &mut Batch,
         shapes: &Shapes,
     ) -> Result<Committed, String> {
-        self.sink
-            .trial(batch, shapes, &self.stop)
-            .map_err(|_| "stopped while the database was unreachable".to_string())
+        self.sink.trial(batch, shapes, &self.stop).map_err(stopped)
     }
 }
 
-/// The sink records a spool position with every commit; a replay has no spool, so its
-/// row goes when the replay ends, however it ends.
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let removed = connect(&self.cfg.db).and_then(|mut c| {
-            c.exec_drop(
-                "DELETE FROM collector_position WHERE client_id = ?",
-                (self.client_id.as_str(),),
-            )
-        });
-        if let Err(e) = removed {
-            log::warn!(
-                "could not remove the replay's row {:?} from collector_position: {e}",
-                self.client_id
-            );
-        }
+fn stopped(why: Stopped) -> String {
+    match why {
+        Stopped::Asked => "stopped while the database was unreachable".to_string(),
+        Stopped::InDoubt(what) => what,
     }
 }
 

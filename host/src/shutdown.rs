@@ -34,11 +34,6 @@ impl Shutdown {
         self.0.swap(true, Ordering::SeqCst)
     }
 
-    /// The flag itself, for code that takes one.
-    pub(crate) fn flag(&self) -> &AtomicBool {
-        &self.0
-    }
-
     pub fn requested(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }

@@ -295,3 +295,60 @@ fn a_connection_lost_while_committing_does_not_store_the_batch_twice() {
         collector.log()
     );
 }
+
+/// `mes-collector replay --write` commits no position row, so a COMMIT whose answer was
+/// lost cannot be decided afterwards: the replay stops and says so, rather than
+/// sending the batch again and maybe storing it twice; the server's commit stands.
+#[test]
+fn a_replay_that_loses_the_answer_to_its_commit_stops_and_says_so() {
+    let db = TestDb::new("replay_indoubt");
+    let proxy = TcpProxy::start("127.0.0.1:3306");
+    let setup = Setup::new(&db, "replay_indoubt", "[]", &[]);
+    setup.write_db(&db, proxy.port);
+    let file = setup.path().join("messages.jsonl");
+    std::fs::write(&file, [SAMPLES[0], SAMPLES[2]].join("\n")).unwrap();
+    let type_a = plugin_lib("cnc-type-a");
+    proxy.cut_after_next_commit();
+    let mut replay = mes_collector(&[
+        "replay",
+        "--plugin",
+        type_a.to_str().unwrap(),
+        "--cnc-id",
+        "CNC001",
+        "--write",
+        "--config-dir",
+        setup.path().to_str().unwrap(),
+        file.to_str().unwrap(),
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while replay.try_wait().unwrap().is_none() {
+        if proxy.trap_sprung() {
+            // A replay that sent the batch again would get through now.
+            proxy.restore();
+        }
+        if std::time::Instant::now() > until {
+            let _ = replay.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = replay.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        proxy.trap_sprung(),
+        "no COMMIT went through the proxy: {said}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("replay: the COMMIT of a batch of 2 messages was sent to 127.0.0.1:")
+            && said.contains("the batch may or may not be stored"),
+        "{said}"
+    );
+    // The server ran the COMMIT: stored once, and no position row anywhere.
+    assert_eq!(db.count("SELECT COUNT(*) FROM cnc_data"), 2, "{said}");
+    assert_eq!(db.count("SELECT COUNT(*) FROM collector_position"), 0);
+}

@@ -155,7 +155,7 @@ impl Writer {
         let started = Instant::now();
         let done = self
             .sink
-            .commit(batch, &self.shapes, position, stop.flag())?;
+            .commit(batch, &self.shapes, Some(position), stop)?;
         self.commit_time.record(started.elapsed());
         self.metrics
             .commit_seconds

@@ -1,0 +1,571 @@
+//! Where messages are written: one MySQL transaction per batch.
+//!
+//! Rows of the same shape from all the batch's messages are coalesced into multi-row
+//! statements. A statement MySQL refuses is traced to the message(s) behind it with
+//! savepoints, and those become dead letters while the rest of the batch commits. Lost
+//! connectivity is retried with capped exponential back-off until MySQL is back; the
+//! batch waits in memory, and the MQTT callback behind it waits too.
+//!
+//! This file is the sink itself: one attempt at a batch's transaction, the retries
+//! around it, and the connection it keeps. The rest, by concern:
+//! - `connection`: the driver's options, the servers of `hosts` in order, Galera
+//!   readiness and view;
+//! - `errors`: what a MySQL error means for the batch (conflict, refusal, outage);
+//! - `statements`: the SQL text of a shape's rows, and the prepared statements;
+//! - `rows`: rows grouped by shape, cut into chunks, values converted;
+//! - `isolate`: the savepoint bisection that finds the messages MySQL refuses;
+//! - `dead_letters`: the `dead_letters` rows written and claimed in the transaction;
+//! - `position`: the `collector_position` row;
+//! - `in_doubt`: deciding a COMMIT whose answer was lost.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use log::{debug, error, info, warn};
+use mysql::{prelude::Queryable, Conn, TxOpts};
+
+use crate::{
+    dead_letter::{DeadLetter, Reason},
+    metrics::Metrics,
+    shutdown::{Backoff, Shutdown},
+    sink::config::DbConfig,
+    sink::{
+        batch::{Batch, Shapes},
+        lease::Lease,
+    },
+};
+
+mod connection;
+mod dead_letters;
+mod errors;
+mod in_doubt;
+mod isolate;
+mod position;
+mod rows;
+mod statements;
+
+pub use connection::{connect, opts};
+pub use statements::row_statement;
+
+use connection::{
+    cluster_view, connect_first, endpoint_name, galera_ready, galera_view, CONNECT_TIMEOUT,
+    RETURN_EVERY, RETURN_TIMEOUT,
+};
+use dead_letters::{claim_replayed, write_dead_letters};
+use errors::is_conflict;
+use in_doubt::{undecidable, CommitInDoubt};
+use isolate::write_isolating;
+use position::{read_position, write_position};
+use statements::StatementCache;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Outcome of one committed batch, for logs and counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Committed {
+    pub stored: usize,
+    pub dead: usize,
+    /// Replayed dead letters another replay took first (see `claim_replayed`).
+    pub taken: usize,
+}
+
+/// How an attempt ends: committed, with the spool position it reaches written to
+/// `collector_position` if there is one, or rolled back after every statement ran (a
+/// dry run, which still finds what MySQL would refuse).
+#[derive(Debug, Clone, Copy)]
+enum TransactionEnd {
+    Commit { position: Option<u64> },
+    RollBack,
+}
+
+/// Why the sink gave up on a batch before it was committed.
+#[derive(Debug)]
+pub enum Stopped {
+    /// The dispatcher was told to stop while the database was unreachable; the batch
+    /// stays in the spool for the next start.
+    Asked,
+    /// A commit without a position ([`MysqlSink::commit`] with `None`) was sent and its
+    /// answer lost: nothing can tell whether it happened, and sending it again could
+    /// store the batch twice. What happened, for the user.
+    InDoubt(String),
+}
+
+pub struct MysqlSink {
+    cfg: DbConfig,
+    /// The key of this collector's row in `collector_position`.
+    client_id: String,
+    conn: Option<Conn>,
+    /// Which of `cfg.endpoints()` `conn` is connected to.
+    endpoint: usize,
+    /// When an earlier server than `endpoint` was last tried.
+    tried_return: Instant,
+    /// The Galera view as of the last commit, `None` off Galera (see `CommitInDoubt`).
+    view: Option<u64>,
+    stmts: StatementCache,
+    payload_limit: usize,
+    /// Since when the database has been unreachable, for logging state changes once.
+    down_since: Option<Instant>,
+    last_check: Instant,
+    /// The collector's claim on its client_id, renewed with every commit and while
+    /// idle; `None` for `replay`, which writes under a client_id of its own.
+    lease: Option<Lease>,
+    last_renewal: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl MysqlSink {
+    pub fn new(
+        cfg: DbConfig,
+        client_id: &str,
+        payload_limit: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        MysqlSink {
+            cfg,
+            client_id: client_id.to_string(),
+            conn: None,
+            endpoint: 0,
+            tried_return: Instant::now(),
+            view: None,
+            stmts: StatementCache::default(),
+            payload_limit,
+            down_since: None,
+            last_check: Instant::now(),
+            lease: None,
+            last_renewal: Instant::now(),
+            metrics,
+        }
+    }
+
+    /// Commits only while holding `lease` (see `sink::lease`).
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The spool position this collector committed last, waiting for the database
+    /// if it is unreachable. `None` with no row yet; `Err` when told to stop.
+    pub fn read_position(&mut self, stop: &Shutdown) -> Result<Option<u64>, Stopped> {
+        self.retrying(stop, 0, |sink| sink.committed_position())
+    }
+
+    /// Commits the batch, retrying through outages until it is in MySQL. Messages
+    /// MySQL refuses become dead letters in the same transaction. `position`, the spool
+    /// position the batch reaches, is written to `collector_position` in that
+    /// transaction too; it is what tells whether a commit whose answer was lost
+    /// happened. With `None` (the replay commands, which have no spool) no position
+    /// row is written, and such a commit ends in [`Stopped::InDoubt`].
+    pub fn commit(
+        &mut self,
+        batch: &mut Batch,
+        shapes: &Shapes,
+        position: Option<u64>,
+        stop: &Shutdown,
+    ) -> Result<Committed, Stopped> {
+        let held = batch.len();
+        // Set when a COMMIT was sent but its answer lost: the batch may be in MySQL.
+        let mut marked_in_doubt: Option<(Vec<usize>, CommitInDoubt)> = None;
+        let committed = self.retrying(stop, held, |sink| {
+            if let (Some((marked, doubt)), Some(position)) = (&marked_in_doubt, position) {
+                // The position commits with the rows, so it tells whether they did.
+                // Until it can be read, the batch stays in doubt.
+                sink.await_view_change(doubt)?;
+                if sink.committed_position()? >= Some(position) {
+                    info!("the batch up to spool record {position} was committed before the connection dropped; not writing it again");
+                    return Ok(Ok(Committed::of(batch)));
+                }
+                for &i in marked {
+                    batch.entries[i].dead = None;
+                }
+                marked_in_doubt = None;
+            }
+            match sink.try_commit(batch, shapes, TransactionEnd::Commit { position }) {
+                Ok(committed) => Ok(Ok(committed)),
+                // No position to read back: given up on, below.
+                Err(CommitAttemptError::InDoubt(e, _)) if position.is_none() => {
+                    sink.conn = None;
+                    Ok(Err(undecidable(&sink.cfg, sink.endpoint, held, &e)))
+                }
+                Err(failure) => {
+                    match &failure {
+                        CommitAttemptError::InDoubt(_, marked) => {
+                            let doubt = CommitInDoubt {
+                                endpoint: sink.endpoint,
+                                view: sink.view,
+                                since: Instant::now(),
+                            };
+                            marked_in_doubt = Some((marked.clone(), doubt));
+                        }
+                        CommitAttemptError::LeaseLost(why) => lease_lost(why),
+                        CommitAttemptError::NotCommitted(_) => {}
+                    }
+                    Err(failure.into_error())
+                }
+            }
+        })?;
+        committed.map_err(Stopped::InDoubt)
+    }
+
+    /// Runs the batch's statements as [`MysqlSink::commit`] would, then rolls the
+    /// transaction back: nothing is written, and the messages MySQL would refuse are
+    /// marked as `db_rejected` dead letters in the batch.
+    pub fn trial(
+        &mut self,
+        batch: &mut Batch,
+        shapes: &Shapes,
+        stop: &Shutdown,
+    ) -> Result<Committed, Stopped> {
+        self.retrying(stop, batch.len(), |sink| {
+            sink.try_commit(batch, shapes, TransactionEnd::RollBack)
+                .map_err(CommitAttemptError::into_error)
+        })
+    }
+
+    fn committed_position(&mut self) -> Result<Option<u64>, mysql::Error> {
+        let client_id = self.client_id.clone();
+        read_position(self.connection()?, &client_id)
+    }
+
+    /// While idle, checks now and then that the database is still reachable, so that
+    /// `/readyz` and the logs tell of an outage before the next message does.
+    pub fn check_alive(&mut self) {
+        const EVERY: Duration = Duration::from_secs(2);
+        if self.last_check.elapsed() < EVERY {
+            return;
+        }
+        self.last_check = Instant::now();
+        match self.connection().and_then(|c| c.query_drop("SELECT 1")) {
+            Ok(()) => self.mark_up(""),
+            Err(e) => return self.mark_down(&e, "messages wait in the spool"),
+        }
+        // A quiet line commits nothing for a while: renew the lease anyway.
+        let Some(lease) = self.lease.clone() else {
+            return;
+        };
+        if self.last_renewal.elapsed() < lease.ttl() / 3 {
+            return;
+        }
+        match self.connection().and_then(|c| lease.claim(c)) {
+            Ok(Ok(())) => self.last_renewal = Instant::now(),
+            Ok(Err(refused)) => lease_lost(&refused.explain(lease.client_id(), lease.ttl())),
+            Err(e) => self.mark_down(&e, "messages wait in the spool"),
+        }
+    }
+
+    /// Records that the database answered; logs the end of an outage once.
+    fn mark_up(&mut self, how: &str) {
+        self.metrics.set_db_up(true);
+        if let Some(since) = self.down_since.take() {
+            info!(
+                "database {} reachable again after {:.1} s{how}",
+                self.cfg.target(),
+                since.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    /// Records that the database did not answer; logs the start of an outage once.
+    fn mark_down(&mut self, e: &mysql::Error, consequence: &str) {
+        self.conn = None;
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            self.metrics.set_db_up(false);
+            self.metrics.db_outages.inc();
+            warn!(
+                "database {} unavailable ({e}); {consequence}",
+                self.cfg.target()
+            );
+        } else {
+            debug!("database still unavailable: {e}");
+        }
+    }
+
+    fn connection(&mut self) -> Result<&mut Conn, mysql::Error> {
+        if self.conn.is_some() && self.endpoint > 0 && self.tried_return.elapsed() >= RETURN_EVERY {
+            self.tried_return = Instant::now();
+            if let Ok((conn, i)) = connect_first(&self.cfg, 0..self.endpoint, RETURN_TIMEOUT) {
+                info!(
+                    "database server {} answers again; moving back to it from {}",
+                    endpoint_name(&self.cfg, i),
+                    endpoint_name(&self.cfg, self.endpoint)
+                );
+                self.use_connection(conn, i);
+            }
+        }
+        if self.conn.is_none() {
+            let (conn, i) =
+                connect_first(&self.cfg, 0..self.cfg.endpoints().len(), CONNECT_TIMEOUT)?;
+            if i != self.endpoint {
+                warn!(
+                    "database server {} unreachable; writing to {}{}",
+                    endpoint_name(&self.cfg, self.endpoint),
+                    endpoint_name(&self.cfg, i),
+                    if i > 0 {
+                        ", trying earlier servers again every 30 s"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            self.use_connection(conn, i);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    fn use_connection(&mut self, mut conn: Conn, endpoint: usize) {
+        self.view = galera_view(&mut conn).unwrap_or(None);
+        self.conn = Some(conn);
+        self.endpoint = endpoint;
+        self.tried_return = Instant::now();
+        // Statements belong to the connection they were prepared on; the tables may
+        // have changed while it was away.
+        self.stmts.prepared.clear();
+        self.stmts.merge.clear();
+    }
+
+    /// Runs `attempt` until it succeeds, backing off (capped) while the database is
+    /// unreachable, logging once when it goes and once when it comes back.
+    fn retrying<T>(
+        &mut self,
+        stop: &Shutdown,
+        held: usize,
+        mut attempt: impl FnMut(&mut Self) -> Result<T, mysql::Error>,
+    ) -> Result<T, Stopped> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
+        let mut attempts = 0u64;
+        loop {
+            attempts += 1;
+            match attempt(self) {
+                Ok(done) => {
+                    self.mark_up(&format!(" and {attempts} attempts; resuming"));
+                    return Ok(done);
+                }
+                Err(e) if is_conflict(&e) && !self.left_primary(&e) => {
+                    // The server answered: no outage, and no back-off beyond a moment
+                    // for the other writer to finish.
+                    info!("write conflict ({e}); running the batch of {held} messages again");
+                    std::thread::sleep(Duration::from_millis(10 * attempts.min(50)));
+                }
+                Err(e) => {
+                    let consequence = format!(
+                        "{held} messages wait in the spool, retrying with back-off up to {} s",
+                        backoff.max().as_secs()
+                    );
+                    self.mark_down(&e, &consequence);
+                    if !backoff.wait(stop) {
+                        return Err(Stopped::Asked);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `e`, a lock wait timeout, came from a Galera node that has left the
+    /// primary component: there a read waiting for `wsrep_sync_wait` fails with 1205,
+    /// as a conflict would, but running it again on that node fails forever. Then the
+    /// connection is given up (the caller's outage path drops it) and the next
+    /// attempt connects to a node that is ready.
+    fn left_primary(&mut self, e: &mysql::Error) -> bool {
+        if !matches!(e, mysql::Error::MySqlError(se) if se.code == 1205) {
+            return false;
+        }
+        match self.conn.as_mut() {
+            Some(conn) => !galera_ready(conn).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// One attempt. The messages it finds MySQL refusing are marked as dead letters;
+    /// the marks are undone if the attempt surely did not commit.
+    fn try_commit(
+        &mut self,
+        batch: &mut Batch,
+        shapes: &Shapes,
+        end: TransactionEnd,
+    ) -> Result<Committed, CommitAttemptError> {
+        let client_id = self.client_id.clone();
+        let payload_limit = self.payload_limit;
+        self.connection()
+            .map_err(CommitAttemptError::NotCommitted)?;
+        let conn = self.conn.as_mut().expect("connected above");
+        self.stmts
+            .merge
+            .learn(conn, shapes)
+            .map_err(CommitAttemptError::NotCommitted)?;
+        let mut tx = conn
+            .start_transaction(TxOpts::default())
+            .map_err(CommitAttemptError::NotCommitted)?;
+        if let Some(lease) = &self.lease {
+            if !lease
+                .renew(&mut tx)
+                .map_err(CommitAttemptError::NotCommitted)?
+            {
+                // Not ours any more, or the row is gone: the claim, outside the batch,
+                // takes it back where the holder is gone, or names the holder.
+                drop(tx);
+                match lease.claim(conn) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(refused)) => {
+                        return Err(CommitAttemptError::LeaseLost(
+                            refused.explain(lease.client_id(), lease.ttl()),
+                        ))
+                    }
+                    Err(e) => return Err(CommitAttemptError::NotCommitted(e)),
+                }
+                tx = conn
+                    .start_transaction(TxOpts::default())
+                    .map_err(CommitAttemptError::NotCommitted)?;
+                if !lease
+                    .renew(&mut tx)
+                    .map_err(CommitAttemptError::NotCommitted)?
+                {
+                    return Err(CommitAttemptError::NotCommitted(mysql::Error::from(
+                        std::io::Error::other("the lease just claimed could not be renewed"),
+                    )));
+                }
+            }
+            self.last_renewal = Instant::now();
+        }
+        claim_replayed(&mut tx, batch).map_err(CommitAttemptError::NotCommitted)?;
+        let live: Vec<usize> = (0..batch.len())
+            .filter(|&i| batch.entries[i].dead.is_none() && !batch.entries[i].taken_elsewhere())
+            .collect();
+        let mut refused = Vec::new();
+        write_isolating(&mut tx, &mut self.stmts, shapes, batch, &live, &mut refused)
+            .map_err(CommitAttemptError::NotCommitted)?;
+        let mut marked = Vec::with_capacity(refused.len());
+        for (i, reason) in refused {
+            let e = &mut batch.entries[i];
+            let mut dl = DeadLetter::new(Reason::DbRejected, reason);
+            dl.cnc_id = e.cnc_id.clone();
+            dl.plugin = e
+                .plugin
+                .as_ref()
+                .map(|p| (p.class_name.clone(), p.version.clone()));
+            e.dead = Some(dl);
+            marked.push(i);
+        }
+        let unmark = |batch: &mut Batch, marked: Vec<usize>| {
+            for i in marked {
+                batch.entries[i].dead = None;
+            }
+        };
+        let position = match end {
+            TransactionEnd::Commit { position } => position,
+            TransactionEnd::RollBack => {
+                let written = write_dead_letters(&mut tx, batch, payload_limit);
+                let rolled_back = written.and_then(|()| tx.rollback());
+                if let Err(e) = rolled_back {
+                    unmark(batch, marked);
+                    return Err(CommitAttemptError::NotCommitted(e));
+                }
+                return Ok(Committed::of(batch));
+            }
+        };
+        let written =
+            write_dead_letters(&mut tx, batch, payload_limit).and_then(|()| match position {
+                Some(position) => write_position(&mut tx, &client_id, position),
+                None => Ok(()),
+            });
+        if let Err(e) = written {
+            unmark(batch, marked);
+            return Err(CommitAttemptError::NotCommitted(e));
+        }
+        match tx.commit() {
+            Ok(()) => {
+                // The view this commit was made in: a later commit in doubt is decided
+                // elsewhere only once the cluster has moved past it (`CommitInDoubt`).
+                if self.view.is_some() {
+                    if let Some(conn) = self.conn.as_mut() {
+                        self.view = cluster_view(conn).ok().flatten().or(self.view);
+                    }
+                }
+                Ok(Committed::of(batch))
+            }
+            // The server answered COMMIT with an error (a certification failure, say):
+            // it rolled the transaction back.
+            Err(e @ mysql::Error::MySqlError(_)) => {
+                unmark(batch, marked);
+                Err(CommitAttemptError::NotCommitted(e))
+            }
+            // The server may have committed before the connection broke.
+            Err(e) => Err(CommitAttemptError::InDoubt(e, marked)),
+        }
+    }
+}
+
+/// Why an attempt to commit failed.
+enum CommitAttemptError {
+    NotCommitted(mysql::Error),
+    /// COMMIT was sent and its answer lost; the indices are the messages the attempt
+    /// marked as refused by MySQL.
+    InDoubt(mysql::Error, Vec<usize>),
+    /// Another collector holds this one's client_id now; nothing was committed.
+    LeaseLost(String),
+}
+
+impl CommitAttemptError {
+    fn into_error(self) -> mysql::Error {
+        match self {
+            CommitAttemptError::NotCommitted(e) | CommitAttemptError::InDoubt(e, _) => e,
+            CommitAttemptError::LeaseLost(why) => mysql::Error::from(std::io::Error::other(why)),
+        }
+    }
+}
+
+/// Another collector took over this one's client_id while it could not renew its
+/// lease (cut off from the database for longer than the lease). Nothing more may be
+/// committed under that client_id from here; what this collector spooled stays in its
+/// spool, and the broker redelivers what it had not acknowledged. The exit code tells
+/// the supervisor this was no crash.
+fn lease_lost(why: &str) -> ! {
+    error!("stopping: lease lost: {why}");
+    std::process::exit(3)
+}
+
+impl Committed {
+    fn of(batch: &Batch) -> Committed {
+        let dead = batch.dead_letters().count();
+        let taken = batch.entries.iter().filter(|e| e.taken_elsewhere()).count();
+        Committed {
+            stored: batch.len() - dead - taken,
+            dead,
+            taken,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::batch::Replayed;
+
+    #[test]
+    fn a_committed_batch_counts_stored_dead_and_taken_messages_once_each() {
+        let replayed = |gone| Replayed {
+            id: 1,
+            received_at: String::new(),
+            replays: 0,
+            gone,
+        };
+        let mut batch = Batch::default();
+        // stored; dead; taken by another replay; taken, though it failed again;
+        // replayed and stored.
+        for (dead, replay_of) in [
+            (false, None),
+            (true, None),
+            (false, Some(replayed(true))),
+            (true, Some(replayed(true))),
+            (false, Some(replayed(false))),
+        ] {
+            batch.begin("t");
+            batch.current().replay_of = replay_of;
+            let dl = dead.then(|| DeadLetter::new(Reason::DbRejected, "refused"));
+            batch.end(Vec::new(), dl);
+        }
+        let c = Committed::of(&batch);
+        assert_eq!((c.stored, c.dead, c.taken), (2, 1, 2));
+    }
+}
