@@ -96,7 +96,7 @@ impl Host {
             h.one(raw);
             let e = h.batch.entries.last().expect("one entry");
             assert!(
-                e.dead.is_none() && e.end_op > e.first_op,
+                e.dead.is_none() && e.end_write > e.first_write,
                 "isolated={isolated}: {:?}",
                 e.dead
             );

@@ -161,7 +161,7 @@ fn plugin_call(c: &mut Criterion) {
         let mut host = Host::new();
         host.call(&mut inst, &message);
         assert!(
-            !host.batch.ops.is_empty(),
+            !host.batch.writes.is_empty(),
             "{name}: the plugin wrote nothing"
         );
 

@@ -23,7 +23,7 @@ use crate::{
     plugins::{trust::digest, Router},
     replay::{load_config, Sink},
     sink::{
-        batch::{Batch, Op, Replayed, Shapes},
+        batch::{Batch, RecordedWrite, Replayed, Shapes},
         mysql::connect,
     },
 };
@@ -614,10 +614,10 @@ fn report(
         } else {
             summary.stored += 1;
             let mut tables: BTreeMap<&str, usize> = BTreeMap::new();
-            for op in &batch.ops[entry.first_op..entry.end_op] {
+            for op in &batch.writes[entry.first_write..entry.end_write] {
                 let table = match op {
-                    Op::Row { shape, .. } => shapes.get(*shape).table.as_str(),
-                    Op::Exec { .. } => "exec",
+                    RecordedWrite::Row { shape, .. } => shapes.get(*shape).table.as_str(),
+                    RecordedWrite::Exec { .. } => "exec",
                 };
                 *tables.entry(table).or_default() += 1;
             }

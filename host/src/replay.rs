@@ -26,7 +26,7 @@ use crate::{
     plugins::{load_file, trust::PluginPolicy, Router},
     shutdown::Shutdown,
     sink::{
-        batch::{Batch, Op, RowKind, Shapes},
+        batch::{Batch, RecordedWrite, RowKind, Shapes},
         mysql::{connect, Committed, MysqlSink, Stopped},
     },
 };
@@ -257,9 +257,9 @@ fn report(
         match &entry.dead {
             None => {
                 summary.stored += 1;
-                summary.writes += entry.end_op - entry.first_op;
+                summary.writes += entry.end_write - entry.first_write;
                 if dry_run {
-                    for op in &batch.ops[entry.first_op..entry.end_op] {
+                    for op in &batch.writes[entry.first_write..entry.end_write] {
                         writeln!(out, "{}", statement(op, shapes)).map_err(io)?;
                     }
                 }
@@ -290,9 +290,9 @@ fn report(
 
 /// One recorded write as one line of SQL-like text, values inline for reading (the
 /// collector binds them as parameters).
-pub fn statement(op: &Op, shapes: &Shapes) -> String {
+pub fn statement(op: &RecordedWrite, shapes: &Shapes) -> String {
     match op {
-        Op::Row { shape, values } => {
+        RecordedWrite::Row { shape, values } => {
             let s = shapes.get(*shape);
             let verb = match s.kind {
                 RowKind::Insert => "INSERT".to_string(),
@@ -306,7 +306,7 @@ pub fn statement(op: &Op, shapes: &Shapes) -> String {
                 values.iter().map(literal).collect::<Vec<_>>().join(", ")
             )
         }
-        Op::Exec { sql, params } => format!(
+        RecordedWrite::Exec { sql, params } => format!(
             "EXEC {} PARAMS ({})",
             sql.split_whitespace().collect::<Vec<_>>().join(" "),
             params.iter().map(literal).collect::<Vec<_>>().join(", ")

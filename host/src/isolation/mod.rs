@@ -610,6 +610,6 @@ mod tests {
             params: vec![Value::Text(RString::from("F1"))],
         })
         .unwrap();
-        assert_eq!(batch.ops.len(), 2, "only the good writes are recorded");
+        assert_eq!(batch.writes.len(), 2, "only the good writes are recorded");
     }
 }

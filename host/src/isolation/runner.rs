@@ -24,7 +24,7 @@ use super::wire::{read_frame, write_frame, Call, Enc, Reply, WireOp};
 use crate::{
     config::ClassMapping,
     plugins::{load_file, new_instance, trust, Instance, LoadedPlugin},
-    sink::batch::{lend, Batch, Op, Shapes},
+    sink::batch::{lend, Batch, RecordedWrite, Shapes},
 };
 
 /// What the collector tells its runner on the command line.
@@ -211,10 +211,10 @@ impl Runner {
             Vec::new()
         } else {
             self.batch
-                .ops
+                .writes
                 .drain(..)
                 .map(|op| match op {
-                    Op::Row { shape, values } => {
+                    RecordedWrite::Row { shape, values } => {
                         let s = self.shapes.get(shape);
                         WireOp::Row {
                             kind: s.kind,
@@ -224,7 +224,7 @@ impl Runner {
                             order_by: s.order_by.clone(),
                         }
                     }
-                    Op::Exec { sql, params } => WireOp::Exec { sql, params },
+                    RecordedWrite::Exec { sql, params } => WireOp::Exec { sql, params },
                 })
                 .collect()
         };

@@ -126,8 +126,10 @@ impl Shapes {
     }
 }
 
+/// One write a plugin made for a message: a row of a known shape, or a statement
+/// through `exec`.
 #[derive(Debug)]
-pub enum Op {
+pub enum RecordedWrite {
     /// Kept as the plugin's `RVec`: converting to a `Vec` would copy it, since the
     /// plugin's allocation comes with its own vtable.
     Row {
@@ -140,18 +142,18 @@ pub enum Op {
     },
 }
 
-/// One message of the batch.
+/// One message of the batch, with where its writes are and its dead letter, if any.
 #[derive(Debug)]
-pub struct Entry {
+pub struct BatchedMessage {
     pub topic: Arc<str>,
     /// Known once the envelope parsed.
     pub cnc_id: Option<String>,
     /// The plugin that handled it, if any.
     pub plugin: Option<Arc<PluginInfo>>,
     pub raw: Vec<u8>,
-    /// Its writes are `ops[first_op..end_op]`.
-    pub first_op: usize,
-    pub end_op: usize,
+    /// Its writes are `writes[first_write..end_write]`.
+    pub first_write: usize,
+    pub end_write: usize,
     pub dead: Option<DeadLetter>,
     /// Set when the message is a stored dead letter being replayed
     /// (`mes-collector dead-letters replay`).
@@ -175,8 +177,8 @@ pub struct Replayed {
 
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub entries: Vec<Entry>,
-    pub ops: Vec<Op>,
+    pub entries: Vec<BatchedMessage>,
+    pub writes: Vec<RecordedWrite>,
 }
 
 impl Batch {
@@ -190,7 +192,7 @@ impl Batch {
 
     pub fn clear(&mut self) {
         self.entries.clear();
-        self.ops.clear();
+        self.writes.clear();
     }
 
     /// Starts a message; its writes follow through [`Batch::recorder`].
@@ -200,21 +202,21 @@ impl Batch {
             Some(prev) if &*prev.topic == topic => prev.topic.clone(),
             _ => Arc::from(topic),
         };
-        let at = self.ops.len();
-        self.entries.push(Entry {
+        let at = self.writes.len();
+        self.entries.push(BatchedMessage {
             topic,
             cnc_id: None,
             plugin: None,
             raw: Vec::new(),
-            first_op: at,
-            end_op: at,
+            first_write: at,
+            end_write: at,
             dead: None,
             replay_of: None,
         });
     }
 
     /// The message being recorded.
-    pub fn current(&mut self) -> &mut Entry {
+    pub fn current(&mut self) -> &mut BatchedMessage {
         self.entries.last_mut().expect("no message begun")
     }
 
@@ -224,11 +226,11 @@ impl Batch {
         let entry = self.entries.last_mut().expect("end without begin");
         entry.raw = raw;
         if dead.is_some() {
-            self.ops.truncate(entry.first_op);
-            entry.end_op = entry.first_op;
+            self.writes.truncate(entry.first_write);
+            entry.end_write = entry.first_write;
             entry.dead = dead;
         } else {
-            entry.end_op = self.ops.len();
+            entry.end_write = self.writes.len();
         }
     }
 
@@ -239,7 +241,7 @@ impl Batch {
         }
     }
 
-    pub fn dead_letters(&self) -> impl Iterator<Item = (&Entry, &DeadLetter)> {
+    pub fn dead_letters(&self) -> impl Iterator<Item = (&BatchedMessage, &DeadLetter)> {
         self.entries
             .iter()
             .filter(|e| !e.taken_elsewhere())
@@ -247,7 +249,7 @@ impl Batch {
     }
 }
 
-impl Entry {
+impl BatchedMessage {
     /// A replayed dead letter that another replay stored or took first: nothing of it
     /// is written.
     pub fn taken_elsewhere(&self) -> bool {
@@ -365,7 +367,7 @@ impl Recorder<'_> {
             Ok(id) => id,
             Err(e) => return RResult::RErr(e.into()),
         };
-        self.batch.ops.push(Op::Row { shape, values });
+        self.batch.writes.push(RecordedWrite::Row { shape, values });
         RResult::ROk(())
     }
 }
@@ -393,7 +395,7 @@ impl RawDatabase for Recorder<'_> {
         if let Err(e) = check_params(&params) {
             return RResult::RErr(e.into());
         }
-        self.batch.ops.push(Op::Exec {
+        self.batch.writes.push(RecordedWrite::Exec {
             sql: sql.to_string(),
             params: params.into_vec(),
         });

@@ -5,7 +5,7 @@ use mysql::{prelude::Queryable, Params, Transaction};
 
 use crate::{
     dead_letter::{truncate_payload, DeadLetter},
-    sink::batch::{Batch, Entry},
+    sink::batch::{Batch, BatchedMessage},
 };
 
 /// `detail` is cut at this many characters, `topic` at 255 and `cnc_id` at 64, as
@@ -33,7 +33,11 @@ pub(super) fn write_dead_letters(
 }
 
 /// The statement that stores `entry` as the dead letter `dl`, and its parameters.
-fn dead_letter_row(entry: &Entry, dl: &DeadLetter, payload_limit: usize) -> (&'static str, Params) {
+fn dead_letter_row(
+    entry: &BatchedMessage,
+    dl: &DeadLetter,
+    payload_limit: usize,
+) -> (&'static str, Params) {
     let detail: String = dl.detail.chars().take(DETAIL_LIMIT).collect();
     let (class, version) = match &dl.plugin {
         Some((c, v)) => (Some(c.as_str()), Some(v.as_str())),

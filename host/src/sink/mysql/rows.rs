@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use mes_plugin_api::Value;
 use mysql::{prelude::Queryable, Transaction};
 
-use crate::sink::batch::{Batch, Op, Shapes};
+use crate::sink::batch::{Batch, RecordedWrite, Shapes};
 
 use super::statements::StatementCache;
 
@@ -130,10 +130,10 @@ pub(super) fn write_entries(
     let mut rows = RowsByShape::new();
     for &i in which {
         let e = &batch.entries[i];
-        for op in &batch.ops[e.first_op..e.end_op] {
+        for op in &batch.writes[e.first_write..e.end_write] {
             match op {
-                Op::Row { shape, values } => rows.push(*shape, values),
-                Op::Exec { sql, params } => {
+                RecordedWrite::Row { shape, values } => rows.push(*shape, values),
+                RecordedWrite::Exec { sql, params } => {
                     rows.flush(tx, stmts, shapes)?;
                     let params: Vec<mysql::Value> = params.iter().map(to_mysql).collect();
                     tx.exec_drop(sql.as_str(), positional(params))?;
