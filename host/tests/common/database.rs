@@ -1,0 +1,90 @@
+//! The test MariaDB (127.0.0.1:3306, root): a database of the test's own, made from
+//! database.sql and dropped at the end.
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use mysql::{prelude::Queryable, Conn, OptsBuilder};
+
+use super::unique;
+
+/// A root connection to the test MariaDB, to `db` if given.
+pub fn root_conn(db: Option<&str>) -> Conn {
+    try_root_conn(db).expect("MariaDB on 127.0.0.1:3306 as root (scripts/test.sh starts it)")
+}
+
+/// As `root_conn`, for clean-up in `drop`, where a panic during a failing test's
+/// unwinding would abort the test run.
+pub fn try_root_conn(db: Option<&str>) -> mysql::Result<Conn> {
+    let opts = OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(3306)
+        .user(Some("root"))
+        .pass(Some(""))
+        .db_name(db);
+    Conn::new(opts)
+}
+
+/// database.sql applied to a database of the test's own name.
+pub fn schema_for(name: &str) -> Vec<String> {
+    let sql = include_str!("../../../database.sql").replace("cnc_database", name);
+    sql.lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .split(';')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn new(tag: &str) -> TestDb {
+        let name = format!("mes_t_{}", unique(tag));
+        let mut conn = root_conn(None);
+        for stmt in schema_for(&name) {
+            conn.query_drop(&stmt)
+                .unwrap_or_else(|e| panic!("{stmt}: {e}"));
+        }
+        TestDb { name }
+    }
+
+    pub fn conn(&self) -> Conn {
+        root_conn(Some(&self.name))
+    }
+
+    pub fn count(&self, sql: &str) -> u64 {
+        self.conn().query_first::<u64, _>(sql).unwrap().unwrap_or(0)
+    }
+
+    pub fn rows<T: mysql::prelude::FromRow>(&self, sql: &str) -> Vec<T> {
+        self.conn().query(sql).unwrap()
+    }
+
+    /// Polls `sql` (a COUNT) until it reaches `want` or `timeout` passes; returns the
+    /// last value.
+    pub fn wait_count(&self, sql: &str, want: u64, timeout: Duration) -> u64 {
+        let until = Instant::now() + timeout;
+        loop {
+            let n = self.count(sql);
+            if n >= want || Instant::now() > until {
+                return n;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut root) = try_root_conn(None) {
+            let _ = root.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name));
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! `cnc-sim`, the machine simulator: the classes and messages of simulated machines,
+//! and the checks of what the collector stored of them.
+
+use std::process::{Child, Command, Stdio};
+
+use mysql::{prelude::Queryable, Conn};
+
+use super::{Setup, TestDb};
+
+/// Runs `cnc-sim` with these arguments.
+pub fn cnc_sim(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cnc-sim"));
+    cmd.args(args);
+    cmd
+}
+
+/// cnc_classes.json for `cnc-sim generate --machines n`.
+pub fn sim_classes(n: usize) -> String {
+    let out = cnc_sim(&["classes", "--machines", &n.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Starts `cnc-sim generate` against the setup's broker and topic.
+pub fn generate(setup: &Setup, count: u64, rate: u64, start_seq: u64, machines: usize) -> Child {
+    cnc_sim(&[
+        "generate",
+        "--broker",
+        &setup.broker,
+        "--topic",
+        &setup.topic,
+        "--machines",
+        &machines.to_string(),
+        "--count",
+        &count.to_string(),
+        "--rate",
+        &rate.to_string(),
+        "--start-seq",
+        &start_seq.to_string(),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap()
+}
+
+/// Waits for a publisher and checks it lost nothing.
+pub fn finish(child: Child) {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "cnc-sim failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// (rows, distinct seq, min seq, max seq) of generated messages in cnc_data.
+pub fn seq_stats(db: &TestDb) -> (u64, u64, i64, i64) {
+    seq_stats_in(&mut db.conn())
+}
+
+/// [`seq_stats`] through `conn`, a connection to the test's database.
+pub fn seq_stats_in(conn: &mut Conn) -> (u64, u64, i64, i64) {
+    let row: Option<(u64, u64, Option<i64>, Option<i64>)> = conn
+        .query_first(
+            "SELECT COUNT(*), COUNT(DISTINCT JSON_EXTRACT(json_data, '$.seq')), \
+             MIN(CAST(JSON_EXTRACT(json_data, '$.seq') AS SIGNED)), MAX(CAST(JSON_EXTRACT(json_data, '$.seq') AS SIGNED)) \
+             FROM cnc_data",
+        )
+        .unwrap();
+    let (n, d, lo, hi) = row.unwrap();
+    (n, d, lo.unwrap_or(-1), hi.unwrap_or(-1))
+}
