@@ -209,11 +209,6 @@ fn type_b(part_program: &str) -> String {
     .to_string()
 }
 
-fn publish(setup: &Setup, messages: &[String]) {
-    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&refs);
-}
-
 /// part_program → rows in cnc_data.
 fn rows_per_part_program(db: &TestDb) -> BTreeMap<String, u64> {
     db.rows::<(String, u64)>("SELECT part_program, COUNT(*) FROM cnc_data GROUP BY part_program")
@@ -272,7 +267,7 @@ fn one_bad_message(
         messages.push(type_b(&b));
         good.push(b);
     }
-    publish(&setup, &messages);
+    setup.publish(&messages);
     let restarts = sup.run_until(
         "all good messages stored and the bad one dead-lettered",
         || {
@@ -411,15 +406,12 @@ fn a_build_that_keeps_crashing_is_quarantined_and_the_other_class_runs_on() {
     let setup = Setup::new(&db, "quarantine", CLASSES, &PLUGINS);
     setup.write_collector(&json!({"plugins": {"quarantine_after_crashes": 2}}));
     let mut sup = Supervisor::start(&setup);
-    publish(
-        &setup,
-        &[
-            faulty("q0", "segfault"),
-            type_b("b0"),
-            faulty("q1", "abort"),
-            type_b("b1"),
-        ],
-    );
+    setup.publish(&[
+        faulty("q0", "segfault"),
+        type_b("b0"),
+        faulty("q1", "abort"),
+        type_b("b1"),
+    ]);
     let restarts = sup.run_until("both crashes dead-lettered", || {
         db.count("SELECT COUNT(*) FROM dead_letters WHERE reason = 'plugin_crashed'") >= 2
             && db.count("SELECT COUNT(*) FROM cnc_data") >= 2
@@ -432,7 +424,7 @@ fn a_build_that_keeps_crashing_is_quarantined_and_the_other_class_runs_on() {
     );
 
     // Quarantined: a good FaultyTest message is a dead letter, CNCTypeB stores.
-    publish(&setup, &[faulty("q2", "store"), type_b("b2")]);
+    setup.publish(&[faulty("q2", "store"), type_b("b2")]);
     let more = sup.run_until("q2 dead-lettered and b2 stored", || {
         db.count("SELECT COUNT(*) FROM dead_letters WHERE reason = 'plugin_quarantined'") >= 1
             && db.count("SELECT COUNT(*) FROM cnc_data WHERE part_program = 'b2'") >= 1
@@ -506,7 +498,7 @@ fn a_build_that_keeps_crashing_is_quarantined_and_the_other_class_runs_on() {
     assert_eq!(again.status.code(), Some(1), "nothing left to lift");
     sup.spawn();
     sup.wait_subscribed();
-    publish(&setup, &[faulty("q3", "store")]);
+    setup.publish(&[faulty("q3", "store")]);
     sup.run_until("q3 stored", || {
         db.count("SELECT COUNT(*) FROM cnc_data WHERE part_program = 'q3'") >= 1
     });

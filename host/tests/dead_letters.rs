@@ -179,8 +179,7 @@ fn two_replays_at_once_store_each_dead_letter_once() {
     );
     let collector = Collector::start(&setup);
     let messages: Vec<String> = (0..N).map(|i| message("CNC009", "p", i)).collect();
-    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&refs);
+    setup.publish(&messages);
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM dead_letters", N, WAIT),
         N,

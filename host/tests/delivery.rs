@@ -139,8 +139,7 @@ fn a_torn_spool_tail_is_cut_off_and_everything_before_it_stored() {
     proxy.cut();
     let mut collector = Collector::start(&setup);
     let msgs: Vec<String> = (0..100).map(sample).collect();
-    let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&refs);
+    setup.publish(&msgs);
     // Each record: 8 bytes of header, 10 of sequence number and topic length, topic, payload.
     let want: u64 = msgs
         .iter()

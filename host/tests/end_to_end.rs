@@ -36,8 +36,7 @@ fn sample_messages_become_the_original_rows_with_either_plugin() {
             &["cnc-type-a", "cnc-type-b"],
         );
         let mut collector = Collector::start(&setup);
-        let msgs: Vec<&[u8]> = SAMPLES.iter().map(|s| s.as_bytes()).collect();
-        setup.publish(&msgs);
+        setup.publish(&SAMPLES);
         assert_eq!(
             db.wait_count("SELECT COUNT(*) FROM cnc_data", 3, WAIT),
             3,
@@ -296,8 +295,7 @@ fn a_poison_message_inside_a_batch_costs_one_dead_letter() {
             r#"{{"cnc_id":"CNCF","part_program":"p{i}","timestamp":{i},"payload":{{"action":"{action}"}}}}"#
         ));
     }
-    let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&refs);
+    setup.publish(&msgs);
     let spooled: u64 = msgs
         .iter()
         .map(|m| (18 + setup.topic.len() + m.len()) as u64)

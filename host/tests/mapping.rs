@@ -116,8 +116,7 @@ fn a_made_up_controller_is_mapped_to_rows_in_new_tables() {
             r#"{"ctrl":{"state":1},"spindle":{"rpm":"fast"},"pos":{"x_um":0}}"#,
         ),
     ];
-    let bytes: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&bytes);
+    setup.publish(&msgs);
     assert_eq!(db.wait_count("SELECT COUNT(*) FROM cnc_data", 3, WAIT), 3);
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM dead_letters", 1, WAIT),
@@ -223,8 +222,7 @@ fn a_broken_mapping_is_refused_at_start_naming_file_and_path_and_the_rest_runs()
         SAMPLES[0].replace("CNC001", "B1"),
         SAMPLES[0].replace("CNC001", "G1"),
     ];
-    let bytes: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&bytes);
+    setup.publish(&msgs);
     assert_eq!(db.wait_count("SELECT COUNT(*) FROM cnc_data", 2, WAIT), 2);
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM dead_letters", 1, WAIT),
@@ -355,8 +353,7 @@ fn record(messages: &[String], out: &Path) {
     let mut ready = String::new();
     stdout.read_line(&mut ready).unwrap();
     assert_eq!(ready.trim(), "ready");
-    let bytes: Vec<&[u8]> = messages.iter().map(|m| m.as_bytes()).collect();
-    publish(BROKER, &topic, &bytes);
+    publish(BROKER, &topic, messages);
     assert!(recorder.wait().unwrap().success());
 }
 
@@ -521,8 +518,7 @@ fn type_a_as_a_mapping_stores_exactly_the_rows_of_the_compiled_plugin() {
             msgs.push(envelope(&format!("{prefix}{k}"), ts, p));
         }
     }
-    let bytes: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&bytes);
+    setup.publish(&msgs);
     let refused = payloads.len() / 2; // cases 4..=7 of every 8
     let stored = 2 * (payloads.len() - refused) as u64;
     assert_eq!(

@@ -36,9 +36,9 @@ fn metrics_count_known_traffic_and_parse_as_prometheus_text() {
     let setup = Setup::new(&db, "metrics", classes, &["cnc-type-a", "cnc-type-b"]);
     let collector = Collector::start(&setup);
     let addr = metrics_addr(&collector);
-    let mut msgs: Vec<&[u8]> = SAMPLES.iter().map(|s| s.as_bytes()).collect();
-    msgs.push(b"not json at all");
-    msgs.push(br#"{"cnc_id":"CNC999","part_program":"p","timestamp":1,"payload":{}}"#);
+    let mut msgs = SAMPLES.to_vec();
+    msgs.push("not json at all");
+    msgs.push(r#"{"cnc_id":"CNC999","part_program":"p","timestamp":1,"payload":{}}"#);
     setup.publish(&msgs);
     db.wait_count("SELECT COUNT(*) FROM dead_letters", 2, WAIT);
 

@@ -298,8 +298,7 @@ fn record_samples(dir: &Path) -> PathBuf {
     let mut ready = String::new();
     stdout.read_line(&mut ready).unwrap();
     assert_eq!(ready.trim(), "ready");
-    let msgs: Vec<&[u8]> = SAMPLES.iter().map(|s| s.as_bytes()).collect();
-    publish(BROKER, &topic, &msgs);
+    publish(BROKER, &topic, &SAMPLES);
     let mut summary = String::new();
     stdout.read_line(&mut summary).unwrap();
     assert!(recorder.wait().unwrap().success(), "{summary}");

@@ -95,9 +95,9 @@ fn the_collector_works_with_the_least_privileges_the_shipped_grants() {
 
     let mut collector = Collector::start(&setup);
     let alarm = r#"{"cnc_id":"CNC002","part_program":"p","timestamp":5,"payload":{"status":"error","spin":1,"X-Axis":0,"Y-Axis":0,"alarms":[{"code":7,"message":"x"}]}}"#;
-    let mut msgs: Vec<&[u8]> = SAMPLES.iter().map(|s| s.as_bytes()).collect();
-    msgs.push(alarm.as_bytes());
-    msgs.push(b"{ not json");
+    let mut msgs = SAMPLES.to_vec();
+    msgs.push(alarm);
+    msgs.push("{ not json");
     setup.publish(&msgs);
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM cnc_data", 4, WAIT),
@@ -192,8 +192,7 @@ fn plugin_files_others_could_replace_or_not_on_the_allow_list_are_refused() {
     let (ok, text) = check(&setup);
     assert!(ok, "{text}");
     let collector = Collector::start(&setup);
-    let msgs: Vec<&[u8]> = SAMPLES.iter().map(|s| s.as_bytes()).collect();
-    setup.publish(&msgs);
+    setup.publish(&SAMPLES);
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM cnc_data", 3, WAIT),
         3,

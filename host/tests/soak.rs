@@ -324,8 +324,7 @@ impl Soak {
                 );
             }
         }
-        let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
-        setup.publish(&refs);
+        setup.publish(&msgs);
         self.event(format!("published {n} bad messages"));
     }
 }

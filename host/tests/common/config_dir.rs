@@ -118,7 +118,7 @@ impl Setup {
         self.write("collector.json", &c.to_string());
     }
 
-    pub fn publish(&self, messages: &[&[u8]]) {
+    pub fn publish<M: AsRef<[u8]>>(&self, messages: &[M]) {
         publish(&self.broker, &self.topic, messages);
     }
 }

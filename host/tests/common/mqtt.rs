@@ -13,7 +13,7 @@ pub const SAMPLES: [&str; 3] = [
 ];
 
 /// Publishes at QoS 1 and waits for every acknowledgement.
-pub fn publish(broker: &str, topic: &str, messages: &[&[u8]]) {
+pub fn publish<M: AsRef<[u8]>>(broker: &str, topic: &str, messages: &[M]) {
     let cli = mqtt::Client::new(
         mqtt::CreateOptionsBuilder::new()
             .server_uri(broker)
@@ -29,7 +29,8 @@ pub fn publish(broker: &str, topic: &str, messages: &[&[u8]]) {
     )
     .expect("connect to the test broker");
     for m in messages {
-        cli.publish(mqtt::Message::new(topic, *m, 1)).unwrap();
+        cli.publish(mqtt::Message::new(topic, m.as_ref(), 1))
+            .unwrap();
     }
     cli.disconnect(None).unwrap();
 }
