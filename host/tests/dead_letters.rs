@@ -10,14 +10,6 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn classes(pairs: &[(&str, &str)]) -> String {
-    let list: Vec<_> = pairs
-        .iter()
-        .map(|(id, class)| serde_json::json!({"cnc_id": id, "class_name": class}))
-        .collect();
-    serde_json::Value::Array(list).to_string()
-}
-
 fn message(cnc_id: &str, part_program: &str, seq: u64) -> String {
     format!(
         r#"{{"cnc_id": "{cnc_id}","part_program": "{part_program}","timestamp": "{}","payload":{{"status": "running","spin":200,"X-Axis":30,"Y-Axis":80,"seq":{seq}}}}}"#,
@@ -64,12 +56,7 @@ fn foreign_positions(db: &TestDb, setup: &Setup) -> u64 {
 #[test]
 fn unknown_cnc_id_is_stored_once_the_mapping_is_added_while_the_collector_runs() {
     let db = TestDb::new("dl_unknown");
-    let setup = Setup::new(
-        &db,
-        "dl_unknown",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "dl_unknown");
     let collector = Collector::start(&setup);
     let known = message("CNC001", "program_01", 0);
     let unknown = message("CNC009", "program_09", 1);
@@ -171,12 +158,7 @@ fn unknown_cnc_id_is_stored_once_the_mapping_is_added_while_the_collector_runs()
 fn two_replays_at_once_store_each_dead_letter_once() {
     const N: u64 = 600;
     let db = TestDb::new("dl_race");
-    let setup = Setup::new(
-        &db,
-        "dl_race",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "dl_race");
     let collector = Collector::start(&setup);
     let messages: Vec<String> = (0..N).map(|i| message("CNC009", "p", i)).collect();
     setup.publish(&messages);
@@ -238,12 +220,7 @@ fn db_rejected_stays_until_the_column_is_widened() {
     let db = TestDb::new("dl_rejected");
     db.conn()
         .query_drop_ok("ALTER TABLE cnc_data MODIFY part_program VARCHAR(12) NOT NULL");
-    let setup = Setup::new(
-        &db,
-        "dl_rejected",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "dl_rejected");
     let collector = Collector::start(&setup);
     let long = message("CNC001", "a_program_name_longer_than_12", 0);
     let short = message("CNC001", "program_01", 1);
@@ -295,12 +272,7 @@ fn db_rejected_stays_until_the_column_is_widened() {
 #[test]
 fn a_cut_payload_is_refused_and_left() {
     let db = TestDb::new("dl_cut");
-    let setup = Setup::new(
-        &db,
-        "dl_cut",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "dl_cut");
     setup.write_collector(&serde_json::json!({"dead_letter_payload_limit": 64}));
     let collector = Collector::start(&setup);
     let long = message("CNC009", "program_09", 0);
@@ -355,12 +327,7 @@ impl QueryDropOk for mysql::Conn {
 #[test]
 fn a_replay_without_the_delete_grant_says_which_grant_is_missing() {
     let db = TestDb::new("dl_grant");
-    let setup = Setup::new(
-        &db,
-        "dl_grant",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "dl_grant");
     // The collector's grants of the README, without the replay's DELETE.
     let user = unique("mes_dl");
     let mut root = db.conn();

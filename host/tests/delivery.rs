@@ -128,13 +128,11 @@ fn sample(i: usize) -> String {
     )
 }
 
-const A_ONLY: &str = r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#;
-
 #[test]
 fn a_torn_spool_tail_is_cut_off_and_everything_before_it_stored() {
     let db = TestDb::new("torn");
     let proxy = TcpProxy::start("127.0.0.1:3306");
-    let setup = Setup::new(&db, "torn", A_ONLY, &["cnc-type-a"]);
+    let setup = Setup::cnc001_type_a(&db, "torn");
     setup.write_db(&db, proxy.port);
     proxy.cut();
     let mut collector = Collector::start(&setup);

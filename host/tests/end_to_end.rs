@@ -9,14 +9,6 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn classes(pairs: &[(&str, &str)]) -> String {
-    let list: Vec<_> = pairs
-        .iter()
-        .map(|(id, class)| serde_json::json!({"cnc_id": id, "class_name": class}))
-        .collect();
-    serde_json::Value::Array(list).to_string()
-}
-
 type DataRow = (String, String, i64, String);
 /// reason, cnc_id, plugin_class, detail, payload
 type DeadLetterRow = (String, Option<String>, Option<String>, String, Vec<u8>);
@@ -334,12 +326,7 @@ fn a_poison_message_inside_a_batch_costs_one_dead_letter() {
 #[test]
 fn a_non_plugin_library_is_reported_by_name_and_the_valid_one_loads() {
     let db = TestDb::new("junk");
-    let setup = Setup::new(
-        &db,
-        "junk",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "junk");
     let junk = format!("libnot_a_plugin.{}", std::env::consts::DLL_EXTENSION);
     std::fs::write(
         setup.plugins_dir().join(&junk),
@@ -436,12 +423,7 @@ fn check_passes_on_a_good_config_and_names_each_problem() {
 #[test]
 fn two_plugins_claiming_one_class_is_an_error_naming_both_files() {
     let db = TestDb::new("dup");
-    let setup = Setup::new(
-        &db,
-        "dup",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "dup");
     std::fs::copy(
         plugin_lib("cnc-type-a"),
         setup.plugins_dir().join("libcopy_of_a.so"),

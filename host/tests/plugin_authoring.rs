@@ -23,10 +23,6 @@ use common::{build::*, *};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn classes(entries: &[serde_json::Value]) -> String {
-    serde_json::Value::Array(entries.to_vec()).to_string()
-}
-
 fn check(setup: &Setup) -> (bool, String) {
     let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
         .output()
@@ -134,7 +130,7 @@ fn a_scaffolded_plugin_builds_loads_and_stores_a_row() {
     let setup = Setup::new(
         &db,
         "scaffold",
-        &classes(&[serde_json::json!({"cnc_id": "LATHE01", "class_name": "ScaffoldedLathe"})]),
+        &classes(&[("LATHE01", "ScaffoldedLathe")]),
         &[],
     );
     setup.install_lib(&lib);
@@ -248,7 +244,7 @@ fn a_standalone_plugin_builds_against_a_tagged_api_from_git_and_stores_rows() {
     let setup = Setup::new(
         &db,
         "standalone",
-        &classes(&[serde_json::json!({"cnc_id": "VLATHE01", "class_name": "VendorLathe"})]),
+        &classes(&[("VLATHE01", "VendorLathe")]),
         &[],
     );
     setup.install_lib(&lib);
@@ -559,12 +555,7 @@ fn fixtures() -> &'static Fixtures {
 fn plugins_built_against_an_incompatible_interface_are_refused_saying_what_to_rebuild() {
     let fx = fixtures();
     let db = TestDb::new("compat");
-    let setup = Setup::new(
-        &db,
-        "compat",
-        &classes(&[serde_json::json!({"cnc_id": "CNC001", "class_name": "CNCTypeA"})]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "compat");
     for lib in [&fx.layout, &fx.major, &fx.minor] {
         fs::copy(lib, setup.plugins_dir().join(lib.file_name().unwrap())).unwrap();
     }
@@ -654,10 +645,11 @@ fn check_names_the_machine_the_plugin_and_the_reason_when_settings_are_refused()
     let setup = Setup::new(
         &db,
         "settings",
-        &classes(&[
-            serde_json::json!({"cnc_id": "CNCF-BAD", "class_name": "FaultyTest", "settings": {"bad": true}}),
-            serde_json::json!({"cnc_id": "CNCF-OK", "class_name": "FaultyTest", "settings": {"bad": false}}),
-        ]),
+        &serde_json::json!([
+            {"cnc_id": "CNCF-BAD", "class_name": "FaultyTest", "settings": {"bad": true}},
+            {"cnc_id": "CNCF-OK", "class_name": "FaultyTest", "settings": {"bad": false}},
+        ])
+        .to_string(),
         &["faulty-plugin"],
     );
     let (ok, report) = check(&setup);

@@ -16,9 +16,8 @@ const WAIT: Duration = Duration::from_secs(60);
 #[test]
 fn a_second_collector_with_a_live_client_id_is_refused_and_takes_over_when_the_holder_dies() {
     let db = TestDb::new("lease");
-    let classes = r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#;
-    let first = Setup::new(&db, "lease1", classes, &["cnc-type-a"]);
-    let second = Setup::new(&db, "lease2", classes, &["cnc-type-a"]);
+    let first = Setup::cnc001_type_a(&db, "lease1");
+    let second = Setup::cnc001_type_a(&db, "lease2");
     // The same client_id, each with its own spool: a copied configuration.
     second
         .write_collector(&json!({"broker": {"client_id": first.client_id, "topic": first.topic}}));

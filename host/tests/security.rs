@@ -720,12 +720,7 @@ mod tls {
         let certs = Certs::new();
         let server = PrivateMariaDb::start(&certs, "server");
         let db = TestDb::new("dbtls"); // only for the Setup's defaults
-        let mut setup = Setup::new(
-            &db,
-            "dbtls",
-            r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
-            &["cnc-type-a"],
-        );
+        let mut setup = Setup::cnc001_type_a(&db, "dbtls");
         let db_config = |host: &str, ca: &str, verify: bool| {
             serde_json::json!({"host": host, "port": server.port, "user": "root", "password": "", "database": "cnc_database",
                                "tls": {"ca_file": certs.path(ca), "verify_hostname": verify}})
@@ -827,12 +822,7 @@ mod tls {
         let certs = Certs::new();
         let broker = certs.broker_with("server", "require_certificate true\n");
         let db = TestDb::new("mtls");
-        let mut setup = Setup::new(
-            &db,
-            "mtls",
-            r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
-            &["cnc-type-a"],
-        );
+        let mut setup = Setup::cnc001_type_a(&db, "mtls");
         let uri = format!("ssl://localhost:{}", broker.port);
         let auth = |tls: serde_json::Value| serde_json::json!({"broker": {"tls": tls, "username": "collector", "password": "broker-pass"}});
         // Without a client certificate: refused.
@@ -1004,12 +994,7 @@ mod tls {
         let good = certs.broker("server");
         let wrong_name = certs.broker("wrong-name");
         let db = TestDb::new("tls");
-        let mut setup = Setup::new(
-            &db,
-            "tls",
-            r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
-            &["cnc-type-a"],
-        );
+        let mut setup = Setup::cnc001_type_a(&db, "tls");
         let uri = |b: &PrivateBroker| format!("ssl://localhost:{}", b.port);
         let tls = |ca: &str| serde_json::json!({"ca_file": certs.path(ca)});
 

@@ -9,6 +9,15 @@ use std::{
 
 use super::{plugin_lib, publish, unique, TestDb, BROKER};
 
+/// cnc_classes.json for these (cnc_id, class) pairs.
+pub fn classes(pairs: &[(&str, &str)]) -> String {
+    let list: Vec<_> = pairs
+        .iter()
+        .map(|(id, class)| serde_json::json!({"cnc_id": id, "class_name": class}))
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
 /// A config dir for one collector.
 pub struct Setup {
     pub dir: tempfile::TempDir,
@@ -40,6 +49,17 @@ impl Setup {
         setup.write_db(db, 3306);
         setup.write("cnc_classes.json", classes);
         setup
+    }
+
+    /// [`Setup::new`] for the smallest plant: machine CNC001 of class CNCTypeA, and the
+    /// cnc-type-a plugin.
+    pub fn cnc001_type_a(db: &TestDb, tag: &str) -> Setup {
+        Setup::new(
+            db,
+            tag,
+            &classes(&[("CNC001", "CNCTypeA")]),
+            &["cnc-type-a"],
+        )
     }
 
     /// Copies a workspace plugin crate's library into the plugins dir, mode 0644.

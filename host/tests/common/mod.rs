@@ -36,7 +36,7 @@ mod simulator;
 pub use self::{
     build::{lib_in, plugin_lib},
     collector_process::{check, mes_collector, run_to_exit, Collector},
-    config_dir::Setup,
+    config_dir::{classes, Setup},
     database::{schema_for, try_root_conn, TestDb},
     ids::unique,
     mqtt::{publish, BROKER, SAMPLES},
