@@ -344,11 +344,7 @@ fn a_replay_without_the_delete_grant_says_which_grant_is_missing() {
             db.name
         ));
     }
-    setup.write(
-        "db_config.json",
-        &serde_json::json!({"host":"127.0.0.1","port":3306,"user":user,"password":"pw","database":db.name})
-            .to_string(),
-    );
+    setup.write_db_user(&db, &user, "pw");
     let out = dead_letters(&setup, &["replay"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");

@@ -154,11 +154,7 @@ fn no_password_appears_in_logs_or_check_output() {
     const ENV_DB_SECRET: &str = "Env-Db-S3cret-55e0";
     let db = TestDb::new("secrets");
     let mut setup = Setup::cnc001_type_a(&db, "secrets");
-    setup.write(
-        "db_config.json",
-        &serde_json::json!({"host":"127.0.0.1","port":3306,"user":"root","password":DB_SECRET,"database":db.name})
-            .to_string(),
-    );
+    setup.write_db_user(&db, "root", DB_SECRET);
     let broker = setup.broker.clone();
     setup.use_broker(
         &broker,

@@ -72,11 +72,7 @@ fn the_collector_works_with_the_least_privileges_the_shipped_grants() {
         r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"},{"cnc_id":"CNC002","class_name":"CNCTypeB"}]"#,
         &["cnc-type-a", "cnc-type-b"],
     );
-    setup.write(
-        "db_config.json",
-        &serde_json::json!({"host":"127.0.0.1","port":3306,"user":user.name,"password":"lp-pass","database":db.name})
-            .to_string(),
-    );
+    setup.write_db_user(&db, &user.name, "lp-pass");
     // The grants are really that narrow: no DDL, no access to other tables.
     let mut conn = mysql::Conn::new(
         mysql::OptsBuilder::new()

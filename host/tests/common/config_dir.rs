@@ -77,9 +77,18 @@ impl Setup {
 
     /// db_config.json for `db` reached through `port` (a proxy's, say).
     pub fn write_db(&self, db: &TestDb, port: u16) {
+        self.write_db_config(db, port, "root", "");
+    }
+
+    /// db_config.json for `db` as `user` with `password`.
+    pub fn write_db_user(&self, db: &TestDb, user: &str, password: &str) {
+        self.write_db_config(db, 3306, user, password);
+    }
+
+    fn write_db_config(&self, db: &TestDb, port: u16, user: &str, password: &str) {
         self.write(
             "db_config.json",
-            &serde_json::json!({"host":"127.0.0.1","port":port,"user":"root","password":"","database":db.name})
+            &serde_json::json!({"host":"127.0.0.1","port":port,"user":user,"password":password,"database":db.name})
                 .to_string(),
         );
     }
