@@ -138,20 +138,7 @@ fn a_torn_spool_tail_is_cut_off_and_everything_before_it_stored() {
     let mut collector = Collector::start(&setup);
     let msgs: Vec<String> = (0..100).map(sample).collect();
     setup.publish(&msgs);
-    // Each record: 8 bytes of header, 10 of sequence number and topic length, topic, payload.
-    let want: u64 = msgs
-        .iter()
-        .map(|m| (18 + setup.topic.len() + m.len()) as u64)
-        .sum();
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    while setup.spool_bytes() < want {
-        assert!(
-            std::time::Instant::now() < until,
-            "spool has {} of {want} bytes",
-            setup.spool_bytes()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    setup.wait_spooled(&msgs, Duration::from_secs(20));
     collector.kill9();
     let segment = setup.spool_segments().pop().unwrap();
     let len = std::fs::metadata(&segment).unwrap().len();

@@ -288,15 +288,7 @@ fn a_poison_message_inside_a_batch_costs_one_dead_letter() {
         ));
     }
     setup.publish(&msgs);
-    let spooled: u64 = msgs
-        .iter()
-        .map(|m| (18 + setup.topic.len() + m.len()) as u64)
-        .sum();
-    let until = std::time::Instant::now() + WAIT;
-    while setup.spool_bytes() < spooled {
-        assert!(std::time::Instant::now() < until, "messages not spooled");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    setup.wait_spooled(&msgs, WAIT);
     proxy.restore();
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM cnc_data", 59, WAIT),

@@ -5,6 +5,8 @@ use std::{
     fs,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
 };
 
 use super::{plugin_lib, publish, unique, TestDb, BROKER};
@@ -107,6 +109,26 @@ impl Setup {
             .filter_map(|p| p.metadata().ok())
             .map(|m| m.len())
             .sum()
+    }
+
+    /// Waits until the spool holds the records of `messages`, published to this
+    /// setup's topic; fails after `timeout`.
+    pub fn wait_spooled<M: AsRef<[u8]>>(&self, messages: &[M], timeout: Duration) {
+        // Each record: 8 bytes of header, 10 of sequence number and topic length,
+        // topic, payload.
+        let want: u64 = messages
+            .iter()
+            .map(|m| (18 + self.topic.len() + m.as_ref().len()) as u64)
+            .sum();
+        let until = Instant::now() + timeout;
+        while self.spool_bytes() < want {
+            assert!(
+                Instant::now() < until,
+                "spool has {} of {want} bytes after {timeout:?}",
+                self.spool_bytes()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The spool's segment files, oldest first.
