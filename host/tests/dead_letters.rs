@@ -6,7 +6,7 @@ mod common;
 
 use std::{process::Output, thread, time::Duration};
 
-use common::*;
+use common::{build::text, *};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -23,15 +23,6 @@ fn dead_letters(setup: &Setup, args: &[&str]) -> Output {
     all.extend_from_slice(args);
     all.extend(["--config-dir", setup.path().to_str().unwrap()]);
     mes_collector(&all).output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// (id, received_at, reason, replays) of every dead letter.

@@ -13,12 +13,12 @@ use std::{
     fs,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Output, Stdio},
+    process::Stdio,
     thread,
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{build::text, *};
 use mysql::prelude::Queryable;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -27,15 +27,6 @@ fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins/cnc-mapping/examples")
         .join(name)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Whether `check` lists the mapping file as loaded.
