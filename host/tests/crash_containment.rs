@@ -209,13 +209,6 @@ fn type_b(part_program: &str) -> String {
     .to_string()
 }
 
-/// part_program → rows in cnc_data.
-fn rows_per_part_program(db: &TestDb) -> BTreeMap<String, u64> {
-    db.rows::<(String, u64)>("SELECT part_program, COUNT(*) FROM cnc_data GROUP BY part_program")
-        .into_iter()
-        .collect()
-}
-
 #[derive(Debug)]
 struct DeadRow {
     reason: String,
@@ -278,7 +271,7 @@ fn one_bad_message(
     // Longer than a batch: a duplicate or a second dead letter would show by now.
     thread::sleep(Duration::from_millis(700));
     let want: BTreeMap<String, u64> = good.iter().map(|g| (g.clone(), 1)).collect();
-    assert_eq!(rows_per_part_program(&db), want, "{}", sup.log());
+    assert_eq!(db.rows_per_part_program(), want, "{}", sup.log());
     let dead = dead_letters(&db);
     assert_eq!(dead.len(), 1, "{dead:?}\n{}", sup.log());
     let d = &dead[0];
@@ -435,7 +428,7 @@ fn a_build_that_keeps_crashing_is_quarantined_and_the_other_class_runs_on() {
         .iter()
         .map(|p| (p.to_string(), 1))
         .collect();
-    assert_eq!(rows_per_part_program(&db), want);
+    assert_eq!(db.rows_per_part_program(), want);
     let dead = dead_letters(&db);
     let reasons: Vec<(&str, bool)> = dead
         .iter()

@@ -22,13 +22,6 @@ fn message(cnc_id: &str, part_program: &str, action: &str) -> String {
     .to_string()
 }
 
-/// part_program → rows in cnc_data.
-fn rows_per_part_program(db: &TestDb) -> BTreeMap<String, u64> {
-    db.rows::<(String, u64)>("SELECT part_program, COUNT(*) FROM cnc_data GROUP BY part_program")
-        .into_iter()
-        .collect()
-}
-
 type DeadRow = (
     String,
     Option<String>,
@@ -157,7 +150,7 @@ fn crashes_and_hangs_of_an_isolated_plugin_cost_only_their_messages() {
     std::thread::sleep(Duration::from_millis(700));
 
     let want: BTreeMap<String, u64> = good.iter().map(|g| (g.clone(), 1)).collect();
-    assert_eq!(rows_per_part_program(&db), want, "{}", collector.log());
+    assert_eq!(db.rows_per_part_program(), want, "{}", collector.log());
     let dead = dead_letters(&db);
     let summary: Vec<(&str, &str, &str, &str, &str)> = dead
         .iter()
@@ -272,7 +265,7 @@ fn an_isolated_constructor_refusal_is_a_plugin_init_dead_letter_as_in_process() 
     });
     std::thread::sleep(Duration::from_millis(700));
     let want: BTreeMap<String, u64> = [("b0".to_string(), 1), ("f0".to_string(), 1)].into();
-    assert_eq!(rows_per_part_program(&db), want, "{}", collector.log());
+    assert_eq!(db.rows_per_part_program(), want, "{}", collector.log());
     let dead = dead_letters(&db);
     let summary: Vec<(&str, &str, &str, &str)> = dead
         .iter()

@@ -2,6 +2,7 @@
 //! database.sql and dropped at the end.
 
 use std::{
+    collections::BTreeMap,
     thread,
     time::{Duration, Instant},
 };
@@ -65,6 +66,15 @@ impl TestDb {
 
     pub fn rows<T: mysql::prelude::FromRow>(&self, sql: &str) -> Vec<T> {
         self.conn().query(sql).unwrap()
+    }
+
+    /// part_program → rows in cnc_data.
+    pub fn rows_per_part_program(&self) -> BTreeMap<String, u64> {
+        self.rows::<(String, u64)>(
+            "SELECT part_program, COUNT(*) FROM cnc_data GROUP BY part_program",
+        )
+        .into_iter()
+        .collect()
     }
 
     /// Polls `sql` (a COUNT) until it reaches `want` or `timeout` passes; returns the
