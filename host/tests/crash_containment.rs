@@ -17,13 +17,12 @@ use std::{
     net::TcpStream,
     os::unix::process::ExitStatusExt,
     path::PathBuf,
-    process::{Child, ExitStatus, Stdio},
+    process::{Child, ExitStatus},
     thread,
     time::{Duration, Instant},
 };
 
 use common::*;
-use paho_mqtt as mqtt;
 use serde_json::json;
 
 const MAX_RESTARTS: u32 = 5;
@@ -64,24 +63,12 @@ impl Supervisor {
 
     fn spawn(&mut self) {
         self.runs += 1;
-        let mut out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        writeln!(out, "--- run {} ---", self.runs).unwrap();
-        let child = mes_collector(&["run", "--config-dir", self.config_dir.to_str().unwrap()])
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        let args = ["run", "--config-dir", self.config_dir.to_str().unwrap()];
+        self.child = Some(spawn_logged(&args, &self.log, self.runs));
     }
 
     fn this_run_log(&self) -> String {
-        let log = self.log();
-        let marker = format!("--- run {} ---", self.runs);
-        log[log.find(&marker).unwrap_or(0)..].to_string()
+        run_in_log(&self.log(), self.runs).to_string()
     }
 
     fn wait_subscribed(&mut self) {
@@ -175,22 +162,7 @@ impl Drop for Supervisor {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // Removes the persistent session the collector left on the broker.
-        if let Ok(cli) = mqtt::Client::new(
-            mqtt::CreateOptionsBuilder::new()
-                .server_uri(&self.broker)
-                .client_id(&self.client_id)
-                .persistence(None)
-                .finalize(),
-        ) {
-            let opts = mqtt::ConnectOptionsBuilder::new()
-                .clean_session(true)
-                .connect_timeout(Duration::from_secs(2))
-                .finalize();
-            if cli.connect(opts).is_ok() {
-                let _ = cli.disconnect(None);
-            }
-        }
+        forget_session(&self.broker, &self.client_id);
         if thread::panicking() {
             eprintln!("--- collector log ---\n{}", self.log());
         }

@@ -4,15 +4,13 @@
 use std::{
     fs,
     io::{Read, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use paho_mqtt as mqtt;
-
-use super::Setup;
+use super::{forget_session, Setup};
 
 /// Runs the collector binary with a config dir, capturing its log.
 pub fn mes_collector(args: &[&str]) -> Command {
@@ -45,6 +43,28 @@ pub fn run_to_exit(setup: &Setup, timeout: Duration) -> (Option<i32>, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Starts `mes-collector` with `args`, its output appended to `log` after a line that
+/// marks the start of run number `run` (see [`run_in_log`]).
+pub fn spawn_logged(args: &[&str], log: &Path, run: u32) -> Child {
+    let mut out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    writeln!(out, "--- run {run} ---").unwrap();
+    mes_collector(args)
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap()
+}
+
+/// The part of a log written by [`spawn_logged`] from run number `run` on (the whole
+/// log if that run has not started).
+pub fn run_in_log(log: &str, run: u32) -> &str {
+    &log[log.find(&format!("--- run {run} ---")).unwrap_or(0)..]
 }
 
 pub struct Collector {
@@ -83,26 +103,13 @@ impl Collector {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "still running");
         self.runs += 1;
-        let mut out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        writeln!(out, "--- run {} ---", self.runs).unwrap();
         let mut args: Vec<&str> = self.global_args.iter().map(String::as_str).collect();
         args.extend(["run", "--config-dir", self.setup_dir.to_str().unwrap()]);
-        let child = mes_collector(&args)
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let marker = format!("--- run {} ---", self.runs);
+        self.child = Some(spawn_logged(&args, &self.log, self.runs));
         let until = Instant::now() + Duration::from_secs(30);
         loop {
             let log = self.log();
-            let this_run = &log[log.find(&marker).unwrap_or(0)..];
-            if this_run.contains("subscribed to") {
+            if run_in_log(&log, self.runs).contains("subscribed to") {
                 return;
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
@@ -213,22 +220,7 @@ impl Collector {
 impl Drop for Collector {
     fn drop(&mut self) {
         self.kill9();
-        // Removes the persistent session the collector left on the broker.
-        if let Ok(cli) = mqtt::Client::new(
-            mqtt::CreateOptionsBuilder::new()
-                .server_uri(&self.broker)
-                .client_id(&self.client_id)
-                .persistence(None)
-                .finalize(),
-        ) {
-            let opts = mqtt::ConnectOptionsBuilder::new()
-                .clean_session(true)
-                .connect_timeout(Duration::from_secs(2))
-                .finalize();
-            if cli.connect(opts).is_ok() {
-                let _ = cli.disconnect(None);
-            }
-        }
+        forget_session(&self.broker, &self.client_id);
         if thread::panicking() {
             eprintln!(
                 "--- collector log ({}) ---\n{}",

@@ -35,10 +35,10 @@ mod simulator;
 #[allow(unused_imports)]
 pub use self::{
     build::{lib_in, plugin_lib},
-    collector_process::{check, mes_collector, run_to_exit, Collector},
+    collector_process::{check, mes_collector, run_in_log, run_to_exit, spawn_logged, Collector},
     config_dir::{classes, Setup},
     database::{schema_for, try_root_conn, TestDb},
     ids::unique,
-    mqtt::{publish, BROKER, SAMPLES},
+    mqtt::{forget_session, publish, BROKER, SAMPLES},
     simulator::{cnc_sim, finish, generate, seq_stats, seq_stats_in, sim_classes},
 };
