@@ -13,8 +13,6 @@ mod common;
 use std::{
     collections::BTreeMap,
     fs,
-    io::{Read, Write},
-    net::TcpStream,
     os::unix::process::ExitStatusExt,
     path::PathBuf,
     process::{Child, ExitStatus},
@@ -357,14 +355,6 @@ fn a_hung_call_makes_the_collector_exit_and_its_message_a_dead_letter() {
     assert_eq!(exits[0].code(), Some(70), "the watchdog's exit status");
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn a_build_that_keeps_crashing_is_quarantined_and_the_other_class_runs_on() {
     let db = TestDb::new("quarantine");
@@ -423,7 +413,7 @@ fn a_build_that_keeps_crashing_is_quarantined_and_the_other_class_runs_on() {
     );
 
     // /metrics, check and the quarantine command all show it.
-    let metrics = http_get(&sup.metrics_addr(), "/metrics");
+    let (_, metrics) = http::get(&sup.metrics_addr(), "/metrics");
     assert!(
         metrics.contains(r#"mes_plugin_quarantined{class="FaultyTest"} 1"#),
         "{metrics}"
