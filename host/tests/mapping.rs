@@ -11,7 +11,6 @@ mod common;
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::Stdio,
     thread,
@@ -320,32 +319,6 @@ fn replay_dry_run_shows_the_rows_of_a_mapping() {
         )),
         "{stderr}"
     );
-}
-
-/// `cnc-sim record` of the messages published while it runs.
-fn record(messages: &[String], out: &Path) {
-    let topic = format!("test/{}", unique("maprec"));
-    let mut recorder = cnc_sim(&[
-        "record",
-        "--out",
-        out.to_str().unwrap(),
-        "--count",
-        &messages.len().to_string(),
-        "--timeout-secs",
-        "20",
-        "--topic",
-        &topic,
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdout = BufReader::new(recorder.stdout.take().unwrap());
-    let mut ready = String::new();
-    stdout.read_line(&mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready");
-    publish(BROKER, &topic, messages);
-    assert!(recorder.wait().unwrap().success());
 }
 
 #[test]

@@ -12,9 +12,8 @@ mod common;
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    path::PathBuf,
+    process::Command,
     sync::OnceLock,
     time::{Duration, Instant},
 };
@@ -271,44 +270,16 @@ fn payload_of(sample: &str) -> &str {
     &sample[at..sample.len() - 1]
 }
 
-/// Records SAMPLES as `cnc-sim record` would from a live topic.
-fn record_samples(dir: &Path) -> PathBuf {
-    let file = dir.join("recorded.jsonl");
-    let topic = format!("test/{}", unique("record"));
-    let mut recorder = cnc_sim(&[
-        "record",
-        "--out",
-        file.to_str().unwrap(),
-        "--count",
-        "3",
-        "--timeout-secs",
-        "20",
-        "--topic",
-        &topic,
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdout = BufReader::new(recorder.stdout.take().unwrap());
-    let mut ready = String::new();
-    stdout.read_line(&mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready");
-    publish(BROKER, &topic, &SAMPLES);
-    let mut summary = String::new();
-    stdout.read_line(&mut summary).unwrap();
-    assert!(recorder.wait().unwrap().success(), "{summary}");
+#[test]
+fn recorded_messages_replay_through_each_shipped_plugin_as_the_writes_it_would_make() {
+    let dir = tempfile::tempdir().unwrap();
+    // Recorded as `cnc-sim record` would from a live topic.
+    let file = dir.path().join("recorded.jsonl");
+    let summary = record(&SAMPLES, &file);
     assert!(
         summary.contains("recorded 3 messages") && summary.contains("0 skipped"),
         "{summary}"
     );
-    file
-}
-
-#[test]
-fn recorded_messages_replay_through_each_shipped_plugin_as_the_writes_it_would_make() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = record_samples(dir.path());
     assert_eq!(
         fs::read_to_string(&file).unwrap(),
         SAMPLES.map(|s| format!("{s}\n")).concat()

@@ -1,11 +1,15 @@
 //! `cnc-sim`, the machine simulator: the classes and messages of simulated machines,
 //! and the checks of what the collector stored of them.
 
-use std::process::{Child, Command, Stdio};
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+};
 
 use mysql::{prelude::Queryable, Conn};
 
-use super::{Setup, TestDb};
+use super::{publish, unique, Setup, TestDb, BROKER};
 
 /// Runs `cnc-sim` with these arguments.
 pub fn cnc_sim(args: &[&str]) -> Command {
@@ -48,6 +52,36 @@ pub fn generate(setup: &Setup, count: u64, rate: u64, start_seq: u64, machines: 
     .stderr(Stdio::null())
     .spawn()
     .unwrap()
+}
+
+/// `cnc-sim record` into `out` of `messages`, published to a topic of its own once it
+/// has subscribed; returns the summary line it ends with.
+pub fn record<M: AsRef<[u8]>>(messages: &[M], out: &Path) -> String {
+    let topic = format!("test/{}", unique("record"));
+    let mut recorder = cnc_sim(&[
+        "record",
+        "--out",
+        out.to_str().unwrap(),
+        "--count",
+        &messages.len().to_string(),
+        "--timeout-secs",
+        "20",
+        "--topic",
+        &topic,
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdout = BufReader::new(recorder.stdout.take().unwrap());
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    publish(BROKER, &topic, messages);
+    let mut summary = String::new();
+    stdout.read_line(&mut summary).unwrap();
+    assert!(recorder.wait().unwrap().success(), "{summary}");
+    summary
 }
 
 /// Waits for a publisher and checks it lost nothing.
