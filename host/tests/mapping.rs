@@ -12,9 +12,7 @@ mod common;
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Stdio,
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::{build::text, *};
@@ -226,26 +224,11 @@ fn a_broken_mapping_is_refused_at_start_naming_file_and_path_and_the_rest_runs()
 
     // A class defined by a mapping file and by a plugin: the collector does not start.
     add_mapping(&setup, "CNCTypeA", &type_a);
-    let mut child = mes_collector(&["run", "--config-dir", setup.path().to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("the collector started despite a class defined twice");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let (code, log) = run_to_exit(&setup, WAIT);
+    assert_eq!(code, Some(2), "{log}");
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("class \"CNCTypeA\" is defined twice: by mapping file"),
-        "{}",
-        text(&out)
+        log.contains("class \"CNCTypeA\" is defined twice: by mapping file"),
+        "{log}"
     );
 }
 
