@@ -40,5 +40,8 @@ pub use self::{
     database::{schema_for, try_root_conn, TestDb},
     ids::unique,
     mqtt::{forget_session, publish, BROKER, SAMPLES},
-    simulator::{cnc_sim, finish, generate, record, seq_stats, seq_stats_in, sim_classes},
+    simulator::{
+        check_newest_status, cnc_sim, finish, generate, record, seq_stats, seq_stats_in,
+        sim_classes,
+    },
 };

@@ -2,6 +2,7 @@
 //! and the checks of what the collector stored of them.
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
@@ -110,4 +111,48 @@ pub fn seq_stats_in(conn: &mut Conn) -> (u64, u64, i64, i64) {
         .unwrap();
     let (n, d, lo, hi) = row.unwrap();
     (n, d, lo.unwrap_or(-1), hi.unwrap_or(-1))
+}
+
+/// The columns `Db::upsert_newest` orders `cnc_status` by, for a generated message:
+/// the timestamp, then the other columns in the plugin's order.
+type StatusKey = (i64, String, f64, Option<f64>, Option<i64>, String);
+/// A machine's row: its cnc_id and [`StatusKey`].
+type StatusRow = (String, i64, String, f64, Option<f64>, Option<i64>, String);
+
+/// Checks through `conn` that each of the `machines` generated machines has its
+/// cnc_status row at the greatest of its messages (timestamp first), whichever
+/// collector committed which message last; `what` begins the failure messages.
+pub fn check_newest_status(conn: &mut Conn, machines: usize, what: &str) {
+    let mut newest: BTreeMap<String, StatusKey> = BTreeMap::new();
+    let all: Vec<StatusRow> = conn
+        .query(
+            "SELECT cnc_id, timestamp, JSON_UNQUOTE(JSON_EXTRACT(json_data, '$.status')), \
+             CAST(JSON_EXTRACT(json_data, '$.spin') AS DOUBLE), \
+             CAST(JSON_EXTRACT(json_data, '$.feed_rate') AS DOUBLE), \
+             CAST(JSON_EXTRACT(json_data, '$.part_count') AS SIGNED), part_program FROM cnc_data",
+        )
+        .unwrap();
+    for (id, ts, status, spin, feed, count, program) in all {
+        let key = (ts, status, spin, feed, count, program);
+        let slot = newest.entry(id).or_insert_with(|| key.clone());
+        let greater = (key.0, &key.1, key.2, key.3, key.4, &key.5)
+            .partial_cmp(&(slot.0, &slot.1, slot.2, slot.3, slot.4, &slot.5))
+            == Some(std::cmp::Ordering::Greater);
+        if greater {
+            *slot = key;
+        }
+    }
+    let status: Vec<StatusRow> = conn
+        .query(
+            "SELECT cnc_id, timestamp, status, spin, feed_rate, part_count, part_program FROM cnc_status",
+        )
+        .unwrap();
+    assert_eq!(status.len(), machines, "{what}: cnc_status rows");
+    for (id, ts, st, spin, feed, count, program) in status {
+        assert_eq!(
+            Some(&(ts, st, spin, feed, count, program)),
+            newest.get(&id),
+            "{what}: cnc_status of {id}"
+        );
+    }
 }
