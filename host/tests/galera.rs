@@ -262,12 +262,8 @@ struct GaleraDb<'c> {
 
 impl<'c> GaleraDb<'c> {
     fn new(cluster: &'c Cluster, tag: &str) -> GaleraDb<'c> {
-        let name = format!("mes_t_{}", unique(tag));
-        let mut conn = cluster.conn(0, None);
-        for stmt in schema_for(&name) {
-            conn.query_drop(&stmt)
-                .unwrap_or_else(|e| panic!("{stmt}: {e}"));
-        }
+        let name = test_db_name(tag);
+        create_schema(&mut cluster.conn(0, None), &name);
         GaleraDb { name, cluster }
     }
 
@@ -280,14 +276,7 @@ impl<'c> GaleraDb<'c> {
     }
 
     fn wait_count(&self, node: usize, sql: &str, want: u64, timeout: Duration) -> u64 {
-        let until = Instant::now() + timeout;
-        loop {
-            let n = self.count(node, sql);
-            if n >= want || Instant::now() > until {
-                return n;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
+        poll_count(want, timeout, || self.count(node, sql))
     }
 
     /// A collector's config dir for this database, writing to `nodes` in that order.

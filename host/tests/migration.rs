@@ -57,7 +57,7 @@ type OldRow<'a> = (
 /// A database made with the original service's DDL, holding `rows`.
 fn python_database(tag: &str, rows: &[OldRow<'_>]) -> TestDb {
     let db = TestDb {
-        name: format!("mes_t_{}", unique(tag)),
+        name: test_db_name(tag),
     };
     let (ok, out) = mariadb(FIXTURE, &db.name);
     assert!(ok, "{out}");

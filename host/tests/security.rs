@@ -680,9 +680,7 @@ mod tls {
             let db = PrivateMariaDb { port, dir, child };
             let ssl = mysql::SslOpts::default().with_root_cert_path(Some(certs.path("ca.crt")));
             let mut conn = db.conn(Some(ssl.with_danger_skip_domain_validation(true)));
-            for stmt in schema_for("cnc_database") {
-                conn.query_drop(&stmt).unwrap();
-            }
+            create_schema(&mut conn, "cnc_database");
             db
         }
 

@@ -28,8 +28,21 @@ pub fn try_root_conn(db: Option<&str>) -> mysql::Result<Conn> {
     Conn::new(opts)
 }
 
-/// database.sql applied to a database of the test's own name.
-pub fn schema_for(name: &str) -> Vec<String> {
+/// A database name of the test's own, made from `tag`.
+pub fn test_db_name(tag: &str) -> String {
+    format!("mes_t_{}", unique(tag))
+}
+
+/// Creates database `name` through `conn` as database.sql makes `cnc_database`.
+pub fn create_schema(conn: &mut Conn, name: &str) {
+    for stmt in schema_for(name) {
+        conn.query_drop(&stmt)
+            .unwrap_or_else(|e| panic!("{stmt}: {e}"));
+    }
+}
+
+/// database.sql's statements, for a database named `name`.
+fn schema_for(name: &str) -> Vec<String> {
     let sql = include_str!("../../../database.sql").replace("cnc_database", name);
     sql.lines()
         .filter(|l| !l.trim_start().starts_with("--"))
@@ -47,12 +60,8 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn new(tag: &str) -> TestDb {
-        let name = format!("mes_t_{}", unique(tag));
-        let mut conn = root_conn(None);
-        for stmt in schema_for(&name) {
-            conn.query_drop(&stmt)
-                .unwrap_or_else(|e| panic!("{stmt}: {e}"));
-        }
+        let name = test_db_name(tag);
+        create_schema(&mut root_conn(None), &name);
         TestDb { name }
     }
 
@@ -80,14 +89,20 @@ impl TestDb {
     /// Polls `sql` (a COUNT) until it reaches `want` or `timeout` passes; returns the
     /// last value.
     pub fn wait_count(&self, sql: &str, want: u64, timeout: Duration) -> u64 {
-        let until = Instant::now() + timeout;
-        loop {
-            let n = self.count(sql);
-            if n >= want || Instant::now() > until {
-                return n;
-            }
-            thread::sleep(Duration::from_millis(100));
+        poll_count(want, timeout, || self.count(sql))
+    }
+}
+
+/// Calls `count` until it returns `want` or more or `timeout` passes; returns the last
+/// value.
+pub fn poll_count(want: u64, timeout: Duration, mut count: impl FnMut() -> u64) -> u64 {
+    let until = Instant::now() + timeout;
+    loop {
+        let n = count();
+        if n >= want || Instant::now() > until {
+            return n;
         }
+        thread::sleep(Duration::from_millis(100));
     }
 }
 

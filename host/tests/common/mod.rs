@@ -37,7 +37,7 @@ pub use self::{
     build::{lib_in, plugin_lib},
     collector_process::{check, mes_collector, run_in_log, run_to_exit, spawn_logged, Collector},
     config_dir::{classes, Setup},
-    database::{schema_for, try_root_conn, TestDb},
+    database::{create_schema, poll_count, test_db_name, try_root_conn, TestDb},
     ids::unique,
     mqtt::{forget_session, publish, BROKER, SAMPLES},
     simulator::{
