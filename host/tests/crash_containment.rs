@@ -70,21 +70,7 @@ impl Supervisor {
     }
 
     fn wait_subscribed(&mut self) {
-        let until = Instant::now() + Duration::from_secs(30);
-        while !self.this_run_log().contains("subscribed to") {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "collector exited ({status}) before subscribing:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < until,
-                "not subscribed within 30 s:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        wait_subscribed(self.child.as_mut().unwrap(), &self.log, self.runs);
     }
 
     /// Keeps the collector running, restarting it after each exit, until `done`

@@ -67,6 +67,26 @@ pub fn run_in_log(log: &str, run: u32) -> &str {
     &log[log.find(&format!("--- run {run} ---")).unwrap_or(0)..]
 }
 
+/// Waits until run number `run` of the collector `child`, started by [`spawn_logged`]
+/// with `log`, has subscribed; fails if it exits first or takes over 30 s.
+pub fn wait_subscribed(child: &mut Child, log: &Path, run: u32) {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if run_in_log(&text, run).contains("subscribed to") {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("collector exited ({status}) before subscribing:\n{text}");
+        }
+        assert!(
+            Instant::now() < until,
+            "collector did not subscribe within 30 s:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub struct Collector {
     child: Option<Child>,
     log: PathBuf,
@@ -105,22 +125,8 @@ impl Collector {
         self.runs += 1;
         let mut args: Vec<&str> = self.global_args.iter().map(String::as_str).collect();
         args.extend(["run", "--config-dir", self.setup_dir.to_str().unwrap()]);
-        self.child = Some(spawn_logged(&args, &self.log, self.runs));
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            let log = self.log();
-            if run_in_log(&log, self.runs).contains("subscribed to") {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("collector exited ({status}) before subscribing:\n{log}");
-            }
-            assert!(
-                Instant::now() < until,
-                "collector did not subscribe within 30 s:\n{log}"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        let child = self.child.insert(spawn_logged(&args, &self.log, self.runs));
+        wait_subscribed(child, &self.log, self.runs);
     }
 
     /// Peak resident memory (VmHWM) of the running collector, in KiB.

@@ -35,7 +35,9 @@ mod simulator;
 #[allow(unused_imports)]
 pub use self::{
     build::{lib_in, plugin_lib},
-    collector_process::{check, mes_collector, run_in_log, run_to_exit, spawn_logged, Collector},
+    collector_process::{
+        check, mes_collector, run_in_log, run_to_exit, spawn_logged, wait_subscribed, Collector,
+    },
     config_dir::{classes, Setup},
     database::{create_schema, poll_count, test_db_name, try_root_conn, TestDb},
     ids::unique,
