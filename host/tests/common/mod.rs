@@ -43,7 +43,7 @@ pub use self::{
     ids::unique,
     mqtt::{forget_session, publish, BROKER, SAMPLES},
     simulator::{
-        check_newest_status, cnc_sim, finish, generate, record, seq_stats, seq_stats_in,
-        sim_classes,
+        check_newest_status, cnc_sim, finish, generate, generate_cmd, record, seq_stats,
+        seq_stats_in, sim_classes,
     },
 };

@@ -34,6 +34,22 @@ pub fn sim_classes(n: usize) -> String {
 
 /// Starts `cnc-sim generate` against the setup's broker and topic.
 pub fn generate(setup: &Setup, count: u64, rate: u64, start_seq: u64, machines: usize) -> Child {
+    generate_cmd(setup, count, rate, start_seq, machines)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The `cnc-sim generate` of [`generate`], for a caller that adds to it or runs it
+/// otherwise.
+pub fn generate_cmd(
+    setup: &Setup,
+    count: u64,
+    rate: u64,
+    start_seq: u64,
+    machines: usize,
+) -> Command {
     cnc_sim(&[
         "generate",
         "--broker",
@@ -49,10 +65,6 @@ pub fn generate(setup: &Setup, count: u64, rate: u64, start_seq: u64, machines: 
         "--start-seq",
         &start_seq.to_string(),
     ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap()
 }
 
 /// `cnc-sim record` into `out` of `messages`, published to a topic of its own once it
