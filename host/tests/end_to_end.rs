@@ -337,11 +337,8 @@ fn a_non_plugin_library_is_reported_by_name_and_the_valid_one_loads() {
         std::fs::copy(lib, setup.plugins_dir().join("libsystem_math.so")).unwrap();
     }
 
-    let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = check(&setup);
+    assert!(!ok, "{text}");
     assert!(text.contains(&junk) && text.contains("REFUSED"), "{text}");
     assert!(
         text.contains("libcnc_type_a.so") && text.contains("CNCTypeA"),

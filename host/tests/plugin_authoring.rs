@@ -22,6 +22,8 @@ use common::{build::*, *};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// `mes-collector check` on the setup: (passed, stdout and stderr); common's `check`,
+/// which this one hides, gives stdout alone.
 fn check(setup: &Setup) -> (bool, String) {
     let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
         .output()
