@@ -118,8 +118,7 @@ fn plugins_built_against_every_released_api_load_into_this_host_and_store_their_
             messages.push(message(cnc_id, 1_747_379_000 + i, PAYLOAD));
         }
     }
-    let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-    setup.publish(&refs);
+    setup.publish(&messages);
     let total = 3 * per_machine;
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM cnc_data", total, WAIT),
@@ -263,8 +262,7 @@ fn plugin_log_records_and_counts_reach_the_hosts_log_and_metrics_bounded() {
                 "alarms":[{"code":"E77","message":"Door open"},{"code":1002,"message":"Overload"}]}"#,
         ));
     }
-    let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-    setup.publish(&refs);
+    setup.publish(&messages);
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM cnc_data", n + 3, WAIT),
         n + 3

@@ -13,17 +13,14 @@ mod common;
 use std::{
     collections::BTreeMap,
     fs,
-    io::{Read, Write},
-    net::TcpStream,
     os::unix::process::ExitStatusExt,
     path::PathBuf,
-    process::{Child, ExitStatus, Stdio},
+    process::{Child, ExitStatus},
     thread,
     time::{Duration, Instant},
 };
 
 use common::*;
-use paho_mqtt as mqtt;
 use serde_json::json;
 
 const MAX_RESTARTS: u32 = 5;
@@ -64,42 +61,16 @@ impl Supervisor {
 
     fn spawn(&mut self) {
         self.runs += 1;
-        let mut out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        writeln!(out, "--- run {} ---", self.runs).unwrap();
-        let child = mes_collector(&["run", "--config-dir", self.config_dir.to_str().unwrap()])
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        let args = ["run", "--config-dir", self.config_dir.to_str().unwrap()];
+        self.child = Some(spawn_logged(&args, &self.log, self.runs));
     }
 
     fn this_run_log(&self) -> String {
-        let log = self.log();
-        let marker = format!("--- run {} ---", self.runs);
-        log[log.find(&marker).unwrap_or(0)..].to_string()
+        run_in_log(&self.log(), self.runs).to_string()
     }
 
     fn wait_subscribed(&mut self) {
-        let until = Instant::now() + Duration::from_secs(30);
-        while !self.this_run_log().contains("subscribed to") {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "collector exited ({status}) before subscribing:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < until,
-                "not subscribed within 30 s:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        wait_subscribed(self.child.as_mut().unwrap(), &self.log, self.runs);
     }
 
     /// Keeps the collector running, restarting it after each exit, until `done`
@@ -175,22 +146,7 @@ impl Drop for Supervisor {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // Removes the persistent session the collector left on the broker.
-        if let Ok(cli) = mqtt::Client::new(
-            mqtt::CreateOptionsBuilder::new()
-                .server_uri(&self.broker)
-                .client_id(&self.client_id)
-                .persistence(None)
-                .finalize(),
-        ) {
-            let opts = mqtt::ConnectOptionsBuilder::new()
-                .clean_session(true)
-                .connect_timeout(Duration::from_secs(2))
-                .finalize();
-            if cli.connect(opts).is_ok() {
-                let _ = cli.disconnect(None);
-            }
-        }
+        forget_session(&self.broker, &self.client_id);
         if thread::panicking() {
             eprintln!("--- collector log ---\n{}", self.log());
         }
@@ -207,18 +163,6 @@ fn type_b(part_program: &str) -> String {
     json!({"cnc_id":"B1","part_program":part_program,"timestamp":1747379000,
            "payload":{"status":"running","spin":100,"X-Axis":1,"Y-Axis":2}})
     .to_string()
-}
-
-fn publish(setup: &Setup, messages: &[String]) {
-    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&refs);
-}
-
-/// part_program → rows in cnc_data.
-fn rows_per_part_program(db: &TestDb) -> BTreeMap<String, u64> {
-    db.rows::<(String, u64)>("SELECT part_program, COUNT(*) FROM cnc_data GROUP BY part_program")
-        .into_iter()
-        .collect()
 }
 
 #[derive(Debug)]
@@ -272,7 +216,7 @@ fn one_bad_message(
         messages.push(type_b(&b));
         good.push(b);
     }
-    publish(&setup, &messages);
+    setup.publish(&messages);
     let restarts = sup.run_until(
         "all good messages stored and the bad one dead-lettered",
         || {
@@ -283,7 +227,7 @@ fn one_bad_message(
     // Longer than a batch: a duplicate or a second dead letter would show by now.
     thread::sleep(Duration::from_millis(700));
     let want: BTreeMap<String, u64> = good.iter().map(|g| (g.clone(), 1)).collect();
-    assert_eq!(rows_per_part_program(&db), want, "{}", sup.log());
+    assert_eq!(db.rows_per_part_program(), want, "{}", sup.log());
     let dead = dead_letters(&db);
     assert_eq!(dead.len(), 1, "{dead:?}\n{}", sup.log());
     let d = &dead[0];
@@ -397,29 +341,18 @@ fn a_hung_call_makes_the_collector_exit_and_its_message_a_dead_letter() {
     assert_eq!(exits[0].code(), Some(70), "the watchdog's exit status");
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn a_build_that_keeps_crashing_is_quarantined_and_the_other_class_runs_on() {
     let db = TestDb::new("quarantine");
     let setup = Setup::new(&db, "quarantine", CLASSES, &PLUGINS);
     setup.write_collector(&json!({"plugins": {"quarantine_after_crashes": 2}}));
     let mut sup = Supervisor::start(&setup);
-    publish(
-        &setup,
-        &[
-            faulty("q0", "segfault"),
-            type_b("b0"),
-            faulty("q1", "abort"),
-            type_b("b1"),
-        ],
-    );
+    setup.publish(&[
+        faulty("q0", "segfault"),
+        type_b("b0"),
+        faulty("q1", "abort"),
+        type_b("b1"),
+    ]);
     let restarts = sup.run_until("both crashes dead-lettered", || {
         db.count("SELECT COUNT(*) FROM dead_letters WHERE reason = 'plugin_crashed'") >= 2
             && db.count("SELECT COUNT(*) FROM cnc_data") >= 2
@@ -432,7 +365,7 @@ fn a_build_that_keeps_crashing_is_quarantined_and_the_other_class_runs_on() {
     );
 
     // Quarantined: a good FaultyTest message is a dead letter, CNCTypeB stores.
-    publish(&setup, &[faulty("q2", "store"), type_b("b2")]);
+    setup.publish(&[faulty("q2", "store"), type_b("b2")]);
     let more = sup.run_until("q2 dead-lettered and b2 stored", || {
         db.count("SELECT COUNT(*) FROM dead_letters WHERE reason = 'plugin_quarantined'") >= 1
             && db.count("SELECT COUNT(*) FROM cnc_data WHERE part_program = 'b2'") >= 1
@@ -443,7 +376,7 @@ fn a_build_that_keeps_crashing_is_quarantined_and_the_other_class_runs_on() {
         .iter()
         .map(|p| (p.to_string(), 1))
         .collect();
-    assert_eq!(rows_per_part_program(&db), want);
+    assert_eq!(db.rows_per_part_program(), want);
     let dead = dead_letters(&db);
     let reasons: Vec<(&str, bool)> = dead
         .iter()
@@ -466,7 +399,7 @@ fn a_build_that_keeps_crashing_is_quarantined_and_the_other_class_runs_on() {
     );
 
     // /metrics, check and the quarantine command all show it.
-    let metrics = http_get(&sup.metrics_addr(), "/metrics");
+    let (_, metrics) = http::get(&sup.metrics_addr(), "/metrics");
     assert!(
         metrics.contains(r#"mes_plugin_quarantined{class="FaultyTest"} 1"#),
         "{metrics}"
@@ -506,7 +439,7 @@ fn a_build_that_keeps_crashing_is_quarantined_and_the_other_class_runs_on() {
     assert_eq!(again.status.code(), Some(1), "nothing left to lift");
     sup.spawn();
     sup.wait_subscribed();
-    publish(&setup, &[faulty("q3", "store")]);
+    setup.publish(&[faulty("q3", "store")]);
     sup.run_until("q3 stored", || {
         db.count("SELECT COUNT(*) FROM cnc_data WHERE part_program = 'q3'") >= 1
     });

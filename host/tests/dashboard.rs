@@ -209,8 +209,8 @@ fn every_metric_the_dashboard_queries_is_exposed_by_the_collector() {
     let setup = Setup::new(&db, "dashboard", classes, &["cnc-type-a", "cnc-type-b"]);
     let collector = Collector::start(&setup);
     // Stored messages and a dead letter, so that the labelled series exist.
-    let mut msgs: Vec<&[u8]> = SAMPLES.iter().map(|s| s.as_bytes()).collect();
-    msgs.push(b"not json");
+    let mut msgs = SAMPLES.to_vec();
+    msgs.push("not json");
     setup.publish(&msgs);
     db.wait_count(
         "SELECT COUNT(*) FROM dead_letters",

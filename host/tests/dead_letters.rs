@@ -6,17 +6,9 @@ mod common;
 
 use std::{process::Output, thread, time::Duration};
 
-use common::*;
+use common::{build::text, *};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn classes(pairs: &[(&str, &str)]) -> String {
-    let list: Vec<_> = pairs
-        .iter()
-        .map(|(id, class)| serde_json::json!({"cnc_id": id, "class_name": class}))
-        .collect();
-    serde_json::Value::Array(list).to_string()
-}
 
 fn message(cnc_id: &str, part_program: &str, seq: u64) -> String {
     format!(
@@ -31,15 +23,6 @@ fn dead_letters(setup: &Setup, args: &[&str]) -> Output {
     all.extend_from_slice(args);
     all.extend(["--config-dir", setup.path().to_str().unwrap()]);
     mes_collector(&all).output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// (id, received_at, reason, replays) of every dead letter.
@@ -64,12 +47,7 @@ fn foreign_positions(db: &TestDb, setup: &Setup) -> u64 {
 #[test]
 fn unknown_cnc_id_is_stored_once_the_mapping_is_added_while_the_collector_runs() {
     let db = TestDb::new("dl_unknown");
-    let setup = Setup::new(
-        &db,
-        "dl_unknown",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "dl_unknown");
     let collector = Collector::start(&setup);
     let known = message("CNC001", "program_01", 0);
     let unknown = message("CNC009", "program_09", 1);
@@ -171,16 +149,10 @@ fn unknown_cnc_id_is_stored_once_the_mapping_is_added_while_the_collector_runs()
 fn two_replays_at_once_store_each_dead_letter_once() {
     const N: u64 = 600;
     let db = TestDb::new("dl_race");
-    let setup = Setup::new(
-        &db,
-        "dl_race",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "dl_race");
     let collector = Collector::start(&setup);
     let messages: Vec<String> = (0..N).map(|i| message("CNC009", "p", i)).collect();
-    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&refs);
+    setup.publish(&messages);
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM dead_letters", N, WAIT),
         N,
@@ -239,12 +211,7 @@ fn db_rejected_stays_until_the_column_is_widened() {
     let db = TestDb::new("dl_rejected");
     db.conn()
         .query_drop_ok("ALTER TABLE cnc_data MODIFY part_program VARCHAR(12) NOT NULL");
-    let setup = Setup::new(
-        &db,
-        "dl_rejected",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "dl_rejected");
     let collector = Collector::start(&setup);
     let long = message("CNC001", "a_program_name_longer_than_12", 0);
     let short = message("CNC001", "program_01", 1);
@@ -296,12 +263,7 @@ fn db_rejected_stays_until_the_column_is_widened() {
 #[test]
 fn a_cut_payload_is_refused_and_left() {
     let db = TestDb::new("dl_cut");
-    let setup = Setup::new(
-        &db,
-        "dl_cut",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "dl_cut");
     setup.write_collector(&serde_json::json!({"dead_letter_payload_limit": 64}));
     let collector = Collector::start(&setup);
     let long = message("CNC009", "program_09", 0);
@@ -356,12 +318,7 @@ impl QueryDropOk for mysql::Conn {
 #[test]
 fn a_replay_without_the_delete_grant_says_which_grant_is_missing() {
     let db = TestDb::new("dl_grant");
-    let setup = Setup::new(
-        &db,
-        "dl_grant",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "dl_grant");
     // The collector's grants of the README, without the replay's DELETE.
     let user = unique("mes_dl");
     let mut root = db.conn();
@@ -378,11 +335,7 @@ fn a_replay_without_the_delete_grant_says_which_grant_is_missing() {
             db.name
         ));
     }
-    setup.write(
-        "db_config.json",
-        &serde_json::json!({"host":"127.0.0.1","port":3306,"user":user,"password":"pw","database":db.name})
-            .to_string(),
-    );
+    setup.write_db_user(&db, &user, "pw");
     let out = dead_letters(&setup, &["replay"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");

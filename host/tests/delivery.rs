@@ -128,33 +128,17 @@ fn sample(i: usize) -> String {
     )
 }
 
-const A_ONLY: &str = r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#;
-
 #[test]
 fn a_torn_spool_tail_is_cut_off_and_everything_before_it_stored() {
     let db = TestDb::new("torn");
     let proxy = TcpProxy::start("127.0.0.1:3306");
-    let setup = Setup::new(&db, "torn", A_ONLY, &["cnc-type-a"]);
+    let setup = Setup::cnc001_type_a(&db, "torn");
     setup.write_db(&db, proxy.port);
     proxy.cut();
     let mut collector = Collector::start(&setup);
     let msgs: Vec<String> = (0..100).map(sample).collect();
-    let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&refs);
-    // Each record: 8 bytes of header, 10 of sequence number and topic length, topic, payload.
-    let want: u64 = msgs
-        .iter()
-        .map(|m| (18 + setup.topic.len() + m.len()) as u64)
-        .sum();
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    while setup.spool_bytes() < want {
-        assert!(
-            std::time::Instant::now() < until,
-            "spool has {} of {want} bytes",
-            setup.spool_bytes()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    setup.publish(&msgs);
+    setup.wait_spooled(&msgs, Duration::from_secs(20));
     collector.kill9();
     let segment = setup.spool_segments().pop().unwrap();
     let len = std::fs::metadata(&segment).unwrap().len();

@@ -9,14 +9,6 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn classes(pairs: &[(&str, &str)]) -> String {
-    let list: Vec<_> = pairs
-        .iter()
-        .map(|(id, class)| serde_json::json!({"cnc_id": id, "class_name": class}))
-        .collect();
-    serde_json::Value::Array(list).to_string()
-}
-
 type DataRow = (String, String, i64, String);
 /// reason, cnc_id, plugin_class, detail, payload
 type DeadLetterRow = (String, Option<String>, Option<String>, String, Vec<u8>);
@@ -36,8 +28,7 @@ fn sample_messages_become_the_original_rows_with_either_plugin() {
             &["cnc-type-a", "cnc-type-b"],
         );
         let mut collector = Collector::start(&setup);
-        let msgs: Vec<&[u8]> = SAMPLES.iter().map(|s| s.as_bytes()).collect();
-        setup.publish(&msgs);
+        setup.publish(&SAMPLES);
         assert_eq!(
             db.wait_count("SELECT COUNT(*) FROM cnc_data", 3, WAIT),
             3,
@@ -296,17 +287,8 @@ fn a_poison_message_inside_a_batch_costs_one_dead_letter() {
             r#"{{"cnc_id":"CNCF","part_program":"p{i}","timestamp":{i},"payload":{{"action":"{action}"}}}}"#
         ));
     }
-    let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&refs);
-    let spooled: u64 = msgs
-        .iter()
-        .map(|m| (18 + setup.topic.len() + m.len()) as u64)
-        .sum();
-    let until = std::time::Instant::now() + WAIT;
-    while setup.spool_bytes() < spooled {
-        assert!(std::time::Instant::now() < until, "messages not spooled");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    setup.publish(&msgs);
+    setup.wait_spooled(&msgs, WAIT);
     proxy.restore();
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM cnc_data", 59, WAIT),
@@ -336,12 +318,7 @@ fn a_poison_message_inside_a_batch_costs_one_dead_letter() {
 #[test]
 fn a_non_plugin_library_is_reported_by_name_and_the_valid_one_loads() {
     let db = TestDb::new("junk");
-    let setup = Setup::new(
-        &db,
-        "junk",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "junk");
     let junk = format!("libnot_a_plugin.{}", std::env::consts::DLL_EXTENSION);
     std::fs::write(
         setup.plugins_dir().join(&junk),
@@ -360,11 +337,8 @@ fn a_non_plugin_library_is_reported_by_name_and_the_valid_one_loads() {
         std::fs::copy(lib, setup.plugins_dir().join("libsystem_math.so")).unwrap();
     }
 
-    let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = check(&setup);
+    assert!(!ok, "{text}");
     assert!(text.contains(&junk) && text.contains("REFUSED"), "{text}");
     assert!(
         text.contains("libcnc_type_a.so") && text.contains("CNCTypeA"),
@@ -438,12 +412,7 @@ fn check_passes_on_a_good_config_and_names_each_problem() {
 #[test]
 fn two_plugins_claiming_one_class_is_an_error_naming_both_files() {
     let db = TestDb::new("dup");
-    let setup = Setup::new(
-        &db,
-        "dup",
-        &classes(&[("CNC001", "CNCTypeA")]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "dup");
     std::fs::copy(
         plugin_lib("cnc-type-a"),
         setup.plugins_dir().join("libcopy_of_a.so"),

@@ -22,7 +22,6 @@
 mod common;
 
 use std::{
-    collections::BTreeMap,
     fs,
     io::Write,
     path::PathBuf,
@@ -263,12 +262,8 @@ struct GaleraDb<'c> {
 
 impl<'c> GaleraDb<'c> {
     fn new(cluster: &'c Cluster, tag: &str) -> GaleraDb<'c> {
-        let name = format!("mes_t_{}", unique(tag));
-        let mut conn = cluster.conn(0, None);
-        for stmt in schema_for(&name) {
-            conn.query_drop(&stmt)
-                .unwrap_or_else(|e| panic!("{stmt}: {e}"));
-        }
+        let name = test_db_name(tag);
+        create_schema(&mut cluster.conn(0, None), &name);
         GaleraDb { name, cluster }
     }
 
@@ -281,14 +276,7 @@ impl<'c> GaleraDb<'c> {
     }
 
     fn wait_count(&self, node: usize, sql: &str, want: u64, timeout: Duration) -> u64 {
-        let until = Instant::now() + timeout;
-        loop {
-            let n = self.count(node, sql);
-            if n >= want || Instant::now() > until {
-                return n;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
+        poll_count(want, timeout, || self.count(node, sql))
     }
 
     /// A collector's config dir for this database, writing to `nodes` in that order.
@@ -336,7 +324,7 @@ impl<'c> GaleraDb<'c> {
                 "node {}: dead letters\n{logs}",
                 node + 1
             );
-            check_newest_status(&mut conn, node);
+            check_newest_status(&mut conn, MACHINES, &format!("node {}", node + 1));
         }
     }
 }
@@ -391,50 +379,6 @@ impl Drop for GaleraDb<'_> {
                 }
             }
         }
-    }
-}
-
-/// The columns `Db::upsert_newest` orders `cnc_status` by, for a generated message:
-/// the timestamp, then the other columns in the plugin's order.
-type StatusKey = (i64, String, f64, Option<f64>, Option<i64>, String);
-/// A machine's row: its cnc_id and [`StatusKey`].
-type StatusRow = (String, i64, String, f64, Option<f64>, Option<i64>, String);
-
-/// Each machine's cnc_status row is the greatest of its messages (timestamp first),
-/// whichever collector, through whichever node, committed which message last.
-fn check_newest_status(conn: &mut Conn, node: usize) {
-    let mut newest: BTreeMap<String, StatusKey> = BTreeMap::new();
-    let all: Vec<StatusRow> = conn
-        .query(
-            "SELECT cnc_id, timestamp, JSON_UNQUOTE(JSON_EXTRACT(json_data, '$.status')), \
-             CAST(JSON_EXTRACT(json_data, '$.spin') AS DOUBLE), \
-             CAST(JSON_EXTRACT(json_data, '$.feed_rate') AS DOUBLE), \
-             CAST(JSON_EXTRACT(json_data, '$.part_count') AS SIGNED), part_program FROM cnc_data",
-        )
-        .unwrap();
-    for (id, ts, status, spin, feed, count, program) in all {
-        let key = (ts, status, spin, feed, count, program);
-        let slot = newest.entry(id).or_insert_with(|| key.clone());
-        let greater = (key.0, &key.1, key.2, key.3, key.4, &key.5)
-            .partial_cmp(&(slot.0, &slot.1, slot.2, slot.3, slot.4, &slot.5))
-            == Some(std::cmp::Ordering::Greater);
-        if greater {
-            *slot = key;
-        }
-    }
-    let status: Vec<StatusRow> = conn
-        .query(
-            "SELECT cnc_id, timestamp, status, spin, feed_rate, part_count, part_program FROM cnc_status",
-        )
-        .unwrap();
-    assert_eq!(status.len(), MACHINES, "node {}: cnc_status rows", node + 1);
-    for (id, ts, st, spin, feed, count, program) in status {
-        assert_eq!(
-            Some(&(ts, st, spin, feed, count, program)),
-            newest.get(&id),
-            "node {}: cnc_status of {id}",
-            node + 1
-        );
     }
 }
 

@@ -22,18 +22,6 @@ fn message(cnc_id: &str, part_program: &str, action: &str) -> String {
     .to_string()
 }
 
-fn publish(setup: &Setup, messages: &[String]) {
-    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&refs);
-}
-
-/// part_program → rows in cnc_data.
-fn rows_per_part_program(db: &TestDb) -> BTreeMap<String, u64> {
-    db.rows::<(String, u64)>("SELECT part_program, COUNT(*) FROM cnc_data GROUP BY part_program")
-        .into_iter()
-        .collect()
-}
-
 type DeadRow = (
     String,
     Option<String>,
@@ -153,7 +141,7 @@ fn crashes_and_hangs_of_an_isolated_plugin_cost_only_their_messages() {
         messages.push(message("B1", &b, "store"));
         good.push(b);
     }
-    publish(&setup, &messages);
+    setup.publish(&messages);
     wait_until(&mut collector, "every message handled", || {
         db.count("SELECT COUNT(*) FROM cnc_data") >= good.len() as u64
             && db.count("SELECT COUNT(*) FROM dead_letters") >= 4
@@ -162,7 +150,7 @@ fn crashes_and_hangs_of_an_isolated_plugin_cost_only_their_messages() {
     std::thread::sleep(Duration::from_millis(700));
 
     let want: BTreeMap<String, u64> = good.iter().map(|g| (g.clone(), 1)).collect();
-    assert_eq!(rows_per_part_program(&db), want, "{}", collector.log());
+    assert_eq!(db.rows_per_part_program(), want, "{}", collector.log());
     let dead = dead_letters(&db);
     let summary: Vec<(&str, &str, &str, &str, &str)> = dead
         .iter()
@@ -263,24 +251,21 @@ fn an_isolated_constructor_refusal_is_a_plugin_init_dead_letter_as_in_process() 
     );
 
     let mut collector = Collector::start(&setup);
-    publish(
-        &setup,
-        &[
-            message("F_REFUSE", "r0", "store"),
-            message("F2", "s0", "store"),
-            message("F1", "f0", "store"),
-            message("F_REFUSE", "r1", "store"),
-            message("F2", "s1", "store"),
-            message("B1", "b0", "store"),
-        ],
-    );
+    setup.publish(&[
+        message("F_REFUSE", "r0", "store"),
+        message("F2", "s0", "store"),
+        message("F1", "f0", "store"),
+        message("F_REFUSE", "r1", "store"),
+        message("F2", "s1", "store"),
+        message("B1", "b0", "store"),
+    ]);
     wait_until(&mut collector, "every message handled", || {
         db.count("SELECT COUNT(*) FROM cnc_data") >= 2
             && db.count("SELECT COUNT(*) FROM dead_letters") >= 4
     });
     std::thread::sleep(Duration::from_millis(700));
     let want: BTreeMap<String, u64> = [("b0".to_string(), 1), ("f0".to_string(), 1)].into();
-    assert_eq!(rows_per_part_program(&db), want, "{}", collector.log());
+    assert_eq!(db.rows_per_part_program(), want, "{}", collector.log());
     let dead = dead_letters(&db);
     let summary: Vec<(&str, &str, &str, &str)> = dead
         .iter()
@@ -318,7 +303,7 @@ fn an_isolated_constructor_refusal_is_a_plugin_init_dead_letter_as_in_process() 
     // hangs for call_timeout_ms (5 s), and the collector is killed during it.
     let runner = last_runner_pid(&log);
     assert!(alive(runner), "runner {runner} is not running");
-    publish(&setup, &[message("F1", "h0", "hang")]);
+    setup.publish(&[message("F1", "h0", "hang")]);
     std::thread::sleep(Duration::from_millis(1500));
     collector.kill9();
     wait_gone(runner, "SIGKILL of the collector");

@@ -11,14 +11,11 @@ mod common;
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Output, Stdio},
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use common::*;
+use common::{build::text, *};
 use mysql::prelude::Queryable;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -27,15 +24,6 @@ fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins/cnc-mapping/examples")
         .join(name)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Whether `check` lists the mapping file as loaded.
@@ -116,8 +104,7 @@ fn a_made_up_controller_is_mapped_to_rows_in_new_tables() {
             r#"{"ctrl":{"state":1},"spindle":{"rpm":"fast"},"pos":{"x_um":0}}"#,
         ),
     ];
-    let bytes: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&bytes);
+    setup.publish(&msgs);
     assert_eq!(db.wait_count("SELECT COUNT(*) FROM cnc_data", 3, WAIT), 3);
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM dead_letters", 1, WAIT),
@@ -223,8 +210,7 @@ fn a_broken_mapping_is_refused_at_start_naming_file_and_path_and_the_rest_runs()
         SAMPLES[0].replace("CNC001", "B1"),
         SAMPLES[0].replace("CNC001", "G1"),
     ];
-    let bytes: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&bytes);
+    setup.publish(&msgs);
     assert_eq!(db.wait_count("SELECT COUNT(*) FROM cnc_data", 2, WAIT), 2);
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM dead_letters", 1, WAIT),
@@ -238,26 +224,11 @@ fn a_broken_mapping_is_refused_at_start_naming_file_and_path_and_the_rest_runs()
 
     // A class defined by a mapping file and by a plugin: the collector does not start.
     add_mapping(&setup, "CNCTypeA", &type_a);
-    let mut child = mes_collector(&["run", "--config-dir", setup.path().to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("the collector started despite a class defined twice");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let (code, log) = run_to_exit(&setup, WAIT);
+    assert_eq!(code, Some(2), "{log}");
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("class \"CNCTypeA\" is defined twice: by mapping file"),
-        "{}",
-        text(&out)
+        log.contains("class \"CNCTypeA\" is defined twice: by mapping file"),
+        "{log}"
     );
 }
 
@@ -331,33 +302,6 @@ fn replay_dry_run_shows_the_rows_of_a_mapping() {
         )),
         "{stderr}"
     );
-}
-
-/// `cnc-sim record` of the messages published while it runs.
-fn record(messages: &[String], out: &Path) {
-    let topic = format!("test/{}", unique("maprec"));
-    let mut recorder = cnc_sim(&[
-        "record",
-        "--out",
-        out.to_str().unwrap(),
-        "--count",
-        &messages.len().to_string(),
-        "--timeout-secs",
-        "20",
-        "--topic",
-        &topic,
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdout = BufReader::new(recorder.stdout.take().unwrap());
-    let mut ready = String::new();
-    stdout.read_line(&mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready");
-    let bytes: Vec<&[u8]> = messages.iter().map(|m| m.as_bytes()).collect();
-    publish(BROKER, &topic, &bytes);
-    assert!(recorder.wait().unwrap().success());
 }
 
 #[test]
@@ -521,8 +465,7 @@ fn type_a_as_a_mapping_stores_exactly_the_rows_of_the_compiled_plugin() {
             msgs.push(envelope(&format!("{prefix}{k}"), ts, p));
         }
     }
-    let bytes: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
-    setup.publish(&bytes);
+    setup.publish(&msgs);
     let refused = payloads.len() / 2; // cases 4..=7 of every 8
     let stored = 2 * (payloads.len() - refused) as u64;
     assert_eq!(

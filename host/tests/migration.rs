@@ -57,7 +57,7 @@ type OldRow<'a> = (
 /// A database made with the original service's DDL, holding `rows`.
 fn python_database(tag: &str, rows: &[OldRow<'_>]) -> TestDb {
     let db = TestDb {
-        name: format!("mes_t_{}", unique(tag)),
+        name: test_db_name(tag),
     };
     let (ok, out) = mariadb(FIXTURE, &db.name);
     assert!(ok, "{out}");
@@ -126,12 +126,7 @@ fn the_python_services_table_is_recognised_and_migrated_keeping_every_row() {
     assert!(ok, "{out}");
     assert!(create_table(&db).contains("`timestamp` int(11)"));
 
-    let setup = Setup::new(
-        &db,
-        "py_migrate",
-        r#"[{"cnc_id": "CNC001", "class_name": "CNCTypeA"}]"#,
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "py_migrate");
     let (passed, report) = check(&setup);
     assert!(!passed, "{report}");
     for want in [
@@ -277,12 +272,7 @@ fn check_asks_for_database_sql_when_dead_letters_lacks_the_replay_columns() {
     db.conn()
         .query_drop("ALTER TABLE dead_letters DROP COLUMN replays, DROP COLUMN last_replayed_at")
         .unwrap();
-    let setup = Setup::new(
-        &db,
-        "dl_columns",
-        r#"[{"cnc_id": "CNC001", "class_name": "CNCTypeA"}]"#,
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "dl_columns");
     let (passed, report) = check(&setup);
     assert!(!passed, "{report}");
     assert!(

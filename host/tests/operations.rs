@@ -36,9 +36,9 @@ fn metrics_count_known_traffic_and_parse_as_prometheus_text() {
     let setup = Setup::new(&db, "metrics", classes, &["cnc-type-a", "cnc-type-b"]);
     let collector = Collector::start(&setup);
     let addr = metrics_addr(&collector);
-    let mut msgs: Vec<&[u8]> = SAMPLES.iter().map(|s| s.as_bytes()).collect();
-    msgs.push(b"not json at all");
-    msgs.push(br#"{"cnc_id":"CNC999","part_program":"p","timestamp":1,"payload":{}}"#);
+    let mut msgs = SAMPLES.to_vec();
+    msgs.push("not json at all");
+    msgs.push(r#"{"cnc_id":"CNC999","part_program":"p","timestamp":1,"payload":{}}"#);
     setup.publish(&msgs);
     db.wait_count("SELECT COUNT(*) FROM dead_letters", 2, WAIT);
 
@@ -118,12 +118,7 @@ fn metrics_count_known_traffic_and_parse_as_prometheus_text() {
 fn readyz_turns_503_while_the_database_is_unreachable() {
     let db = TestDb::new("readyz");
     let proxy = TcpProxy::start("127.0.0.1:3306");
-    let setup = Setup::new(
-        &db,
-        "readyz",
-        r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "readyz");
     setup.write_db(&db, proxy.port);
     let collector = Collector::start(&setup);
     let addr = metrics_addr(&collector);
@@ -158,17 +153,8 @@ fn no_password_appears_in_logs_or_check_output() {
     const MQTT_SECRET: &str = "Mqtt-S3cret-91c2";
     const ENV_DB_SECRET: &str = "Env-Db-S3cret-55e0";
     let db = TestDb::new("secrets");
-    let mut setup = Setup::new(
-        &db,
-        "secrets",
-        r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
-        &["cnc-type-a"],
-    );
-    setup.write(
-        "db_config.json",
-        &serde_json::json!({"host":"127.0.0.1","port":3306,"user":"root","password":DB_SECRET,"database":db.name})
-            .to_string(),
-    );
+    let mut setup = Setup::cnc001_type_a(&db, "secrets");
+    setup.write_db_user(&db, "root", DB_SECRET);
     let broker = setup.broker.clone();
     setup.use_broker(
         &broker,

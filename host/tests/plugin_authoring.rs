@@ -12,9 +12,8 @@ mod common;
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    path::PathBuf,
+    process::Command,
     sync::OnceLock,
     time::{Duration, Instant},
 };
@@ -23,10 +22,8 @@ use common::{build::*, *};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn classes(entries: &[serde_json::Value]) -> String {
-    serde_json::Value::Array(entries.to_vec()).to_string()
-}
-
+/// `mes-collector check` on the setup: (passed, stdout and stderr); common's `check`,
+/// which this one hides, gives stdout alone.
 fn check(setup: &Setup) -> (bool, String) {
     let out = mes_collector(&["check", "--config-dir", setup.path().to_str().unwrap()])
         .output()
@@ -134,7 +131,7 @@ fn a_scaffolded_plugin_builds_loads_and_stores_a_row() {
     let setup = Setup::new(
         &db,
         "scaffold",
-        &classes(&[serde_json::json!({"cnc_id": "LATHE01", "class_name": "ScaffoldedLathe"})]),
+        &classes(&[("LATHE01", "ScaffoldedLathe")]),
         &[],
     );
     setup.install_lib(&lib);
@@ -248,7 +245,7 @@ fn a_standalone_plugin_builds_against_a_tagged_api_from_git_and_stores_rows() {
     let setup = Setup::new(
         &db,
         "standalone",
-        &classes(&[serde_json::json!({"cnc_id": "VLATHE01", "class_name": "VendorLathe"})]),
+        &classes(&[("VLATHE01", "VendorLathe")]),
         &[],
     );
     setup.install_lib(&lib);
@@ -275,45 +272,16 @@ fn payload_of(sample: &str) -> &str {
     &sample[at..sample.len() - 1]
 }
 
-/// Records SAMPLES as `cnc-sim record` would from a live topic.
-fn record_samples(dir: &Path) -> PathBuf {
-    let file = dir.join("recorded.jsonl");
-    let topic = format!("test/{}", unique("record"));
-    let mut recorder = cnc_sim(&[
-        "record",
-        "--out",
-        file.to_str().unwrap(),
-        "--count",
-        "3",
-        "--timeout-secs",
-        "20",
-        "--topic",
-        &topic,
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdout = BufReader::new(recorder.stdout.take().unwrap());
-    let mut ready = String::new();
-    stdout.read_line(&mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready");
-    let msgs: Vec<&[u8]> = SAMPLES.iter().map(|s| s.as_bytes()).collect();
-    publish(BROKER, &topic, &msgs);
-    let mut summary = String::new();
-    stdout.read_line(&mut summary).unwrap();
-    assert!(recorder.wait().unwrap().success(), "{summary}");
+#[test]
+fn recorded_messages_replay_through_each_shipped_plugin_as_the_writes_it_would_make() {
+    let dir = tempfile::tempdir().unwrap();
+    // Recorded as `cnc-sim record` would from a live topic.
+    let file = dir.path().join("recorded.jsonl");
+    let summary = record(&SAMPLES, &file);
     assert!(
         summary.contains("recorded 3 messages") && summary.contains("0 skipped"),
         "{summary}"
     );
-    file
-}
-
-#[test]
-fn recorded_messages_replay_through_each_shipped_plugin_as_the_writes_it_would_make() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = record_samples(dir.path());
     assert_eq!(
         fs::read_to_string(&file).unwrap(),
         SAMPLES.map(|s| format!("{s}\n")).concat()
@@ -560,12 +528,7 @@ fn fixtures() -> &'static Fixtures {
 fn plugins_built_against_an_incompatible_interface_are_refused_saying_what_to_rebuild() {
     let fx = fixtures();
     let db = TestDb::new("compat");
-    let setup = Setup::new(
-        &db,
-        "compat",
-        &classes(&[serde_json::json!({"cnc_id": "CNC001", "class_name": "CNCTypeA"})]),
-        &["cnc-type-a"],
-    );
+    let setup = Setup::cnc001_type_a(&db, "compat");
     for lib in [&fx.layout, &fx.major, &fx.minor] {
         fs::copy(lib, setup.plugins_dir().join(lib.file_name().unwrap())).unwrap();
     }
@@ -655,10 +618,11 @@ fn check_names_the_machine_the_plugin_and_the_reason_when_settings_are_refused()
     let setup = Setup::new(
         &db,
         "settings",
-        &classes(&[
-            serde_json::json!({"cnc_id": "CNCF-BAD", "class_name": "FaultyTest", "settings": {"bad": true}}),
-            serde_json::json!({"cnc_id": "CNCF-OK", "class_name": "FaultyTest", "settings": {"bad": false}}),
-        ]),
+        &serde_json::json!([
+            {"cnc_id": "CNCF-BAD", "class_name": "FaultyTest", "settings": {"bad": true}},
+            {"cnc_id": "CNCF-OK", "class_name": "FaultyTest", "settings": {"bad": false}},
+        ])
+        .to_string(),
         &["faulty-plugin"],
     );
     let (ok, report) = check(&setup);

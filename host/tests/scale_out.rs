@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::{collections::BTreeMap, thread, time::Duration};
+use std::{thread, time::Duration};
 
 use mysql::prelude::Queryable;
 use serde_json::json;
@@ -16,9 +16,8 @@ const WAIT: Duration = Duration::from_secs(60);
 #[test]
 fn a_second_collector_with_a_live_client_id_is_refused_and_takes_over_when_the_holder_dies() {
     let db = TestDb::new("lease");
-    let classes = r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#;
-    let first = Setup::new(&db, "lease1", classes, &["cnc-type-a"]);
-    let second = Setup::new(&db, "lease2", classes, &["cnc-type-a"]);
+    let first = Setup::cnc001_type_a(&db, "lease1");
+    let second = Setup::cnc001_type_a(&db, "lease2");
     // The same client_id, each with its own spool: a copied configuration.
     second
         .write_collector(&json!({"broker": {"client_id": first.client_id, "topic": first.topic}}));
@@ -73,7 +72,7 @@ fn a_second_collector_with_a_live_client_id_is_refused_and_takes_over_when_the_h
     thread::sleep(Duration::from_secs(4));
     replacement.restart();
     let log = replacement.log();
-    let this_run = &log[log.rfind("--- run 2 ---").unwrap()..];
+    let this_run = run_in_log(&log, 2);
     assert!(
         this_run.contains(&format!(
             "lease on broker.client_id {:?} taken",
@@ -83,12 +82,6 @@ fn a_second_collector_with_a_live_client_id_is_refused_and_takes_over_when_the_h
     );
     assert!(replacement.stop().success());
 }
-
-/// The columns `Db::upsert_newest` orders `cnc_status` by, for a generated message:
-/// the timestamp, then the other columns in the plugin's order.
-type StatusKey = (i64, String, f64, Option<f64>, Option<i64>, String);
-/// A machine's row: its cnc_id and [`StatusKey`].
-type StatusRow = (String, i64, String, f64, Option<f64>, Option<i64>, String);
 
 #[test]
 fn three_collectors_in_a_shared_subscription_store_every_message_once_with_the_newest_status() {
@@ -145,34 +138,7 @@ fn three_collectors_in_a_shared_subscription_store_every_message_once_with_the_n
 
     // Each machine's status is the newest of its messages by the order the plugins
     // declare, whichever collector committed which message last.
-    let mut newest: BTreeMap<String, StatusKey> = BTreeMap::new();
-    let all: Vec<StatusRow> = db.rows(
-        "SELECT cnc_id, timestamp, JSON_UNQUOTE(JSON_EXTRACT(json_data, '$.status')), \
-         CAST(JSON_EXTRACT(json_data, '$.spin') AS DOUBLE), \
-         CAST(JSON_EXTRACT(json_data, '$.feed_rate') AS DOUBLE), \
-         CAST(JSON_EXTRACT(json_data, '$.part_count') AS SIGNED), part_program FROM cnc_data",
-    );
-    for (id, ts, status, spin, feed, count, program) in all {
-        let key = (ts, status, spin, feed, count, program);
-        let slot = newest.entry(id).or_insert_with(|| key.clone());
-        let greater = (key.0, &key.1, key.2, key.3, key.4, &key.5)
-            .partial_cmp(&(slot.0, &slot.1, slot.2, slot.3, slot.4, &slot.5))
-            == Some(std::cmp::Ordering::Greater);
-        if greater {
-            *slot = key;
-        }
-    }
-    let status: Vec<StatusRow> = db.rows(
-        "SELECT cnc_id, timestamp, status, spin, feed_rate, part_count, part_program FROM cnc_status",
-    );
-    assert_eq!(status.len(), MACHINES);
-    for (id, ts, st, spin, feed, count, program) in status {
-        assert_eq!(
-            Some(&(ts, st, spin, feed, count, program)),
-            newest.get(&id),
-            "cnc_status of {id}"
-        );
-    }
+    check_newest_status(&mut db.conn(), MACHINES, "3 collectors");
     for c in &mut collectors {
         assert!(c.stop().success());
     }

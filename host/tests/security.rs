@@ -72,11 +72,7 @@ fn the_collector_works_with_the_least_privileges_the_shipped_grants() {
         r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"},{"cnc_id":"CNC002","class_name":"CNCTypeB"}]"#,
         &["cnc-type-a", "cnc-type-b"],
     );
-    setup.write(
-        "db_config.json",
-        &serde_json::json!({"host":"127.0.0.1","port":3306,"user":user.name,"password":"lp-pass","database":db.name})
-            .to_string(),
-    );
+    setup.write_db_user(&db, &user.name, "lp-pass");
     // The grants are really that narrow: no DDL, no access to other tables.
     let mut conn = mysql::Conn::new(
         mysql::OptsBuilder::new()
@@ -95,9 +91,9 @@ fn the_collector_works_with_the_least_privileges_the_shipped_grants() {
 
     let mut collector = Collector::start(&setup);
     let alarm = r#"{"cnc_id":"CNC002","part_program":"p","timestamp":5,"payload":{"status":"error","spin":1,"X-Axis":0,"Y-Axis":0,"alarms":[{"code":7,"message":"x"}]}}"#;
-    let mut msgs: Vec<&[u8]> = SAMPLES.iter().map(|s| s.as_bytes()).collect();
-    msgs.push(alarm.as_bytes());
-    msgs.push(b"{ not json");
+    let mut msgs = SAMPLES.to_vec();
+    msgs.push(alarm);
+    msgs.push("{ not json");
     setup.publish(&msgs);
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM cnc_data", 4, WAIT),
@@ -192,8 +188,7 @@ fn plugin_files_others_could_replace_or_not_on_the_allow_list_are_refused() {
     let (ok, text) = check(&setup);
     assert!(ok, "{text}");
     let collector = Collector::start(&setup);
-    let msgs: Vec<&[u8]> = SAMPLES.iter().map(|s| s.as_bytes()).collect();
-    setup.publish(&msgs);
+    setup.publish(&SAMPLES);
     assert_eq!(
         db.wait_count("SELECT COUNT(*) FROM cnc_data", 3, WAIT),
         3,
@@ -685,9 +680,7 @@ mod tls {
             let db = PrivateMariaDb { port, dir, child };
             let ssl = mysql::SslOpts::default().with_root_cert_path(Some(certs.path("ca.crt")));
             let mut conn = db.conn(Some(ssl.with_danger_skip_domain_validation(true)));
-            for stmt in schema_for("cnc_database") {
-                conn.query_drop(&stmt).unwrap();
-            }
+            create_schema(&mut conn, "cnc_database");
             db
         }
 
@@ -721,12 +714,7 @@ mod tls {
         let certs = Certs::new();
         let server = PrivateMariaDb::start(&certs, "server");
         let db = TestDb::new("dbtls"); // only for the Setup's defaults
-        let mut setup = Setup::new(
-            &db,
-            "dbtls",
-            r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
-            &["cnc-type-a"],
-        );
+        let mut setup = Setup::cnc001_type_a(&db, "dbtls");
         let db_config = |host: &str, ca: &str, verify: bool| {
             serde_json::json!({"host": host, "port": server.port, "user": "root", "password": "", "database": "cnc_database",
                                "tls": {"ca_file": certs.path(ca), "verify_hostname": verify}})
@@ -828,12 +816,7 @@ mod tls {
         let certs = Certs::new();
         let broker = certs.broker_with("server", "require_certificate true\n");
         let db = TestDb::new("mtls");
-        let mut setup = Setup::new(
-            &db,
-            "mtls",
-            r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
-            &["cnc-type-a"],
-        );
+        let mut setup = Setup::cnc001_type_a(&db, "mtls");
         let uri = format!("ssl://localhost:{}", broker.port);
         let auth = |tls: serde_json::Value| serde_json::json!({"broker": {"tls": tls, "username": "collector", "password": "broker-pass"}});
         // Without a client certificate: refused.
@@ -1005,12 +988,7 @@ mod tls {
         let good = certs.broker("server");
         let wrong_name = certs.broker("wrong-name");
         let db = TestDb::new("tls");
-        let mut setup = Setup::new(
-            &db,
-            "tls",
-            r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
-            &["cnc-type-a"],
-        );
+        let mut setup = Setup::cnc001_type_a(&db, "tls");
         let uri = |b: &PrivateBroker| format!("ssl://localhost:{}", b.port);
         let tls = |ca: &str| serde_json::json!({"ca_file": certs.path(ca)});
 

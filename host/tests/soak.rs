@@ -157,25 +157,11 @@ fn publish_chunks(
         }
         let start = p.next_seq;
         for attempt in 1.. {
-            let out = cnc_sim(&[
-                "generate",
-                "--broker",
-                &setup.broker,
-                "--topic",
-                &setup.topic,
-                "--machines",
-                &MACHINES.to_string(),
-                "--count",
-                &chunk.to_string(),
-                "--rate",
-                &rate.to_string(),
-                "--start-seq",
-                &start.to_string(),
-                "--seed",
-                &(seed.wrapping_add(p.chunks) % (1 << 63)).to_string(),
-            ])
-            .output()
-            .unwrap();
+            let chunk_seed = seed.wrapping_add(p.chunks) % (1 << 63);
+            let out = generate_cmd(setup, chunk, rate, start, MACHINES)
+                .args(["--seed", &chunk_seed.to_string()])
+                .output()
+                .unwrap();
             if out.status.success() {
                 break;
             }
@@ -324,8 +310,7 @@ impl Soak {
                 );
             }
         }
-        let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
-        setup.publish(&refs);
+        setup.publish(&msgs);
         self.event(format!("published {n} bad messages"));
     }
 }

@@ -25,12 +25,7 @@ fn stored(db: &TestDb, program_prefix: &str) -> u64 {
 #[test]
 fn a_changed_topic_unsubscribes_the_old_one_at_the_broker() {
     let db = TestDb::new("topicchg");
-    let mut setup = Setup::new(
-        &db,
-        "topicchg",
-        r#"[{"cnc_id":"CNC001","class_name":"CNCTypeA"}]"#,
-        &["cnc-type-a"],
-    );
+    let mut setup = Setup::cnc001_type_a(&db, "topicchg");
     let topic_a = setup.topic.clone();
     let topic_b = format!("{topic_a}/b");
     let send = |topic: &str, program: &str| publish(BROKER, topic, &[message(program).as_bytes()]);

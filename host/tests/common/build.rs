@@ -1,4 +1,5 @@
-//! Building crates outside the workspace (fixtures, scaffolded plugins) the way their
+//! What cargo builds for the tests: the workspace's libraries in target/debug, and
+//! crates outside the workspace (fixtures, scaffolded plugins) built the way their
 //! authors would, into target directories of their own under the workspace's.
 
 use std::{
@@ -17,7 +18,36 @@ pub fn workspace_root() -> PathBuf {
 
 /// `target`, where `target_dir()` is `target/debug`.
 pub fn workspace_target() -> PathBuf {
-    super::target_dir().parent().unwrap().to_path_buf()
+    target_dir().parent().unwrap().to_path_buf()
+}
+
+/// target/debug (or wherever this test binary was built).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// The library `cargo build` makes of crate `crate_name` in `profile_dir` (a
+/// `target/debug`).
+pub fn lib_in(profile_dir: &Path, crate_name: &str) -> PathBuf {
+    profile_dir.join(format!(
+        "{}{}.{}",
+        std::env::consts::DLL_PREFIX,
+        crate_name.replace('-', "_"),
+        std::env::consts::DLL_EXTENSION
+    ))
+}
+
+/// A plugin library built by `cargo build --workspace` (scripts/test.sh does that
+/// before the tests).
+pub fn plugin_lib(crate_name: &str) -> PathBuf {
+    let path = lib_in(&target_dir(), crate_name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests (scripts/test.sh does)",
+        path.display()
+    );
+    path
 }
 
 /// The cargo running the tests.

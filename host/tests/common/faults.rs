@@ -202,10 +202,6 @@ impl PrivateBroker {
         format!("tcp://127.0.0.1:{}", self.port)
     }
 
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     fn conf(&self) -> PathBuf {
         self.dir.path().join("mosquitto.conf")
     }
