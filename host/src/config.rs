@@ -152,28 +152,16 @@ impl Config {
             .ok();
         match (collector, db, classes) {
             (Some(mut collector), Some(mut db), Some(classes)) if errors.is_empty() => {
-                if collector.plugins_dir.is_relative() {
-                    collector.plugins_dir = dir.join(&collector.plugins_dir);
-                }
-                if collector.spool.dir.is_relative() {
-                    collector.spool.dir = dir.join(&collector.spool.dir);
-                }
                 resolve_paths(dir, &mut collector, &mut db);
-                let mut errors = Vec::new();
-                if let Some(file) = &db.password_file {
-                    match read_secret(file) {
-                        Ok(pw) => db.password = pw,
-                        Err(e) => errors.push(err(&dir.join(DB_FILE), e)),
-                    }
-                }
-                if let Err(e) = collector.broker.resolve_password(env) {
-                    errors.push(err(&dir.join(COLLECTOR_FILE), e));
-                }
+                let errors: Vec<ConfigError> = [
+                    (DB_FILE, db.resolve_password(env)),
+                    (COLLECTOR_FILE, collector.broker.resolve_password(env)),
+                ]
+                .into_iter()
+                .filter_map(|(file, resolved)| resolved.err().map(|e| err(&dir.join(file), e)))
+                .collect();
                 if !errors.is_empty() {
                     return Err(errors);
-                }
-                if let Some(pw) = env.get("MES_DB_PASSWORD") {
-                    db.password = pw.clone();
                 }
                 Ok(Config {
                     dir: dir.to_path_buf(),
@@ -189,6 +177,8 @@ impl Config {
 
 /// Relative file paths in the configuration are relative to the config dir.
 fn resolve_paths(dir: &Path, collector: &mut CollectorConfig, db: &mut DbConfig) {
+    relative_to(dir, &mut collector.plugins_dir);
+    relative_to(dir, &mut collector.spool.dir);
     collector.broker.resolve_paths(dir);
     db.resolve_paths(dir);
 }

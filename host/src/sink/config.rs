@@ -1,13 +1,14 @@
 //! `db_config.json`: the database the sink writes to, one server or a cluster's.
 
 use std::{
+    collections::HashMap,
     fmt,
     path::{Path, PathBuf},
 };
 
 use serde::Deserialize;
 
-use crate::config::{err, relative_to, tls::TlsConfig, ConfigError};
+use crate::config::{err, read_secret, relative_to, tls::TlsConfig, ConfigError};
 
 /// `db_config.json`, with the original service's keys.
 #[derive(Clone, Deserialize)]
@@ -90,6 +91,18 @@ impl DbConfig {
         if let Some(p) = self.password_file.as_mut() {
             relative_to(dir, p);
         }
+    }
+
+    /// The password from `password_file`, with `MES_DB_PASSWORD` over it or over
+    /// `password`.
+    pub(crate) fn resolve_password(&mut self, env: &HashMap<String, String>) -> Result<(), String> {
+        if let Some(file) = &self.password_file {
+            self.password = read_secret(file)?;
+        }
+        if let Some(pw) = env.get("MES_DB_PASSWORD") {
+            self.password = pw.clone();
+        }
+        Ok(())
     }
 
     pub(crate) fn check(&self, path: &Path) -> Result<(), ConfigError> {
