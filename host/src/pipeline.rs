@@ -35,8 +35,8 @@ pub struct Panicked(pub &'static str);
 
 impl Pipeline {
     /// Starts the writer, which first reads the committed position from the database
-    /// (waiting out an outage, or until `stop`), and the dispatcher, which starts
-    /// reading the spool after that position. Until then the intake keeps spooling.
+    /// (waiting out an outage, or until `stop`), and the dispatcher, which then starts
+    /// reading the spool after that position. Meanwhile the intake keeps spooling.
     pub fn start(
         spool: Spool,
         handler: MessageHandler,
@@ -49,7 +49,7 @@ impl Pipeline {
         // One batch being filled, one being committed, one waiting between them.
         let (to_writer, sealed) = crossbeam_channel::bounded::<SealedBatch>(1);
         let (emptied, recycled) = crossbeam_channel::bounded::<Batch>(2);
-        let (start_at, started_at) = crossbeam_channel::bounded::<u64>(1);
+        let (position_read, committed_position) = crossbeam_channel::bounded::<Option<u64>>(1);
         let commit_time = CommitTime::default();
         let released = spool.clone();
         let gauges = metrics.clone();
@@ -61,14 +61,13 @@ impl Pipeline {
         });
         let writer_stop = stop.clone();
         let writer_commit_time = commit_time.clone();
-        let (first, next) = (spool.first_seq(), spool.next_seq());
         let writer = thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
                 let Ok(committed) = sink.read_position(&writer_stop) else {
                     return Totals::default(); // stopped before the database answered
                 };
-                let _ = start_at.send(start_position(committed, first, next));
+                let _ = position_read.send(committed);
                 Writer::new(sink, metrics, writer_commit_time, on_committed).run(
                     sealed,
                     emptied,
@@ -79,8 +78,13 @@ impl Pipeline {
         let dispatcher = thread::Builder::new()
             .name("dispatcher".into())
             .spawn(move || {
-                // No start: the writer stopped before it knew the committed position.
-                let Ok(start) = started_at.recv() else { return };
+                // Hung up: the writer stopped before it knew the committed position.
+                let Ok(committed) = committed_position.recv() else {
+                    return;
+                };
+                // The spool as it is now: the intake went on appending while the
+                // writer waited for the database.
+                let start = start_position(committed, spool.first_seq(), spool.next_seq());
                 Dispatcher::new(handler, batch, guard, to_writer, recycled, commit_time)
                     .run(&spool, start, &stop);
             })

@@ -1,5 +1,6 @@
-//! `mes-collector run`: wires intake, dispatcher and sink together and handles
-//! signals.
+//! `mes-collector run`: loads the configuration and plugins, takes the lease, builds
+//! the parts, starts the pipeline ([`crate::pipeline`]) and the intake, and stops them
+//! in order on SIGINT or SIGTERM.
 
 use std::{path::Path, process::ExitCode, thread, time::Duration};
 

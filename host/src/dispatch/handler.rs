@@ -58,11 +58,11 @@ impl MessageHandler {
         guarded: Option<(&mut CrashGuard, u64)>,
     ) {
         batch.begin(topic);
-        let dead = self.writes_of(topic, &payload, batch, guarded).err();
+        let dead = self.record_writes(topic, &payload, batch, guarded).err();
         batch.end(payload, dead);
     }
 
-    fn writes_of(
+    fn record_writes(
         &mut self,
         topic: &str,
         payload: &[u8],
