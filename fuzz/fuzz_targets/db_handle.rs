@@ -1,5 +1,5 @@
 //! The database handle, driven exactly as a plugin drives it: a `Db` over the host's
-//! batch recorder (as in `dispatch.rs`), fed structured sequences of `insert`,
+//! batch recorder (as in `dispatch/handler.rs`), fed structured sequences of `insert`,
 //! `upsert` and `exec` calls with hostile table names, column names and values.
 //!
 //! Checked after every call:
@@ -19,7 +19,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use mes_collector::{
     dead_letter::{DeadLetter, Reason},
-    sink::batch::{Batch, Op, RowKind, Shapes},
+    sink::batch::{Batch, RecordedWrite, RowKind, Shapes},
 };
 use mes_plugin_api::{check_identifier, Db, RawDatabase_TO, Value, MAX_IDENTIFIER_LEN};
 
@@ -264,7 +264,7 @@ fn row(
             .iter()
             .all(|v| !matches!(v, Value::Float(f) if !f.is_finite()));
 
-    let before = batch.ops.len();
+    let before = batch.writes.len();
     let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
     let result = {
         let mut rec = batch.recorder(shapes);
@@ -289,12 +289,12 @@ fn row(
                 assert!(sql_safe(c), "accepted column name {c:?}");
             }
             assert_eq!(
-                batch.ops.len(),
+                batch.writes.len(),
                 before + 1,
                 "an accepted row recorded {} ops",
-                batch.ops.len() - before
+                batch.writes.len() - before
             );
-            let Some(Op::Row { shape, values: got }) = batch.ops.last() else {
+            let Some(RecordedWrite::Row { shape, values: got }) = batch.writes.last() else {
                 panic!("an accepted row recorded something else");
             };
             let s = shapes.get(*shape);
@@ -309,7 +309,7 @@ fn row(
                 "{kind:?} refused a valid row ({e}): table {table:?}, columns {columns:?}"
             );
             assert!(!e.to_string().is_empty());
-            assert_eq!(batch.ops.len(), before, "a refused row recorded something");
+            assert_eq!(batch.writes.len(), before, "a refused row recorded something");
         }
     }
 }
@@ -319,7 +319,7 @@ fn exec(batch: &mut Batch, shapes: &mut Shapes, sql: &str, params: &[FValue]) {
     let expect_ok = params
         .iter()
         .all(|v| !matches!(v, Value::Float(f) if !f.is_finite()));
-    let before = batch.ops.len();
+    let before = batch.writes.len();
     let result = {
         let mut rec = batch.recorder(shapes);
         let mut db = Db::from_raw(RawDatabase_TO::from_ptr(&mut rec, TD_Opaque));
@@ -327,16 +327,16 @@ fn exec(batch: &mut Batch, shapes: &mut Shapes, sql: &str, params: &[FValue]) {
     };
     assert_eq!(result.is_ok(), expect_ok, "exec: {result:?}");
     if expect_ok {
-        assert_eq!(batch.ops.len(), before + 1);
-        match batch.ops.last() {
-            Some(Op::Exec { sql: s, params: p }) => {
+        assert_eq!(batch.writes.len(), before + 1);
+        match batch.writes.last() {
+            Some(RecordedWrite::Exec { sql: s, params: p }) => {
                 assert_eq!(s, sql);
                 assert_eq!(p, &params);
             }
             other => panic!("exec recorded {other:?}"),
         }
     } else {
-        assert_eq!(batch.ops.len(), before);
+        assert_eq!(batch.writes.len(), before);
     }
 }
 
@@ -419,16 +419,16 @@ fuzz_target!(|calls: Vec<Call>| {
     // What the sink relies on when it builds statements from the batch.
     let mut at = 0;
     for e in &batch.entries {
-        assert_eq!(e.first_op, at, "entries do not tile the ops");
-        assert!(e.end_op >= e.first_op && e.end_op <= batch.ops.len());
+        assert_eq!(e.first_write, at, "entries do not tile the writes");
+        assert!(e.end_write >= e.first_write && e.end_write <= batch.writes.len());
         if e.dead.is_some() {
-            assert_eq!(e.first_op, e.end_op, "a dead letter kept its writes");
+            assert_eq!(e.first_write, e.end_write, "a dead letter kept its writes");
         }
-        at = e.end_op;
+        at = e.end_write;
     }
-    assert_eq!(at, batch.ops.len());
-    for op in &batch.ops {
-        if let Op::Row { shape, values } = op {
+    assert_eq!(at, batch.writes.len());
+    for op in &batch.writes {
+        if let RecordedWrite::Row { shape, values } = op {
             let s = shapes.get(*shape);
             assert_eq!(s.columns.len(), values.len(), "row does not fit its shape");
             assert!(check_identifier(&s.table).is_ok() && sql_safe(&s.table));
