@@ -383,6 +383,9 @@ pub struct Summary {
     pub refused: u64,
     /// Taken by another replay between the read and the delete.
     pub taken: u64,
+    /// A batch's COMMIT had its answer lost and ran again: some of `taken` may be
+    /// this replay's own.
+    pub answer_lost: bool,
 }
 
 impl Summary {
@@ -397,7 +400,7 @@ impl Summary {
             self.selected, self.stored, self.failed_again, self.refused
         );
         if self.taken > 0 {
-            let _ = write!(s, ", {} taken by another replay meanwhile", self.taken);
+            let _ = write!(s, ", {} taken {}", self.taken, taken_by(self.answer_lost));
         }
         if dry_run {
             s.push_str("; dry run: nothing was written");
@@ -559,12 +562,21 @@ pub fn replay(
         if batch.is_empty() {
             continue;
         }
-        if dry_run {
-            sink.trial(&mut batch, handler.shapes())?;
+        let answer_lost = if dry_run {
+            sink.trial(&mut batch, handler.shapes())?.answer_lost
         } else {
-            sink.commit(&mut batch, handler.shapes())?;
-        }
-        report(&batch, handler.shapes(), &was, dry_run, &mut summary, out)?;
+            sink.commit(&mut batch, handler.shapes())?.answer_lost
+        };
+        summary.answer_lost |= answer_lost;
+        report(
+            &batch,
+            handler.shapes(),
+            &was,
+            dry_run,
+            answer_lost,
+            &mut summary,
+            out,
+        )?;
         batch.clear();
         if total > sink.batch_size as u64 {
             let _ = writeln!(
@@ -582,12 +594,22 @@ pub fn replay(
     Ok(summary)
 }
 
+/// Who took a dead letter that a replay found gone.
+fn taken_by(answer_lost: bool) -> &'static str {
+    if answer_lost {
+        "meanwhile, by another replay or by this one's COMMIT whose answer was lost"
+    } else {
+        "by another replay meanwhile"
+    }
+}
+
 /// One line per replayed dead letter: where its rows went, or why it failed again.
 fn report(
     batch: &Batch,
     shapes: &Shapes,
     was: &[String],
     dry_run: bool,
+    answer_lost: bool,
     summary: &mut Summary,
     out: &mut dyn Write,
 ) -> Result<(), String> {
@@ -601,7 +623,11 @@ fn report(
         line.push_str("): ");
         if r.gone {
             summary.taken += 1;
-            line.push_str("taken by another replay meanwhile; nothing written for it here");
+            let _ = write!(
+                line,
+                "taken {}; nothing written for it here",
+                taken_by(answer_lost)
+            );
         } else if let Some(dl) = &entry.dead {
             summary.failed_again += 1;
             let _ = write!(

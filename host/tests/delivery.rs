@@ -309,8 +309,11 @@ fn a_replay_that_loses_the_answer_to_its_commit_stops_and_says_so() {
     .spawn()
     .unwrap();
     let until = std::time::Instant::now() + Duration::from_secs(30);
+    // Remembered: restoring the line ends what `trap_sprung` reports.
+    let mut sprung = false;
     while replay.try_wait().unwrap().is_none() {
         if proxy.trap_sprung() {
+            sprung = true;
             // A replay that sent the batch again would get through now.
             proxy.restore();
         }
@@ -323,7 +326,7 @@ fn a_replay_that_loses_the_answer_to_its_commit_stops_and_says_so() {
     let out = replay.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        proxy.trap_sprung(),
+        sprung || proxy.trap_sprung(),
         "no COMMIT went through the proxy: {said}"
     );
     assert_eq!(out.status.code(), Some(2), "{said}");
@@ -334,5 +337,64 @@ fn a_replay_that_loses_the_answer_to_its_commit_stops_and_says_so() {
     );
     // The server ran the COMMIT: stored once, and no position row anywhere.
     assert_eq!(db.count("SELECT COUNT(*) FROM cnc_data"), 2, "{said}");
+    assert_eq!(db.count("SELECT COUNT(*) FROM collector_position"), 0);
+}
+
+/// `dead-letters replay` commits no position row either, but every message of its
+/// batches is a claimed dead letter: a COMMIT whose answer was lost is sent again, and
+/// the claim that COMMIT made keeps the second run from storing anything twice.
+#[test]
+fn a_dead_letter_replay_that_loses_the_answer_to_its_commit_stores_it_once() {
+    let db = TestDb::new("dl_indoubt");
+    let proxy = TcpProxy::start("127.0.0.1:3306");
+    let setup = Setup::cnc001_type_a(&db, "dl_indoubt");
+    setup.write_db(&db, proxy.port);
+    let mut conn = db.conn();
+    use mysql::prelude::Queryable;
+    conn.exec_drop(
+        "INSERT INTO dead_letters (topic, cnc_id, reason, detail, payload, payload_bytes) \
+         VALUES ('sensor/CNC', 'CNC001', 'plugin_error', 'test', ?, ?)",
+        (SAMPLES[0], SAMPLES[0].len()),
+    )
+    .unwrap();
+    proxy.cut_after_next_commit();
+    let mut replay = mes_collector(&[
+        "dead-letters",
+        "replay",
+        "--config-dir",
+        setup.path().to_str().unwrap(),
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let mut sprung = false;
+    while replay.try_wait().unwrap().is_none() {
+        if proxy.trap_sprung() {
+            sprung = true;
+            proxy.restore();
+        }
+        if std::time::Instant::now() > until {
+            let _ = replay.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = replay.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sprung, "no COMMIT went through the proxy: {said}");
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("running the batch again"), "{said}");
+    assert!(
+        said.contains("by this one's COMMIT whose answer was lost"),
+        "{said}"
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM cnc_data"), 1, "{said}");
+    assert_eq!(db.count("SELECT COUNT(*) FROM dead_letters"), 0, "{said}");
     assert_eq!(db.count("SELECT COUNT(*) FROM collector_position"), 0);
 }

@@ -69,6 +69,9 @@ pub struct Committed {
     pub dead: usize,
     /// Replayed dead letters another replay took first (see `claim_replayed`).
     pub taken: usize,
+    /// An earlier COMMIT of this batch had its answer lost, and the batch ran again:
+    /// a dead letter found taken may have been stored by that COMMIT.
+    pub answer_lost: bool,
 }
 
 /// How an attempt ends: committed, with the spool position it reaches written to
@@ -148,7 +151,7 @@ impl MysqlSink {
     /// The spool position this collector committed last, waiting for the database
     /// if it is unreachable. `None` with no row yet; `Err` when told to stop.
     pub fn read_position(&mut self, stop: &Shutdown) -> Result<Option<u64>, Stopped> {
-        self.retrying(stop, 0, |sink| sink.committed_position())
+        self.retrying(stop, 0, |sink| Ok(sink.committed_position()?))
     }
 
     /// Commits the batch, retrying through outages until it is in MySQL. Messages
@@ -156,7 +159,9 @@ impl MysqlSink {
     /// position the batch reaches, is written to `collector_position` in that
     /// transaction too; it is what tells whether a commit whose answer was lost
     /// happened. With `None` (the replay commands, which have no spool) no position
-    /// row is written, and such a commit ends in [`Stopped::InDoubt`].
+    /// row is written; a commit whose answer is lost is then sent again only when every
+    /// message of the batch is a claimed dead letter (whose claims cannot succeed
+    /// twice), and otherwise ends in [`Stopped::InDoubt`].
     pub fn commit(
         &mut self,
         batch: &mut Batch,
@@ -165,47 +170,64 @@ impl MysqlSink {
         stop: &Shutdown,
     ) -> Result<Committed, Stopped> {
         let held = batch.len();
-        // Set when a COMMIT was sent but its answer lost: the batch may be in MySQL.
-        let mut marked_in_doubt: Option<(Vec<usize>, CommitInDoubt)> = None;
+        // Set when a COMMIT with a position was sent but its answer lost: the batch may
+        // be in MySQL.
+        let mut in_doubt: Option<(Vec<usize>, CommitInDoubt, u64)> = None;
+        let mut answer_lost = false;
         let committed = self.retrying(stop, held, |sink| {
-            if let (Some((marked, doubt)), Some(position)) = (&marked_in_doubt, position) {
+            if let Some((marked, doubt, position)) = &in_doubt {
                 // The position commits with the rows, so it tells whether they did.
                 // Until it can be read, the batch stays in doubt.
                 sink.await_view_change(doubt)?;
-                if sink.committed_position()? >= Some(position) {
+                if sink.committed_position()? >= Some(*position) {
                     info!("the batch up to spool record {position} was committed before the connection dropped; not writing it again");
-                    return Ok(Ok(Committed::of(batch)));
+                    return Ok(Committed::of(batch));
                 }
-                for &i in marked {
-                    batch.entries[i].dead = None;
-                }
-                marked_in_doubt = None;
+                unmark(batch, marked);
+                in_doubt = None;
             }
             match sink.try_commit(batch, shapes, TransactionEnd::Commit { position }) {
-                Ok(committed) => Ok(Ok(committed)),
-                // No position to read back: given up on, below.
-                Err(CommitAttemptError::InDoubt(e, _)) if position.is_none() => {
-                    sink.conn = None;
-                    Ok(Err(undecidable(&sink.cfg, sink.endpoint, held, &e)))
-                }
-                Err(failure) => {
-                    match &failure {
-                        CommitAttemptError::InDoubt(_, marked) => {
-                            let doubt = CommitInDoubt {
-                                endpoint: sink.endpoint,
-                                view: sink.view,
-                                since: Instant::now(),
-                            };
-                            marked_in_doubt = Some((marked.clone(), doubt));
-                        }
-                        CommitAttemptError::LeaseLost(why) => lease_lost(why),
-                        CommitAttemptError::NotCommitted(_) => {}
+                Ok(committed) => Ok(committed),
+                Err(CommitAttemptError::InDoubt(e, marked)) => match position {
+                    Some(position) => {
+                        let doubt = CommitInDoubt {
+                            endpoint: sink.endpoint,
+                            view: sink.view,
+                            since: Instant::now(),
+                        };
+                        in_doubt = Some((marked, doubt, position));
+                        Err(e.into())
                     }
-                    Err(failure.into_error())
-                }
+                    // A second run of a batch that did commit finds its claims gone and
+                    // writes nothing for those messages.
+                    None if batch.entries.iter().all(|m| m.replay_of.is_some()) => {
+                        info!(
+                            "the answer to the COMMIT of {held} replayed dead letters was lost ({e}); \
+                             running the batch again: a dead letter that COMMIT stored is found \
+                             taken and not written twice"
+                        );
+                        unmark(batch, &marked);
+                        answer_lost = true;
+                        Err(e.into())
+                    }
+                    None => {
+                        sink.conn = None;
+                        Err(AttemptFailed::GiveUp(Stopped::InDoubt(undecidable(
+                            &sink.cfg,
+                            sink.endpoint,
+                            held,
+                            &e,
+                        ))))
+                    }
+                },
+                Err(CommitAttemptError::LeaseLost(why)) => lease_lost(&why),
+                Err(CommitAttemptError::NotCommitted(e)) => Err(e.into()),
             }
         })?;
-        committed.map_err(Stopped::InDoubt)
+        Ok(Committed {
+            answer_lost,
+            ..committed
+        })
     }
 
     /// Runs the batch's statements as [`MysqlSink::commit`] would, then rolls the
@@ -219,7 +241,13 @@ impl MysqlSink {
     ) -> Result<Committed, Stopped> {
         self.retrying(stop, batch.len(), |sink| {
             sink.try_commit(batch, shapes, TransactionEnd::RollBack)
-                .map_err(CommitAttemptError::into_error)
+                .map_err(|failed| match failed {
+                    CommitAttemptError::NotCommitted(e) | CommitAttemptError::InDoubt(e, _) => {
+                        AttemptFailed::Retry(e)
+                    }
+                    // `trial` runs without a lease.
+                    CommitAttemptError::LeaseLost(why) => lease_lost(&why),
+                })
         })
     }
 
@@ -331,7 +359,7 @@ impl MysqlSink {
         &mut self,
         stop: &Shutdown,
         held: usize,
-        mut attempt: impl FnMut(&mut Self) -> Result<T, mysql::Error>,
+        mut attempt: impl FnMut(&mut Self) -> Result<T, AttemptFailed>,
     ) -> Result<T, Stopped> {
         let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
         let mut attempts = 0u64;
@@ -342,13 +370,14 @@ impl MysqlSink {
                     self.mark_up(&format!(" and {attempts} attempts; resuming"));
                     return Ok(done);
                 }
-                Err(e) if is_conflict(&e) && !self.left_primary(&e) => {
+                Err(AttemptFailed::GiveUp(why)) => return Err(why),
+                Err(AttemptFailed::Retry(e)) if is_conflict(&e) && !self.left_primary(&e) => {
                     // The server answered: no outage, and no back-off beyond a moment
                     // for the other writer to finish.
                     info!("write conflict ({e}); running the batch of {held} messages again");
                     std::thread::sleep(Duration::from_millis(10 * attempts.min(50)));
                 }
-                Err(e) => {
+                Err(AttemptFailed::Retry(e)) => {
                     let consequence = format!(
                         "{held} messages wait in the spool, retrying with back-off up to {} s",
                         backoff.max().as_secs()
@@ -447,18 +476,13 @@ impl MysqlSink {
             e.dead = Some(dl);
             marked.push(i);
         }
-        let unmark = |batch: &mut Batch, marked: Vec<usize>| {
-            for i in marked {
-                batch.entries[i].dead = None;
-            }
-        };
         let position = match end {
             TransactionEnd::Commit { position } => position,
             TransactionEnd::RollBack => {
                 let written = write_dead_letters(&mut tx, batch, payload_limit);
                 let rolled_back = written.and_then(|()| tx.rollback());
                 if let Err(e) = rolled_back {
-                    unmark(batch, marked);
+                    unmark(batch, &marked);
                     return Err(CommitAttemptError::NotCommitted(e));
                 }
                 return Ok(Committed::of(batch));
@@ -470,7 +494,7 @@ impl MysqlSink {
                 None => Ok(()),
             });
         if let Err(e) = written {
-            unmark(batch, marked);
+            unmark(batch, &marked);
             return Err(CommitAttemptError::NotCommitted(e));
         }
         match tx.commit() {
@@ -487,7 +511,7 @@ impl MysqlSink {
             // The server answered COMMIT with an error (a certification failure, say):
             // it rolled the transaction back.
             Err(e @ mysql::Error::MySqlError(_)) => {
-                unmark(batch, marked);
+                unmark(batch, &marked);
                 Err(CommitAttemptError::NotCommitted(e))
             }
             // The server may have committed before the connection broke.
@@ -506,12 +530,24 @@ enum CommitAttemptError {
     LeaseLost(String),
 }
 
-impl CommitAttemptError {
-    fn into_error(self) -> mysql::Error {
-        match self {
-            CommitAttemptError::NotCommitted(e) | CommitAttemptError::InDoubt(e, _) => e,
-            CommitAttemptError::LeaseLost(why) => mysql::Error::from(std::io::Error::other(why)),
-        }
+/// How one attempt inside [`MysqlSink::retrying`] failed.
+enum AttemptFailed {
+    /// An outage or a conflict: worth another attempt.
+    Retry(mysql::Error),
+    /// Not worth another: the caller is told this.
+    GiveUp(Stopped),
+}
+
+impl From<mysql::Error> for AttemptFailed {
+    fn from(e: mysql::Error) -> Self {
+        AttemptFailed::Retry(e)
+    }
+}
+
+/// Takes back the dead letters an attempt marked, before the batch runs again.
+fn unmark(batch: &mut Batch, marked: &[usize]) {
+    for &i in marked {
+        batch.entries[i].dead = None;
     }
 }
 
@@ -533,6 +569,7 @@ impl Committed {
             stored: batch.len() - dead - taken,
             dead,
             taken,
+            answer_lost: false,
         }
     }
 }
