@@ -23,7 +23,7 @@ fn ssl_opts(tls: &TlsConfig) -> SslOpts {
 }
 
 /// The driver's options for server `endpoint` of `cfg.endpoints()`.
-pub fn opts(cfg: &DbConfig, endpoint: usize, connect_timeout: Duration) -> Opts {
+pub(super) fn opts(cfg: &DbConfig, endpoint: usize, connect_timeout: Duration) -> Opts {
     let (host, port) = cfg.endpoints().swap_remove(endpoint);
     OptsBuilder::new()
         .ssl_opts(cfg.tls.as_ref().map(ssl_opts))

@@ -8,8 +8,8 @@ use crate::{
     sink::batch::{Batch, BatchedMessage},
 };
 
-/// `detail` is cut at this many characters, `topic` at 255 and `cnc_id` at 64, as
-/// the columns are sized.
+/// `topic` and `cnc_id` are cut to their columns' sizes; `detail` (TEXT, 64 KiB) at a
+/// number of characters that fits it even at 4 bytes each.
 const DETAIL_LIMIT: usize = 8_000;
 const TOPIC_LIMIT: usize = 255;
 const CNC_ID_LIMIT: usize = 64;
@@ -125,10 +125,6 @@ mod tests {
         dead_letter_row(entry, dl, payload_limit)
     }
 
-    fn placeholders(sql: &str) -> usize {
-        sql.matches('?').count()
-    }
-
     #[test]
     fn a_dead_letter_is_inserted_with_every_column_cut_to_its_size() {
         let topic = format!("cnc/{}", "é".repeat(300));
@@ -143,7 +139,6 @@ mod tests {
              detail, payload, payload_bytes) VALUES (?,?,?,?,?,?,?,?)"
         );
         let cut_topic: String = topic.chars().take(255).collect();
-        assert_eq!(cut_topic.chars().count(), 255);
         assert_eq!(
             params,
             Params::Positional(vec![
@@ -157,7 +152,6 @@ mod tests {
                 V::UInt(100),
             ])
         );
-        assert_eq!(placeholders(sql), 8);
     }
 
     #[test]
@@ -211,15 +205,6 @@ mod tests {
                 V::UInt(2),
                 V::UInt(3),
             ])
-        );
-        assert_eq!(placeholders(sql), 11);
-    }
-
-    #[test]
-    fn a_replayed_row_is_claimed_by_its_id_and_replay_count() {
-        assert_eq!(
-            CLAIM_REPLAYED,
-            "DELETE FROM dead_letters WHERE id = ? AND replays = ?"
         );
     }
 }

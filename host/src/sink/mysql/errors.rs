@@ -3,8 +3,9 @@
 //! anything else, the server being unavailable (retried with back-off).
 
 /// A write conflict: a deadlock, a lock wait timeout, or a Galera certification
-/// failure (reported as a deadlock, at any statement or at COMMIT). Nothing of the
-/// transaction was kept; running it again is the cure.
+/// failure (reported as a deadlock, at any statement or at COMMIT). The sink gives up
+/// the whole transaction and runs it again (a lock wait timeout alone would roll back
+/// only its statement).
 pub(super) fn is_conflict(e: &mysql::Error) -> bool {
     matches!(e, mysql::Error::MySqlError(se) if se.code == 1213 || se.code == 1205)
 }

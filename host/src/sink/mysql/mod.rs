@@ -4,19 +4,11 @@
 //! statements. A statement MySQL refuses is traced to the message(s) behind it with
 //! savepoints, and those become dead letters while the rest of the batch commits. Lost
 //! connectivity is retried with capped exponential back-off until MySQL is back; the
-//! batch waits in memory, and the MQTT callback behind it waits too.
+//! batch waits in memory while the intake goes on spooling (the MQTT callback waits
+//! only once the spool is full).
 //!
-//! This file is the sink itself: one attempt at a batch's transaction, the retries
-//! around it, and the connection it keeps. The rest, by concern:
-//! - `connection`: the driver's options, the servers of `hosts` in order, Galera
-//!   readiness and view;
-//! - `errors`: what a MySQL error means for the batch (conflict, refusal, outage);
-//! - `statements`: the SQL text of a shape's rows, and the prepared statements;
-//! - `rows`: rows grouped by shape, cut into chunks, values converted;
-//! - `isolate`: the savepoint bisection that finds the messages MySQL refuses;
-//! - `dead_letters`: the `dead_letters` rows written and claimed in the transaction;
-//! - `position`: the `collector_position` row;
-//! - `in_doubt`: deciding a COMMIT whose answer was lost.
+//! This file holds one attempt at a batch's transaction, the retries around it, and the
+//! connection it keeps; the modules beside it hold one concern each.
 
 use std::{
     sync::Arc,
@@ -46,7 +38,7 @@ mod position;
 mod rows;
 mod statements;
 
-pub use connection::{connect, opts};
+pub use connection::connect;
 pub use statements::row_statement;
 
 use connection::{
@@ -57,7 +49,7 @@ use dead_letters::{claim_replayed, write_dead_letters};
 use errors::is_conflict;
 use in_doubt::{undecidable, CommitInDoubt};
 use isolate::write_isolating;
-use position::{read_position, write_position};
+use position::{select_position, write_position};
 use statements::StatementCache;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -253,7 +245,7 @@ impl MysqlSink {
 
     fn committed_position(&mut self) -> Result<Option<u64>, mysql::Error> {
         let client_id = self.client_id.clone();
-        read_position(self.connection()?, &client_id)
+        select_position(self.connection()?, &client_id)
     }
 
     /// While idle, checks now and then that the database is still reachable, so that

@@ -19,24 +19,9 @@ pub(super) fn write_position(
 }
 
 /// The spool position `client_id` committed last; `None` with no row yet.
-pub(super) fn read_position(conn: &mut Conn, client_id: &str) -> Result<Option<u64>, mysql::Error> {
+pub(super) fn select_position(
+    conn: &mut Conn,
+    client_id: &str,
+) -> Result<Option<u64>, mysql::Error> {
     conn.exec_first(READ_POSITION, (client_id,))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_position_row_is_upserted_by_client_id_and_read_back_by_it() {
-        assert_eq!(
-            WRITE_POSITION,
-            "INSERT INTO collector_position (client_id, last_seq) VALUES (?, ?) \
-             ON DUPLICATE KEY UPDATE last_seq = VALUES(last_seq)"
-        );
-        assert_eq!(
-            READ_POSITION,
-            "SELECT last_seq FROM collector_position WHERE client_id = ?"
-        );
-    }
 }

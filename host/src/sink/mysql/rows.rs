@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use mes_plugin_api::Value;
 use mysql::{prelude::Queryable, Transaction};
 
-use crate::sink::batch::{Batch, RecordedWrite, Shapes};
+use crate::{
+    fasthash::FxBuild,
+    sink::batch::{Batch, RecordedWrite, Shapes},
+};
 
 use super::statements::StatementCache;
 
@@ -52,7 +55,8 @@ fn value_bytes(v: &Value) -> usize {
 /// that fits the placeholder and size limits.
 fn next_chunk(rows: &[&[Value]]) -> usize {
     let cols = rows[0].len().max(1);
-    let mut fit = rows.len().min(MAX_PLACEHOLDERS / cols);
+    // No statement takes more than the largest chunk: no need to size more rows.
+    let mut fit = rows.len().min(MAX_PLACEHOLDERS / cols).min(CHUNK_ROWS[0]);
     let mut bytes = 0;
     for (i, row) in rows.iter().take(fit).enumerate() {
         bytes += row.iter().map(value_bytes).sum::<usize>();
@@ -79,14 +83,15 @@ fn chunks<'r, 'b>(mut rest: &'r [&'b [Value]]) -> impl Iterator<Item = &'r [&'b 
 /// Rows waiting to be written, grouped by shape in order of first appearance.
 struct RowsByShape<'b> {
     groups: Vec<(usize, Vec<&'b [Value]>)>,
-    group_of_shape: HashMap<usize, usize>,
+    // Shape numbers are the host's own, not a sender's: the fast hash is safe.
+    group_of_shape: HashMap<usize, usize, FxBuild>,
 }
 
 impl<'b> RowsByShape<'b> {
     fn new() -> Self {
         RowsByShape {
             groups: Vec::new(),
-            group_of_shape: HashMap::new(),
+            group_of_shape: HashMap::default(),
         }
     }
 
