@@ -66,7 +66,9 @@ impl Supervisor {
     }
 
     fn this_run_log(&self) -> String {
-        run_in_log(&self.log(), self.runs).to_string()
+        run_in_log(&self.log(), self.runs)
+            .expect("spawn_logged marks each run")
+            .to_string()
     }
 
     fn wait_subscribed(&mut self) {

@@ -72,7 +72,7 @@ fn a_second_collector_with_a_live_client_id_is_refused_and_takes_over_when_the_h
     thread::sleep(Duration::from_secs(4));
     replacement.restart();
     let log = replacement.log();
-    let this_run = run_in_log(&log, 2);
+    let this_run = run_in_log(&log, 2).expect("spawn_logged marks each run");
     assert!(
         this_run.contains(&format!(
             "lease on broker.client_id {:?} taken",

@@ -31,6 +31,19 @@ fn yes() -> bool {
     true
 }
 
+/// As a `tls` section of `{}` reads: the system's trust store, no client
+/// certificate, host names verified.
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            verify_hostname: yes(),
+        }
+    }
+}
+
 impl TlsConfig {
     /// Relative file paths are relative to the config dir.
     pub(crate) fn resolve_paths(&mut self, dir: &Path) {
@@ -40,5 +53,31 @@ impl TlsConfig {
         {
             relative_to(dir, p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TlsConfig;
+
+    #[test]
+    fn the_default_is_what_an_empty_section_reads_as() {
+        let read: TlsConfig = serde_json::from_str("{}").unwrap();
+        let default = TlsConfig::default();
+        assert_eq!(
+            (
+                read.ca_file,
+                read.cert_file,
+                read.key_file,
+                read.verify_hostname
+            ),
+            (
+                default.ca_file,
+                default.cert_file,
+                default.key_file,
+                default.verify_hostname
+            )
+        );
+        assert!(default.verify_hostname);
     }
 }

@@ -78,8 +78,11 @@ impl BrokerConfig {
     }
 }
 
+/// The topic the CNC services publish to unless told otherwise.
+pub const DEFAULT_TOPIC: &str = "sensor/CNC";
+
 fn default_topic() -> String {
-    "sensor/CNC".into()
+    DEFAULT_TOPIC.into()
 }
 
 fn default_qos() -> i32 {

@@ -125,7 +125,6 @@ impl CrateFiles<'_> {
                     format!("{RELEASE_PROFILE}\n# A workspace of its own, even inside another one.\n[workspace]\n")
                 },
             ),
-            ("lib_name", self.lib_name()),
             ("lib_file", self.lib_file()),
             (
                 "package_flag",
@@ -135,7 +134,6 @@ impl CrateFiles<'_> {
                     String::new()
                 },
             ),
-            ("target_dir", "target".into()),
             (
                 "build_where",
                 if in_workspace {

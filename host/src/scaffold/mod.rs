@@ -21,7 +21,8 @@ use std::{
 };
 
 use crate_files::{ApiSource, CrateFiles};
-pub use names::{check_class_name, check_crate_name};
+pub use names::check_class_name;
+use names::check_crate_name;
 
 const API_PACKAGE: &str = "mes-plugin-api";
 
@@ -159,7 +160,7 @@ pub fn new_plugin(req: &Request) -> Result<Created, String> {
         // Relative inside a workspace, so that the checkout can move; absolute for a
         // crate of its own, which lives wherever its author keeps it.
         (None, Some(api_dir)) => ApiSource::Path(match &workspace {
-            Some(root) if api_dir.starts_with(root) => paths::relative_to(api_dir, &crate_dir),
+            Some(root) if api_dir.starts_with(root) => paths::relative_path(api_dir, &crate_dir),
             _ => api_dir.display().to_string(),
         }),
         (None, None) => ApiSource::Registry,

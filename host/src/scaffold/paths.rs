@@ -38,7 +38,7 @@ pub(super) fn absolute(path: &Path) -> Result<PathBuf, String> {
 }
 
 /// `to` relative to `from`, with `/` separators.
-pub(super) fn relative_to(to: &Path, from: &Path) -> String {
+pub(super) fn relative_path(to: &Path, from: &Path) -> String {
     let to: Vec<Component> = to.components().collect();
     let from: Vec<Component> = from.components().collect();
     let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
@@ -65,7 +65,7 @@ mod tests {
     #[test]
     fn relative_paths_walk_up_to_the_common_ancestor() {
         assert_eq!(
-            relative_to(Path::new("/w/plugin-api"), Path::new("/w/plugins/lathe")),
+            relative_path(Path::new("/w/plugin-api"), Path::new("/w/plugins/lathe")),
             "../../plugin-api"
         );
     }

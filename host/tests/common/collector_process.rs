@@ -61,10 +61,10 @@ pub fn spawn_logged(args: &[&str], log: &Path, run: u32) -> Child {
         .unwrap()
 }
 
-/// The part of a log written by [`spawn_logged`] from run number `run` on (the whole
-/// log if that run has not started).
-pub fn run_in_log(log: &str, run: u32) -> &str {
-    &log[log.find(&format!("--- run {run} ---")).unwrap_or(0)..]
+/// The part of a log written by [`spawn_logged`] from run number `run` on, or `None`
+/// while that run has not started.
+pub fn run_in_log(log: &str, run: u32) -> Option<&str> {
+    log.find(&format!("--- run {run} ---")).map(|at| &log[at..])
 }
 
 /// Waits until run number `run` of the collector `child`, started by [`spawn_logged`]
@@ -73,7 +73,7 @@ pub fn wait_subscribed(child: &mut Child, log: &Path, run: u32) {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let text = fs::read_to_string(log).unwrap_or_default();
-        if run_in_log(&text, run).contains("subscribed to") {
+        if run_in_log(&text, run).is_some_and(|t| t.contains("subscribed to")) {
             return;
         }
         if let Some(status) = child.try_wait().unwrap() {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use mes_collector::{
     config::{load_broker, read_secret, tls::TlsConfig},
-    intake::config::BrokerConfig,
+    intake::config::{BrokerConfig, DEFAULT_TOPIC},
 };
 
 use crate::cli::ConnectionArgs;
@@ -17,7 +17,6 @@ use crate::failure::{fail, Result};
 
 // The help texts of --broker and --topic name these defaults.
 const DEFAULT_BROKER: &str = "tcp://127.0.0.1:1883";
-const DEFAULT_TOPIC: &str = "sensor/CNC";
 const DEFAULT_KEEP_ALIVE_SECS: u64 = 30;
 
 /// The broker settings from `args`, `env` standing for the process environment
@@ -87,12 +86,7 @@ fn override_tls(args: &ConnectionArgs, cfg: &mut BrokerConfig) {
     {
         return;
     }
-    let tls = cfg.tls.get_or_insert(TlsConfig {
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
-        verify_hostname: true,
-    });
+    let tls = cfg.tls.get_or_insert_with(TlsConfig::default);
     for (from, to) in [
         (&args.ca_file, &mut tls.ca_file),
         (&args.cert_file, &mut tls.cert_file),

@@ -60,7 +60,7 @@ pub struct Machine {
     /// Messages left before the current part is finished.
     cycle_left: u32,
     target_spin: u32,
-    pub feed: f64,
+    feed: f64,
     pub x: f64,
     pub y: f64,
     dx: f64,
