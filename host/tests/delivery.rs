@@ -280,6 +280,35 @@ fn a_connection_lost_while_committing_does_not_store_the_batch_twice() {
     );
 }
 
+/// Runs `mes-collector ARGS` with `proxy` set to cut the line once a COMMIT has gone
+/// through it, and restores the line right after, so that a command that sent the
+/// batch again would get through. The output, and whether the cut happened
+/// (remembered: restoring the line ends what `trap_sprung` reports).
+fn through_a_lost_commit_answer(proxy: &TcpProxy, args: &[&str]) -> (std::process::Output, bool) {
+    proxy.cut_after_next_commit();
+    let mut command = mes_collector(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let mut sprung = false;
+    while command.try_wait().unwrap().is_none() {
+        if proxy.trap_sprung() {
+            sprung = true;
+            proxy.restore();
+        }
+        if std::time::Instant::now() > until {
+            let _ = command.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    // A command that exits at once leaves the line cut, unseen by the loop.
+    let sprung = sprung || proxy.trap_sprung();
+    (command.wait_with_output().unwrap(), sprung)
+}
+
 /// `mes-collector replay --write` commits no position row, so a COMMIT whose answer was
 /// lost cannot be decided afterwards: the replay stops and says so, rather than
 /// sending the batch again and maybe storing it twice; the server's commit stands.
@@ -292,43 +321,22 @@ fn a_replay_that_loses_the_answer_to_its_commit_stops_and_says_so() {
     let file = setup.path().join("messages.jsonl");
     std::fs::write(&file, [SAMPLES[0], SAMPLES[2]].join("\n")).unwrap();
     let type_a = plugin_lib("cnc-type-a");
-    proxy.cut_after_next_commit();
-    let mut replay = mes_collector(&[
-        "replay",
-        "--plugin",
-        type_a.to_str().unwrap(),
-        "--cnc-id",
-        "CNC001",
-        "--write",
-        "--config-dir",
-        setup.path().to_str().unwrap(),
-        file.to_str().unwrap(),
-    ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    // Remembered: restoring the line ends what `trap_sprung` reports.
-    let mut sprung = false;
-    while replay.try_wait().unwrap().is_none() {
-        if proxy.trap_sprung() {
-            sprung = true;
-            // A replay that sent the batch again would get through now.
-            proxy.restore();
-        }
-        if std::time::Instant::now() > until {
-            let _ = replay.kill();
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let out = replay.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        sprung || proxy.trap_sprung(),
-        "no COMMIT went through the proxy: {said}"
+    let (out, sprung) = through_a_lost_commit_answer(
+        &proxy,
+        &[
+            "replay",
+            "--plugin",
+            type_a.to_str().unwrap(),
+            "--cnc-id",
+            "CNC001",
+            "--write",
+            "--config-dir",
+            setup.path().to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
     );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(sprung, "no COMMIT went through the proxy: {said}");
     assert_eq!(out.status.code(), Some(2), "{said}");
     assert!(
         said.contains("replay: the COMMIT of a batch of 2 messages was sent to 127.0.0.1:")
@@ -357,31 +365,15 @@ fn a_dead_letter_replay_that_loses_the_answer_to_its_commit_stores_it_once() {
         (SAMPLES[0], SAMPLES[0].len()),
     )
     .unwrap();
-    proxy.cut_after_next_commit();
-    let mut replay = mes_collector(&[
-        "dead-letters",
-        "replay",
-        "--config-dir",
-        setup.path().to_str().unwrap(),
-    ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    let mut sprung = false;
-    while replay.try_wait().unwrap().is_none() {
-        if proxy.trap_sprung() {
-            sprung = true;
-            proxy.restore();
-        }
-        if std::time::Instant::now() > until {
-            let _ = replay.kill();
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let out = replay.wait_with_output().unwrap();
+    let (out, sprung) = through_a_lost_commit_answer(
+        &proxy,
+        &[
+            "dead-letters",
+            "replay",
+            "--config-dir",
+            setup.path().to_str().unwrap(),
+        ],
+    );
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -21,14 +21,7 @@ pub fn cnc_sim(args: &[&str]) -> Command {
 
 /// cnc_classes.json for `cnc-sim generate --machines n`.
 pub fn sim_classes(n: usize) -> String {
-    let out = cnc_sim(&["classes", "--machines", &n.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = super::build::run_ok(cnc_sim(&["classes", "--machines", &n.to_string()]));
     String::from_utf8(out.stdout).unwrap()
 }
 
