@@ -7,8 +7,12 @@
 //! - `Db::upsert` ([`RowKind::Upsert`]): the last row of a key, in message order;
 //! - `Db::upsert_newest` ([`RowKind::UpsertNewest`]): the rows of a key whose ordering
 //!   columns are the greatest; a row with a smaller ordering can never be stored.
-//!   Rows tied on the ordering are all sent, in order, and the statement's own
-//!   comparison decides between them, so the result is the server's in every case.
+//!   Between rows tied on the ordering, the statement compares the other columns in
+//!   turn; where this module can make the same comparison (see below), it keeps only
+//!   the row the statement would keep. Rows it cannot tell apart are all sent, in
+//!   order, and the statement decides between them, so the result is the server's in
+//!   every case. (Timestamps in whole seconds tie often: with ties all sent, a batch
+//!   still upserted each machine's row about once per message.)
 //!
 //! Rows are merged only where the merge is certain to be what the server would do:
 //! - the key must be the table's only unique index that the statement's columns
@@ -17,15 +21,18 @@
 //! - two rows are the same key only if their key values are equal byte for byte (a
 //!   case-insensitive collation may call more rows equal: those are left unmerged,
 //!   and the server applies them in order, as before);
-//! - ordering values are compared only when they are numbers or NULL (NULL first, as
-//!   in the statement) and the ordering columns are numeric in the table (a number
-//!   sent to a VARCHAR column is compared as text there); a key with a text ordering
-//!   value is left unmerged.
+//! - the ordering columns must be numeric in the table (a number sent to a VARCHAR
+//!   column is compared as text there);
+//! - two values are compared only as the server compares what it stores: NULL before
+//!   anything else; values identical in type and content are equal; integers in an
+//!   integer column whose range holds them, and numbers a DOUBLE column holds
+//!   exactly, by value. Anything else (text under a collation, a float in an integer
+//!   column, which rounds, a FLOAT or DECIMAL column) leaves the rows for the server.
 //!
 //! A message whose row is merged away is still stored (its other rows are written):
 //! the server would have overwritten that row within the same transaction.
 
-use std::collections::HashMap;
+use std::{cmp::Ordering, collections::HashMap};
 
 use mes_plugin_api::Value;
 use mysql::{prelude::Queryable, Conn};
@@ -40,9 +47,84 @@ use crate::{
 pub struct Merge {
     /// Positions, in the shape's columns, of the unique key's columns.
     key: Vec<usize>,
-    /// For `upsert_newest`: positions of the ordering columns.
-    order: Vec<usize>,
+    /// For `upsert_newest`: the columns in the order the statement compares them (the
+    /// ordering columns, then the others), with how their values compare.
+    compared: Vec<(usize, Exact)>,
     newest: bool,
+}
+
+/// Which values of a column this module compares as the server compares them once
+/// stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exact {
+    /// An integer column: integers within its range, by value.
+    Integer { min: i128, max: i128 },
+    /// A DOUBLE column: floats, and integers a double holds exactly, by value.
+    Double,
+    /// Any other column: only identical values (and NULL against a value).
+    Identical,
+}
+
+impl Exact {
+    /// From `information_schema.COLUMNS`' DATA_TYPE and COLUMN_TYPE.
+    pub fn of(data_type: &str, column_type: &str) -> Exact {
+        let bits = match data_type.to_ascii_lowercase().as_str() {
+            "double" => return Exact::Double,
+            "tinyint" => 8,
+            "smallint" => 16,
+            "mediumint" => 24,
+            "int" => 32,
+            "bigint" => 64,
+            _ => return Exact::Identical,
+        };
+        if column_type.to_ascii_lowercase().contains("unsigned") {
+            Exact::Integer {
+                min: 0,
+                max: (1i128 << bits) - 1,
+            }
+        } else {
+            Exact::Integer {
+                min: -(1i128 << (bits - 1)),
+                max: (1i128 << (bits - 1)) - 1,
+            }
+        }
+    }
+
+    /// `a` against `b` as the server compares them stored, where certain.
+    fn compare(self, a: &Value, b: &Value) -> Option<Ordering> {
+        if same(a, b) {
+            return Some(Ordering::Equal);
+        }
+        match (a, b) {
+            (Value::Null, _) => return Some(Ordering::Less),
+            (_, Value::Null) => return Some(Ordering::Greater),
+            _ => {}
+        }
+        match self {
+            Exact::Integer { min, max } => {
+                let int = |v: &Value| {
+                    match v {
+                        Value::Int(i) => Some(i128::from(*i)),
+                        Value::UInt(u) => Some(i128::from(*u)),
+                        _ => None,
+                    }
+                    .filter(|i| (min..=max).contains(i))
+                };
+                Some(int(a)?.cmp(&int(b)?))
+            }
+            Exact::Double => {
+                let double = |v: &Value| match v {
+                    Value::Float(f) => Some(*f),
+                    // Integers beyond 2^53 would round.
+                    Value::Int(i) if i.unsigned_abs() <= 1 << 53 => Some(*i as f64),
+                    Value::UInt(u) if *u <= 1 << 53 => Some(*u as f64),
+                    _ => None,
+                };
+                double(a)?.partial_cmp(&double(b)?)
+            }
+            Exact::Identical => None,
+        }
+    }
 }
 
 /// What the sink knows of each upserting shape's key, learnt once per connection.
@@ -65,6 +147,8 @@ pub struct TableInfo {
     pub unique: Vec<UniqueIndex>,
     /// Columns of a numeric type (integers, DECIMAL, FLOAT, DOUBLE).
     pub numeric: Vec<String>,
+    /// Columns whose values merging can compare beyond identity.
+    pub exact: Vec<(String, Exact)>,
 }
 
 impl MergeKeys {
@@ -120,13 +204,19 @@ pub fn table_info(conn: &mut Conn, table: &str) -> Result<TableInfo, mysql::Erro
         Some((s, t)) => (Some(s.to_string()), t.to_string()),
         None => (None, table.to_string()),
     };
-    let numeric: Vec<String> = conn.exec(
-        "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+    let numeric: Vec<(String, String, String)> = conn.exec(
+        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS \
          WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? \
            AND DATA_TYPE IN ('tinyint','smallint','mediumint','int','bigint','decimal', \
                              'float','double')",
         (schema.clone(), name.clone()),
     )?;
+    let exact = numeric
+        .iter()
+        .map(|(c, data, column)| (c.clone(), Exact::of(data, column)))
+        .filter(|(_, e)| *e != Exact::Identical)
+        .collect();
+    let numeric = numeric.into_iter().map(|(c, _, _)| c).collect();
     let rows: Vec<(String, String, String)> = conn.exec(
         "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.EXTRA \
          FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c \
@@ -157,6 +247,7 @@ pub fn table_info(conn: &mut Conn, table: &str) -> Result<TableInfo, mysql::Erro
     Ok(TableInfo {
         unique: indexes.into_iter().map(|(_, u)| u).collect(),
         numeric,
+        exact,
     })
 }
 
@@ -185,18 +276,31 @@ pub fn merge_for(shape: &Shape, table: &TableInfo) -> Option<Merge> {
     if newest && !shape.order_by.iter().all(numeric) {
         return None;
     }
-    let order = if newest {
-        shape
-            .order_by
-            .iter()
-            .map(|c| position(c))
-            .collect::<Option<Vec<_>>>()?
+    let compared = if newest {
+        // As `statements::newest_updates` compares: the ordering, then the rest.
+        let exact = |c: &str| {
+            table
+                .exact
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(c))
+                .map_or(Exact::Identical, |(_, e)| *e)
+        };
+        let mut compared = Vec::with_capacity(shape.columns.len());
+        for c in &shape.order_by {
+            compared.push((position(c)?, exact(c)));
+        }
+        for (i, c) in shape.columns.iter().enumerate() {
+            if !shape.order_by.iter().any(|o| o.eq_ignore_ascii_case(c)) {
+                compared.push((i, exact(c)));
+            }
+        }
+        compared
     } else {
         Vec::new()
     };
     Some(Merge {
         key: key.columns.iter().filter_map(|c| position(c)).collect(),
-        order,
+        compared,
         newest,
     })
 }
@@ -247,77 +351,59 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// An ordering value as the statement compares it: NULL before every number.
-/// `None` for a value this module does not compare (text, bytes).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
-enum Rank {
-    Null,
-    Number(f64),
-}
-
-fn rank(v: &Value) -> Option<Rank> {
-    match v {
-        Value::Null => Some(Rank::Null),
-        // Integers beyond 2^53 would compare inexactly as doubles: not merged.
-        Value::Int(i) if i.unsigned_abs() <= 1 << 53 => Some(Rank::Number(*i as f64)),
-        Value::UInt(u) if *u <= 1 << 53 => Some(Rank::Number(*u as f64)),
-        Value::Float(f) if f.is_finite() => Some(Rank::Number(*f)),
-        _ => None,
-    }
-}
-
-/// Whether `a` sorts before, with or after `b` by the ordering columns; `None` when a
-/// value cannot be ranked.
-fn compare(a: &[Value], b: &[Value], order: &[usize]) -> Option<std::cmp::Ordering> {
-    for &i in order {
-        match rank(&a[i])?.partial_cmp(&rank(&b[i])?)? {
-            std::cmp::Ordering::Equal => continue,
-            unequal => return Some(unequal),
+impl Merge {
+    /// Whether row `a` sorts before, with or after row `b` in the statement's
+    /// comparison; `None` where the server's answer is not certain here.
+    fn compare(&self, a: &[Value], b: &[Value]) -> Option<Ordering> {
+        for &(i, exact) in &self.compared {
+            match exact.compare(&a[i], &b[i])? {
+                Ordering::Equal => continue,
+                unequal => return Some(unequal),
+            }
         }
+        Some(Ordering::Equal)
     }
-    Some(std::cmp::Ordering::Equal)
 }
 
 fn merge_rows<'b>(m: &Merge, rows: Vec<&'b [Value]>) -> Vec<&'b [Value]> {
+    let mut keep = vec![false; rows.len()];
     // Bounded by the batch, and keys are compared in place after a lookup: a fast
     // hash is safe here although senders choose the keys.
-    let mut index: HashMap<Key<'_>, Best, FxBuild> =
-        HashMap::with_capacity_and_hasher(rows.len(), FxBuild::default());
-    // Per key: for `upsert`, its last row; for `upsert_newest`, a row with the
-    // greatest ordering, or none once a row of the key cannot be ranked.
-    #[derive(Clone, Copy)]
-    enum Best {
-        Row(usize),
-        Unranked,
-    }
-    for (i, row) in rows.iter().enumerate() {
-        let k = Key { row, key: &m.key };
-        match index.get_mut(&k) {
-            None => {
-                let ranked = !m.newest || m.order.iter().all(|&c| rank(&row[c]).is_some());
-                index.insert(k, if ranked { Best::Row(i) } else { Best::Unranked });
+    if m.newest {
+        // Per key, the rows no other row is known to equal or beat. A row equal to an
+        // earlier one would change nothing: the statement assigns only a greater one.
+        let mut best: HashMap<Key<'_>, Vec<usize>, FxBuild> =
+            HashMap::with_capacity_and_hasher(rows.len(), FxBuild::default());
+        for (i, &row) in rows.iter().enumerate() {
+            let kept = best.entry(Key { row, key: &m.key }).or_default();
+            let beaten = |j: &usize| {
+                matches!(
+                    m.compare(row, rows[*j]),
+                    Some(Ordering::Less | Ordering::Equal)
+                )
+            };
+            if kept.iter().any(beaten) {
+                continue;
             }
-            Some(best) => {
-                *best = match *best {
-                    Best::Unranked => Best::Unranked,
-                    Best::Row(_) if !m.newest => Best::Row(i),
-                    Best::Row(j) => match compare(row, rows[j], &m.order) {
-                        Some(std::cmp::Ordering::Greater) => Best::Row(i),
-                        Some(_) => Best::Row(j),
-                        None => Best::Unranked,
-                    },
-                }
-            }
+            kept.retain(|&j| m.compare(row, rows[j]) != Some(Ordering::Greater));
+            kept.push(i);
+        }
+        for i in best.into_values().flatten() {
+            keep[i] = true;
+        }
+    } else {
+        let mut last: HashMap<Key<'_>, usize, FxBuild> =
+            HashMap::with_capacity_and_hasher(rows.len(), FxBuild::default());
+        for (i, &row) in rows.iter().enumerate() {
+            last.insert(Key { row, key: &m.key }, i);
+        }
+        for i in last.into_values() {
+            keep[i] = true;
         }
     }
-    rows.iter()
-        .enumerate()
-        .filter(|&(i, row)| match index[&Key { row, key: &m.key }] {
-            Best::Unranked => true,
-            Best::Row(j) if !m.newest => i == j,
-            Best::Row(j) => compare(row, rows[j], &m.order) == Some(std::cmp::Ordering::Equal),
-        })
-        .map(|(_, r)| *r)
+    rows.into_iter()
+        .zip(keep)
+        .filter_map(|(row, kept)| kept.then_some(row))
         .collect()
 }
 
@@ -345,6 +431,7 @@ mod tests {
         TableInfo {
             unique,
             numeric: vec!["id".into(), "timestamp".into()],
+            exact: vec![("timestamp".into(), BIGINT)],
         }
     }
 
@@ -353,12 +440,22 @@ mod tests {
     }
 
     const COLS: [&str; 3] = ["cnc_id", "status", "timestamp"];
+    const BIGINT: Exact = Exact::Integer {
+        min: i64::MIN as i128,
+        max: i64::MAX as i128,
+    };
+    /// Compared as `upsert_newest` by `timestamp` compares `COLS`.
+    const BY_TIMESTAMP: [(usize, Exact); 3] =
+        [(2, BIGINT), (0, Exact::Identical), (1, Exact::Identical)];
 
     #[test]
     fn the_key_is_the_one_covered_unique_index() {
         let s = shape(RowKind::UpsertNewest, &COLS, &["timestamp"]);
         let m = merge_for(&s, &table(vec![unique(&["CNC_ID"], false)])).expect("merges");
-        assert_eq!((m.key, m.order, m.newest), (vec![0], vec![2], true));
+        assert_eq!(
+            (m.key, m.compared, m.newest),
+            (vec![0], BY_TIMESTAMP.to_vec(), true)
+        );
         // An auto-increment id beside it never collides.
         assert!(merge_for(
             &s,
@@ -398,7 +495,7 @@ mod tests {
         );
     }
 
-    fn rows(list: &[[Value; 3]]) -> Vec<&[Value]> {
+    fn rows<const N: usize>(list: &[[Value; N]]) -> Vec<&[Value]> {
         list.iter().map(|r| r.as_slice()).collect()
     }
 
@@ -406,7 +503,7 @@ mod tests {
     fn upsert_keeps_the_last_row_of_each_key() {
         let m = Merge {
             key: vec![0],
-            order: vec![],
+            compared: vec![],
             newest: false,
         };
         let list = [
@@ -424,7 +521,7 @@ mod tests {
     fn upsert_newest_keeps_the_rows_with_the_greatest_ordering() {
         let m = Merge {
             key: vec![0],
-            order: vec![2],
+            compared: BY_TIMESTAMP.to_vec(),
             newest: true,
         };
         let list = [
@@ -433,36 +530,106 @@ mod tests {
             [text("B"), text("run"), Value::Null],
             [text("A"), text("stop"), Value::Int(9)],
             [text("A"), text("old"), Value::Int(3)],
-            [text("B"), text("run"), Value::Float(0.5)],
+            [text("B"), text("run"), Value::Int(0)],
             [text("C"), text("run"), text("not a number")],
             [text("C"), text("run"), Value::Int(1)],
+            [text("D"), text("run"), Value::Float(1.5)],
+            [text("D"), text("run"), Value::Float(1.7)],
+            [text("E"), text("run"), Value::Int(4)],
+            [text("E"), text("run"), Value::Int(4)],
         ];
         let merged = merge_rows(&m, rows(&list));
-        // A: both rows tied at 9 go, in order, for the statement to decide; B: a
-        // number beats NULL; C: a text ordering value is not compared here.
+        // A: both rows tied at 9 go, in order, for the statement to compare their
+        // status under the table's collation; B: a number beats NULL; C: a text
+        // ordering value is not compared here; D: a BIGINT column stores both floats
+        // as 2, so the statement decides by status; E: a row identical to an earlier
+        // one changes nothing.
         assert_eq!(
             merged,
-            vec![
-                &list[1][..],
-                &list[3][..],
-                &list[5][..],
-                &list[6][..],
-                &list[7][..]
-            ]
+            [1, 3, 5, 6, 7, 8, 9, 10].map(|i| &list[i][..]).to_vec()
         );
     }
 
     #[test]
-    fn numbers_beyond_exact_doubles_are_not_compared() {
+    fn ties_are_broken_where_the_server_would_break_them_the_same_way() {
+        // cnc_id, status, spin DOUBLE, timestamp BIGINT; ordered by timestamp.
         let m = Merge {
             key: vec![0],
-            order: vec![2],
+            compared: vec![
+                (3, BIGINT),
+                (0, Exact::Identical),
+                (1, Exact::Identical),
+                (2, Exact::Double),
+            ],
             newest: true,
         };
+        let row = |status: &str, spin: Value| [text("A"), text(status), spin, Value::Int(9)];
         let list = [
-            [text("A"), text("x"), Value::Int(i64::MAX)],
-            [text("A"), text("y"), Value::Int(i64::MAX - 1)],
+            row("run", Value::Float(2.5)),
+            row("run", Value::Float(1.5)),
+            row("run", Value::Int(3)),
+            row("idle", Value::Float(0.5)),
+            row("run", Value::Float(3.0)),
+            row("run", Value::Null),
         ];
-        assert_eq!(merge_rows(&m, rows(&list)).len(), 2);
+        let merged = merge_rows(&m, rows(&list));
+        // The same status: spin decides, 3 (an integer, exact in a DOUBLE) beating 2.5
+        // and 1.5, and 3.0 equal to it adds nothing. Another status: the collation
+        // decides, so it goes too.
+        assert_eq!(merged, vec![&list[2][..], &list[3][..]]);
+    }
+
+    #[test]
+    fn numbers_are_compared_only_as_exactly_as_their_column_stores_them() {
+        let compare = |exact: Exact, a: Value, b: Value| exact.compare(&a, &b);
+        use Ordering::*;
+        // BIGINT: every 64-bit integer exactly.
+        assert_eq!(
+            compare(BIGINT, Value::Int(i64::MAX), Value::Int(i64::MAX - 1)),
+            Some(Greater)
+        );
+        assert_eq!(compare(BIGINT, Value::UInt(5), Value::Int(5)), Some(Equal));
+        // A float in an integer column is rounded there.
+        assert_eq!(compare(BIGINT, Value::Float(1.5), Value::Float(1.7)), None);
+        // Beyond an INT column's range: an error or a clipped value, not compared.
+        let int = Exact::of("int", "int(11)");
+        assert_eq!(
+            int,
+            Exact::Integer {
+                min: -(1 << 31),
+                max: (1 << 31) - 1
+            }
+        );
+        assert_eq!(compare(int, Value::Int(1 << 31), Value::Int(0)), None);
+        let unsigned = Exact::of("tinyint", "tinyint(3) unsigned");
+        assert_eq!(unsigned, Exact::Integer { min: 0, max: 255 });
+        assert_eq!(compare(unsigned, Value::Int(-1), Value::Int(0)), None);
+        // DOUBLE: integers beyond 2^53 would round.
+        let double = Exact::of("double", "double");
+        assert_eq!(
+            compare(double, Value::Int(i64::MAX), Value::Int(i64::MAX - 1)),
+            None
+        );
+        assert_eq!(
+            compare(double, Value::Float(-0.0), Value::Float(0.0)),
+            Some(Equal)
+        );
+        // FLOAT, DECIMAL, text: identical values and NULL only.
+        for other in [
+            Exact::of("float", "float"),
+            Exact::of("decimal", "decimal(10,2)"),
+        ] {
+            assert_eq!(other, Exact::Identical);
+        }
+        assert_eq!(compare(Exact::Identical, text("a"), text("a")), Some(Equal));
+        assert_eq!(compare(Exact::Identical, text("a"), text("b")), None);
+        assert_eq!(
+            compare(Exact::Identical, Value::Null, text("b")),
+            Some(Less)
+        );
+        assert_eq!(
+            compare(Exact::Identical, text("b"), Value::Null),
+            Some(Greater)
+        );
     }
 }

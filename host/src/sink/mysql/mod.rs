@@ -34,12 +34,13 @@ mod dead_letters;
 mod errors;
 mod in_doubt;
 mod isolate;
+mod literals;
 mod position;
 mod rows;
 mod statements;
 
 pub use connection::connect;
-pub use statements::row_statement;
+pub use statements::rows_statement;
 
 use connection::{
     cluster_view, connect_first, endpoint_name, galera_ready, galera_view, CONNECT_TIMEOUT,
@@ -339,9 +340,7 @@ impl MysqlSink {
         self.conn = Some(conn);
         self.endpoint = endpoint;
         self.tried_return = Instant::now();
-        // Statements belong to the connection they were prepared on; the tables may
-        // have changed while it was away.
-        self.stmts.prepared.clear();
+        // The tables may have changed while it was away.
         self.stmts.merge.clear();
     }
 

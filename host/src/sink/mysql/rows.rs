@@ -1,5 +1,5 @@
-//! A batch's rows on their way to MySQL: grouped by shape, cut into multi-row
-//! statements of a few fixed sizes, their values converted to the driver's.
+//! A batch's rows on their way to MySQL: grouped by shape, each shape's rows sent as
+//! one multi-row statement of literals (cut only where it would pass 4 MiB).
 
 use std::collections::HashMap;
 
@@ -11,16 +11,16 @@ use crate::{
     sink::batch::{Batch, RecordedWrite, Shapes},
 };
 
-use super::statements::StatementCache;
+use super::{
+    literals::push_row,
+    statements::{RowSql, StatementCache},
+};
 
-/// Most placeholders MySQL accepts in one statement.
-const MAX_PLACEHOLDERS: usize = 65_535;
-/// Rows per multi-row statement. A few fixed sizes, so the prepared statements are
-/// reused rather than one per row count.
-const CHUNK_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
 /// Keep statements well under MariaDB's default 16 MiB `max_allowed_packet`.
 const MAX_STATEMENT_BYTES: usize = 4 << 20;
 
+/// A plugin's own SQL (`Db::exec`) keeps its placeholders: its parameters go as
+/// the driver's values.
 fn to_mysql(v: &Value) -> mysql::Value {
     match v {
         Value::Null => mysql::Value::NULL,
@@ -33,8 +33,7 @@ fn to_mysql(v: &Value) -> mysql::Value {
 }
 
 /// Parameters as the driver takes them: given a `Vec<mysql::Value>`, its
-/// `Params::from` would move every value into a new vector grown one push at a time
-/// (about 1,000 instructions per message in the writer).
+/// `Params::from` would move every value into a new vector grown one push at a time.
 fn positional(params: Vec<mysql::Value>) -> mysql::Params {
     if params.is_empty() {
         mysql::Params::Empty
@@ -43,41 +42,39 @@ fn positional(params: Vec<mysql::Value>) -> mysql::Params {
     }
 }
 
-fn value_bytes(v: &Value) -> usize {
-    match v {
-        Value::Text(s) | Value::Json(s) => s.len() + 8,
-        Value::Bytes(b) => b.len() + 8,
-        _ => 9,
-    }
-}
-
-/// How many of `rows` to put in the next statement: the largest fixed chunk size
-/// that fits the placeholder and size limits.
-fn next_chunk(rows: &[&[Value]]) -> usize {
-    let cols = rows[0].len().max(1);
-    // No statement takes more than the largest chunk: no need to size more rows.
-    let mut fit = rows.len().min(MAX_PLACEHOLDERS / cols).min(CHUNK_ROWS[0]);
-    let mut bytes = 0;
-    for (i, row) in rows.iter().take(fit).enumerate() {
-        bytes += row.iter().map(value_bytes).sum::<usize>();
-        if bytes > MAX_STATEMENT_BYTES && i > 0 {
-            fit = i;
-            break;
+/// Writes `rows` into `text` as statements of `sql`, handing each to `send`: as many
+/// rows per statement as stay within [`MAX_STATEMENT_BYTES`], a larger row alone.
+fn each_statement<E>(
+    sql: &RowSql,
+    rows: &[&[Value]],
+    text: &mut String,
+    mut send: impl FnMut(&str) -> Result<(), E>,
+) -> Result<(), E> {
+    text.clear();
+    text.push_str(&sql.head);
+    let mut rows_in_text = 0;
+    for row in rows {
+        let before = text.len();
+        if rows_in_text > 0 {
+            text.push(',');
         }
-    }
-    CHUNK_ROWS.into_iter().find(|&c| c <= fit).unwrap_or(1)
-}
-
-/// `rows` cut into statements, each of the size `next_chunk` gives.
-fn chunks<'r, 'b>(mut rest: &'r [&'b [Value]]) -> impl Iterator<Item = &'r [&'b [Value]]> {
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
+        push_row(text, row);
+        if rows_in_text > 0 && text.len() + sql.tail.len() > MAX_STATEMENT_BYTES {
+            text.truncate(before);
+            text.push_str(&sql.tail);
+            send(text)?;
+            text.clear();
+            text.push_str(&sql.head);
+            push_row(text, row);
+            rows_in_text = 0;
         }
-        let (chunk, tail) = rest.split_at(next_chunk(rest));
-        rest = tail;
-        Some(chunk)
-    })
+        rows_in_text += 1;
+    }
+    if rows_in_text > 0 {
+        text.push_str(&sql.tail);
+        send(text)?;
+    }
+    Ok(())
 }
 
 /// Rows waiting to be written, grouped by shape in order of first appearance.
@@ -111,13 +108,8 @@ impl<'b> RowsByShape<'b> {
     ) -> Result<(), mysql::Error> {
         for (shape, rows) in self.groups.drain(..) {
             let rows = stmts.merge.merge(shape, rows);
-            for chunk in chunks(&rows) {
-                // Sized up front: collecting a flat_map grows the vector step by step.
-                let mut params = Vec::with_capacity(chunk.iter().map(|r| r.len()).sum());
-                params.extend(chunk.iter().flat_map(|row| row.iter().map(to_mysql)));
-                let stmt = stmts.get(tx, shapes, shape, chunk.len())?;
-                tx.exec_drop(&stmt, positional(params))?;
-            }
+            let (sql, text) = stmts.sql(shapes, shape);
+            each_statement(sql, &rows, text, |statement| tx.query_drop(statement))?;
         }
         self.group_of_shape.clear();
         Ok(())
@@ -161,13 +153,25 @@ mod tests {
         vec![vec![Value::from("x".repeat(bytes)); cols]; rows]
     }
 
-    fn sizes(rows: &[Vec<Value>]) -> Vec<usize> {
+    /// Rows per statement, and the statements' texts' total length.
+    fn statements(rows: &[Vec<Value>], tail: &str) -> (Vec<usize>, Vec<String>) {
         let rows: Vec<&[Value]> = rows.iter().map(Vec::as_slice).collect();
-        chunks(&rows).map(<[_]>::len).collect()
+        let sql = RowSql {
+            head: "INSERT INTO t (a) VALUES ".into(),
+            tail: tail.into(),
+        };
+        let mut sent = Vec::new();
+        each_statement::<()>(&sql, &rows, &mut String::new(), |s| {
+            sent.push(s.to_string());
+            Ok(())
+        })
+        .unwrap();
+        let counts = sent.iter().map(|s| s.matches("('").count()).collect();
+        (counts, sent)
     }
 
     #[test]
-    fn values_are_converted_kind_for_kind() {
+    fn a_plugins_own_sql_gets_its_parameters_kind_for_kind() {
         let cases = [
             (Value::Null, V::NULL),
             (Value::Int(-7), V::Int(-7)),
@@ -183,10 +187,6 @@ mod tests {
         for (ours, theirs) in cases {
             assert_eq!(to_mysql(&ours), theirs, "{ours:?}");
         }
-    }
-
-    #[test]
-    fn no_values_are_sent_as_no_parameters() {
         assert_eq!(positional(Vec::new()), mysql::Params::Empty);
         assert_eq!(
             positional(vec![V::Int(1)]),
@@ -195,54 +195,32 @@ mod tests {
     }
 
     #[test]
-    fn a_value_counts_its_bytes_and_eight_more() {
-        assert_eq!(value_bytes(&Value::from("abc")), 11);
-        assert_eq!(value_bytes(&Value::json_text("[]")), 10);
-        assert_eq!(value_bytes(&Value::from(&b"\x01"[..])), 9);
-        assert_eq!(value_bytes(&Value::Int(1)), 9);
-        assert_eq!(value_bytes(&Value::Null), 9);
-    }
-
-    #[test]
-    fn rows_go_in_the_largest_fixed_chunk_that_they_fill() {
-        for (rows, first) in [
-            (1, 1),
-            (3, 1),
-            (4, 4),
-            (15, 4),
-            (16, 16),
-            (63, 16),
-            (64, 64),
-            (255, 64),
-            (256, 256),
-            (1_000, 256),
-        ] {
-            assert_eq!(sizes(&table(rows, 3, 1))[0], first, "{rows} rows");
-        }
-        assert_eq!(sizes(&table(300, 3, 1)), [256, 16, 16, 4, 4, 4]);
-        assert_eq!(sizes(&table(7, 3, 1)), [4, 1, 1, 1]);
-    }
-
-    #[test]
-    fn a_statement_stays_within_65535_placeholders() {
-        // 65,535 / 300 = 218 rows at most.
-        assert_eq!(sizes(&table(300, 300, 1))[0], 64);
-        // 65,535 / 1,100 = 59.
-        assert_eq!(sizes(&table(100, 1_100, 1))[0], 16);
-        // Wider than a statement may be: alone, for MySQL to refuse.
-        assert_eq!(sizes(&table(2, 70_000, 0)), [1, 1]);
+    fn a_shapes_rows_go_in_one_statement() {
+        let (counts, sent) = statements(&table(1_000, 3, 2), " ON DUPLICATE KEY UPDATE a=a");
+        assert_eq!(counts, [1_000]);
+        assert!(sent[0].starts_with("INSERT INTO t (a) VALUES ('xx','xx','xx'),('xx'"));
+        assert!(sent[0].ends_with("('xx','xx','xx') ON DUPLICATE KEY UPDATE a=a"));
+        assert_eq!(statements(&[], "").0, Vec::<usize>::new());
     }
 
     #[test]
     fn a_statement_stays_within_4_mib() {
-        // 20 rows of 200,008 bytes fit, 21 do not.
-        assert_eq!(sizes(&table(40, 1, 200_000))[0], 16);
-        // 15 rows of 262,152 bytes fit, 16 do not.
-        assert_eq!(sizes(&table(16, 1, 256 << 10))[0], 4);
-        // 3 rows of 1 MiB fit, 4 do not.
-        assert_eq!(sizes(&table(4, 1, 1 << 20)), [1, 1, 1, 1]);
-        // A row larger than the limit goes alone.
-        assert_eq!(sizes(&table(2, 1, 5 << 20)), [1, 1]);
+        // Rows of 1 MiB and a little: three fit in 4 MiB with the text around them.
+        let (counts, sent) = statements(&table(7, 1, 1 << 20), " tail");
+        assert_eq!(counts, [3, 3, 1]);
+        for s in &sent {
+            assert!(s.len() <= MAX_STATEMENT_BYTES, "{} bytes", s.len());
+            assert!(s.ends_with("') tail"));
+        }
+        // A row larger than the limit goes alone, for MySQL to refuse if it must.
+        assert_eq!(statements(&table(3, 1, 5 << 20), "").0, [1, 1, 1]);
+        // Exactly at the limit still fits.
+        let head = "INSERT INTO t (a) VALUES ".len();
+        let row = (MAX_STATEMENT_BYTES - head) / 2 - 4; // ('…') and a comma
+        let (counts, sent) = statements(&table(2, 1, row), "");
+        assert_eq!(counts, [2]);
+        assert!(sent[0].len() <= MAX_STATEMENT_BYTES);
+        assert!(statements(&table(2, 1, row + 1), "").0 == [1, 1]);
     }
 
     #[test]

@@ -1,73 +1,87 @@
-//! The SQL text that writes rows of a shape, and the statements prepared from it on
-//! the current connection.
+//! The SQL text that writes rows of a shape: what goes before the rows' values and
+//! what after, made once per shape and connection.
 
 use std::collections::HashMap;
 
-use mysql::{prelude::Queryable, Statement, Transaction};
+use mes_plugin_api::Value;
 
-use crate::sink::{
-    batch::{RowKind, Shape, Shapes},
-    merge::MergeKeys,
+use crate::{
+    fasthash::FxBuild,
+    sink::{
+        batch::{RowKind, Shape, Shapes},
+        merge::MergeKeys,
+    },
 };
 
-/// SQL text per (shape, rows), and which rows of a shape merge.
+use super::literals::push_row;
+
+/// The text around a shape's rows: `INSERT INTO t (…) VALUES ` before them and, for
+/// an upsert, the `ON DUPLICATE KEY UPDATE` list after.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct RowSql {
+    pub(super) head: String,
+    pub(super) tail: String,
+}
+
+impl RowSql {
+    pub(super) fn of(shape: &Shape) -> RowSql {
+        let cols: Vec<String> = shape.columns.iter().map(|c| format!("`{c}`")).collect();
+        let head = format!(
+            "INSERT INTO {} ({}) VALUES ",
+            quote_table(&shape.table),
+            cols.join(",")
+        );
+        let tail = match shape.kind {
+            RowKind::Insert => String::new(),
+            RowKind::Upsert => {
+                let updates: Vec<String> =
+                    cols.iter().map(|c| format!("{c}=VALUES({c})")).collect();
+                format!(" ON DUPLICATE KEY UPDATE {}", updates.join(","))
+            }
+            RowKind::UpsertNewest => format!(
+                " ON DUPLICATE KEY UPDATE {}",
+                newest_updates(&shape.columns, &shape.order_by)
+            ),
+        };
+        RowSql { head, tail }
+    }
+}
+
+/// The SQL text per shape, which rows of a shape merge, and the buffer statements are
+/// written into.
 #[derive(Default)]
 pub(super) struct StatementCache {
     /// Learnt per connection, outside the batches' transactions.
     pub(super) merge: MergeKeys,
-    cache: HashMap<(usize, usize), String>,
-    /// Prepared on the current connection: executing a prepared statement skips the
-    /// driver's parsing of the SQL text on every call.
-    pub(super) prepared: HashMap<(usize, usize), Statement>,
+    sql: HashMap<usize, RowSql, FxBuild>,
+    /// Reused from batch to batch: a statement is up to a few MiB of text.
+    pub(super) text: String,
 }
 
 impl StatementCache {
-    /// The prepared statement for `rows` rows of `shape`.
-    pub(super) fn get(
-        &mut self,
-        tx: &mut Transaction<'_>,
-        shapes: &Shapes,
-        shape: usize,
-        rows: usize,
-    ) -> Result<Statement, mysql::Error> {
-        if let Some(stmt) = self.prepared.get(&(shape, rows)) {
-            return Ok(stmt.clone());
-        }
-        let stmt = tx.prep(self.sql(shapes, shape, rows))?;
-        self.prepared.insert((shape, rows), stmt.clone());
-        Ok(stmt)
-    }
-
-    fn sql(&mut self, shapes: &Shapes, shape: usize, rows: usize) -> &str {
-        self.cache
-            .entry((shape, rows))
-            .or_insert_with(|| row_statement(shapes.get(shape), rows))
+    /// The text around rows of `shape`, and the buffer to write a statement into.
+    pub(super) fn sql(&mut self, shapes: &Shapes, shape: usize) -> (&RowSql, &mut String) {
+        let sql = self
+            .sql
+            .entry(shape)
+            .or_insert_with(|| RowSql::of(shapes.get(shape)));
+        (sql, &mut self.text)
     }
 }
 
-/// The statement that writes `rows` rows of `shape`, with `?` for every value.
-pub fn row_statement(shape: &Shape, rows: usize) -> String {
-    let cols: Vec<String> = shape.columns.iter().map(|c| format!("`{c}`")).collect();
-    let one = format!("({})", vec!["?"; cols.len()].join(","));
-    let mut sql = format!(
-        "INSERT INTO {} ({}) VALUES {}",
-        quote_table(&shape.table),
-        cols.join(","),
-        vec![one.as_str(); rows].join(",")
-    );
-    match shape.kind {
-        RowKind::Insert => {}
-        RowKind::Upsert => {
-            let updates: Vec<String> = cols.iter().map(|c| format!("{c}=VALUES({c})")).collect();
-            sql.push_str(" ON DUPLICATE KEY UPDATE ");
-            sql.push_str(&updates.join(","));
+/// The statement that writes `rows` of `shape`, every value a literal: the text a batch
+/// sends for them (split only where it would pass 4 MiB).
+pub fn rows_statement(shape: &Shape, rows: &[&[Value]]) -> String {
+    let sql = RowSql::of(shape);
+    let mut text = sql.head.clone();
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
         }
-        RowKind::UpsertNewest => {
-            sql.push_str(" ON DUPLICATE KEY UPDATE ");
-            sql.push_str(&newest_updates(&shape.columns, &shape.order_by));
-        }
+        push_row(&mut text, row);
     }
-    sql
+    text.push_str(&sql.tail);
+    text
 }
 
 /// The `ON DUPLICATE KEY UPDATE` list of `Db::upsert_newest`: every column takes the
@@ -130,14 +144,18 @@ mod tests {
     }
 
     #[test]
-    fn inserts_and_upserts_bind_every_value() {
+    fn inserts_and_upserts_write_every_value_as_a_literal() {
+        let rows: [&[Value]; 2] = [
+            &[Value::Int(1), Value::from("it's")],
+            &[Value::Null, Value::Float(0.5)],
+        ];
         assert_eq!(
-            row_statement(&shape(RowKind::Insert, &["a", "b"], &[]), 2),
-            "INSERT INTO `db1`.`cnc_status` (`a`,`b`) VALUES (?,?),(?,?)"
+            rows_statement(&shape(RowKind::Insert, &["a", "b"], &[]), &rows),
+            "INSERT INTO `db1`.`cnc_status` (`a`,`b`) VALUES (1,'it''s'),(NULL,5e-1)"
         );
         assert_eq!(
-            row_statement(&shape(RowKind::Upsert, &["a", "b"], &[]), 1),
-            "INSERT INTO `db1`.`cnc_status` (`a`,`b`) VALUES (?,?) \
+            rows_statement(&shape(RowKind::Upsert, &["a", "b"], &[]), &rows[..1]),
+            "INSERT INTO `db1`.`cnc_status` (`a`,`b`) VALUES (1,'it''s') \
              ON DUPLICATE KEY UPDATE `a`=VALUES(`a`),`b`=VALUES(`b`)"
         );
     }
@@ -156,15 +174,19 @@ mod tests {
             eq("k"),
             gt("status")
         );
-        let sql = row_statement(
-            &shape(RowKind::UpsertNewest, &["k", "status", "ts"], &["ts"]),
-            1,
+        let sql = RowSql::of(&shape(
+            RowKind::UpsertNewest,
+            &["k", "status", "ts"],
+            &["ts"],
+        ));
+        assert_eq!(
+            sql.head,
+            "INSERT INTO `db1`.`cnc_status` (`k`,`status`,`ts`) VALUES "
         );
         assert_eq!(
-            sql,
+            sql.tail,
             format!(
-                "INSERT INTO `db1`.`cnc_status` (`k`,`status`,`ts`) VALUES (?,?,?) \
-                 ON DUPLICATE KEY UPDATE `status`=IF({newer},VALUES(`status`),`status`),\
+                " ON DUPLICATE KEY UPDATE `status`=IF({newer},VALUES(`status`),`status`),\
                  `k`=IF({newer},VALUES(`k`),`k`),`ts`=IF({newer},VALUES(`ts`),`ts`)"
             )
         );
@@ -198,10 +220,9 @@ mod tests {
         );
         let n = NEWER_BY_TS_SEQ_K;
         assert_eq!(
-            row_statement(&newest, 2),
+            RowSql::of(&newest).tail,
             format!(
-                "INSERT INTO `plant`.`status` (`k`,`ts`,`seq`) VALUES (?,?,?),(?,?,?) \
-                 ON DUPLICATE KEY UPDATE `k`=IF({n},VALUES(`k`),`k`),\
+                " ON DUPLICATE KEY UPDATE `k`=IF({n},VALUES(`k`),`k`),\
                  `seq`=IF({n},VALUES(`seq`),`seq`),`ts`=IF({n},VALUES(`ts`),`ts`)"
             )
         );
@@ -227,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn the_text_is_made_once_per_shape_number_and_row_count() {
+    fn the_text_is_made_once_per_shape_number() {
         let mut shapes = Shapes::default();
         shapes.extend(vec![
             shape_of(RowKind::Insert, "a", &["x"], &[]),
@@ -235,22 +256,22 @@ mod tests {
         ]);
         let mut cache = StatementCache::default();
         assert_eq!(
-            cache.sql(&shapes, 0, 2),
-            "INSERT INTO `a` (`x`) VALUES (?),(?)"
+            cache.sql(&shapes, 0).0.head,
+            "INSERT INTO `a` (`x`) VALUES "
         );
         assert_eq!(
-            cache.sql(&shapes, 1, 1),
-            "INSERT INTO `b` (`y`) VALUES (?) ON DUPLICATE KEY UPDATE `y`=VALUES(`y`)"
+            cache.sql(&shapes, 1).0.tail,
+            " ON DUPLICATE KEY UPDATE `y`=VALUES(`y`)"
         );
         // A shape's number stands for it for good: the text is not made again.
         let mut renumbered = Shapes::default();
         renumbered.extend(vec![shape_of(RowKind::Insert, "z", &["x"], &[])]);
         assert_eq!(
-            cache.sql(&renumbered, 0, 2),
-            "INSERT INTO `a` (`x`) VALUES (?),(?)"
+            cache.sql(&renumbered, 0).0.head,
+            "INSERT INTO `a` (`x`) VALUES "
         );
-        let mut keys: Vec<_> = cache.cache.keys().copied().collect();
+        let mut keys: Vec<_> = cache.sql.keys().copied().collect();
         keys.sort();
-        assert_eq!(keys, [(0, 2), (1, 1)]);
+        assert_eq!(keys, [0, 1]);
     }
 }
