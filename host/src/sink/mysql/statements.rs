@@ -151,7 +151,7 @@ mod tests {
         ];
         assert_eq!(
             rows_statement(&shape(RowKind::Insert, &["a", "b"], &[]), &rows),
-            "INSERT INTO `db1`.`cnc_status` (`a`,`b`) VALUES (1,'it''s'),(NULL,5e-1)"
+            "INSERT INTO `db1`.`cnc_status` (`a`,`b`) VALUES (1,'it''s'),(NULL,0.5e0)"
         );
         assert_eq!(
             rows_statement(&shape(RowKind::Upsert, &["a", "b"], &[]), &rows[..1]),
