@@ -1056,8 +1056,7 @@ drain_run() {
     "$BIN/cnc-sim" --broker "$BROKER_URI" --topic "$topic" generate --machines "$MACHINES" \
         --count "$DRAIN_N" --rate 0 --window "$WINDOW" --seed 1 >"$dir/pub.out" 2>"$dir/pub.err" \
         || die "$run: publisher failed: $(tail -3 "$dir/pub.err")"
-    # Counted as received (appended to the spool): mes_spool_records is set by the
-    # writer after each commit, so it does not move while nothing commits.
+    # Counted as received (appended to the spool).
     local spooled=0 progress_at=$SECONDS seen=-1
     while :; do
         spooled=$(live_metric "$mport" mes_messages_received_total)

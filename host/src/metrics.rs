@@ -63,7 +63,14 @@ pub struct Metrics {
     since_seen: GaugeVec,
     /// cnc_id → Unix time of its last message, for `since_seen` at scrape time.
     last_seen_at: Mutex<BTreeMap<String, f64>>,
+    /// The spool's uncommitted records and bytes, read at scrape time: set after each
+    /// commit, the gauges stood still through a database outage, just when the spool
+    /// grows.
+    spool_depth: Mutex<Option<SpoolDepth>>,
 }
+
+/// Reads (records, bytes) waiting in the spool.
+pub type SpoolDepth = Box<dyn Fn() -> (u64, u64) + Send>;
 
 impl Metrics {
     pub fn new<'a>(
@@ -164,6 +171,7 @@ impl Metrics {
                 &["cnc_id"],
             ),
             last_seen_at: Mutex::new(BTreeMap::new()),
+            spool_depth: Mutex::new(None),
             registry,
         };
         // Every mapped class starts at 0 rather than without a series, so that a
@@ -212,10 +220,21 @@ impl Metrics {
         self.broker_up.set(i64::from(up));
     }
 
-    /// The exposition text, with the time-derived gauges brought up to date.
+    /// Where the spool gauges are read from at each scrape.
+    pub fn read_spool_depth(&self, depth: SpoolDepth) {
+        *self.spool_depth.lock().unwrap_or_else(|p| p.into_inner()) = Some(depth);
+    }
+
+    /// The exposition text, with the time-derived gauges and the spool's brought up
+    /// to date.
     pub fn render(&self) -> String {
         let now = now_secs();
         self.uptime.set(now - self.started);
+        if let Some(depth) = &*self.spool_depth.lock().unwrap_or_else(|p| p.into_inner()) {
+            let (records, bytes) = depth();
+            self.spool_records.set(records as i64);
+            self.spool_bytes.set(bytes as i64);
+        }
         {
             let seen = self.last_seen_at.lock().unwrap_or_else(|p| p.into_inner());
             for id in &self.known_cnc_ids {

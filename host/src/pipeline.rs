@@ -5,7 +5,13 @@
 //! The parts do not hold each other: the dispatcher sees a sender, the writer sees
 //! the sink, and only this module knows that a commit frees spool records.
 
-use std::{sync::Arc, thread};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    thread,
+};
 
 use log::{info, warn};
 
@@ -51,13 +57,23 @@ impl Pipeline {
         let (emptied, recycled) = crossbeam_channel::bounded::<Batch>(2);
         let (position_read, committed_position) = crossbeam_channel::bounded::<Option<u64>>(1);
         let commit_time = CommitTime::default();
+        // The first record not known to be committed: until the database has said,
+        // everything in the spool.
+        let uncommitted = Arc::new(AtomicU64::new(spool.first_seq()));
+        let measured = spool.clone();
+        let from = uncommitted.clone();
+        metrics.read_spool_depth(Box::new(move || {
+            let (_, bytes) = measured.depth(0);
+            let records = measured
+                .next_seq()
+                .saturating_sub(from.load(Ordering::Relaxed));
+            (records, bytes)
+        }));
         let released = spool.clone();
-        let gauges = metrics.clone();
+        let committed_up_to = uncommitted.clone();
         let on_committed = Box::new(move |position: u64| {
             released.release(position);
-            let (records, bytes) = released.depth(position);
-            gauges.spool_records.set(records as i64);
-            gauges.spool_bytes.set(bytes as i64);
+            committed_up_to.store(position + 1, Ordering::Relaxed);
         });
         let writer_stop = stop.clone();
         let writer_commit_time = commit_time.clone();
@@ -85,6 +101,7 @@ impl Pipeline {
                 // The spool as it is now: the intake went on appending while the
                 // writer waited for the database.
                 let start = start_position(committed, spool.first_seq(), spool.next_seq());
+                uncommitted.store(start, Ordering::Relaxed);
                 Dispatcher::new(handler, batch, guard, to_writer, recycled, commit_time)
                     .run(&spool, start, &stop);
             })

@@ -67,10 +67,18 @@ fn mysql_unreachable_mid_stream_stores_everything_once_after_recovery() {
     proxy.cut();
     thread::sleep(Duration::from_millis(3_000));
     let during = db.count("SELECT COUNT(*) FROM cnc_data");
+    // The dashboard's spool gauge shows the backlog growing during the outage (it
+    // was set only after commits, so it stood still until the database returned).
+    let spooled_during = spool_records(&collector);
     proxy.restore();
     finish(publisher);
     db.wait_count("SELECT COUNT(*) FROM cnc_data", N, WAIT);
     thread::sleep(Duration::from_millis(500));
+    assert!(
+        spooled_during >= 2_000.0,
+        "3 s of 2,000 msg/s without commits, yet mes_spool_records said {spooled_during}"
+    );
+    assert_eq!(spool_records(&collector), 0.0, "all committed");
     let (rows, distinct, _, _) = seq_stats(&db);
     assert_eq!((rows, distinct), (N, N), "{}", collector.log());
     assert!(
@@ -120,6 +128,15 @@ fn broker_down_mid_stream_loses_nothing() {
     );
     assert!(collector.log().contains("lost connection to MQTT broker"));
     assert!(collector.stop().success());
+}
+
+fn spool_records(collector: &Collector) -> f64 {
+    let (_, text) = http::get(&http::metrics_addr(collector), "/metrics");
+    http::parse_exposition(&text)
+        .into_iter()
+        .find(|(name, _)| name == "mes_spool_records")
+        .map(|(_, v)| v)
+        .expect("mes_spool_records is exposed")
 }
 
 fn sample(i: usize) -> String {
