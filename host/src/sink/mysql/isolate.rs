@@ -28,11 +28,11 @@ pub(super) fn write_isolating(
     isolate(&mut writer, which, 0, refused)
 }
 
-/// What the bisection does in the transaction: run a savepoint statement; set a
-/// savepoint and write some of the batch's messages (one round trip).
+/// What the bisection does in the transaction: run a savepoint statement, write some
+/// of the batch's messages.
 trait SavepointWriter {
     fn execute(&mut self, sql: &str) -> Result<(), mysql::Error>;
-    fn write(&mut self, savepoint: &str, which: &[usize]) -> Result<(), mysql::Error>;
+    fn write(&mut self, which: &[usize]) -> Result<(), mysql::Error>;
 }
 
 struct BatchInTransaction<'a, 't> {
@@ -47,15 +47,8 @@ impl SavepointWriter for BatchInTransaction<'_, '_> {
         self.tx.query_drop(sql)
     }
 
-    fn write(&mut self, savepoint: &str, which: &[usize]) -> Result<(), mysql::Error> {
-        write_entries(
-            self.tx,
-            self.stmts,
-            self.shapes,
-            self.batch,
-            which,
-            savepoint,
-        )
+    fn write(&mut self, which: &[usize]) -> Result<(), mysql::Error> {
+        write_entries(self.tx, self.stmts, self.shapes, self.batch, which)
     }
 }
 
@@ -68,7 +61,8 @@ fn isolate(
     if which.is_empty() {
         return Ok(());
     }
-    match w.write(&format!("SAVEPOINT s{depth}"), which) {
+    w.execute(&format!("SAVEPOINT s{depth}"))?;
+    match w.write(which) {
         Ok(()) => Ok(()),
         Err(e) if is_rejection(&e) => {
             w.execute(&format!("ROLLBACK TO SAVEPOINT s{depth}"))?;
@@ -120,8 +114,7 @@ mod tests {
             Ok(())
         }
 
-        fn write(&mut self, savepoint: &str, which: &[usize]) -> Result<(), mysql::Error> {
-            self.sent.push(savepoint.to_string());
+        fn write(&mut self, which: &[usize]) -> Result<(), mysql::Error> {
             self.sent.push(format!("write {which:?}"));
             self.writes += 1;
             if self.conflict_at == Some(self.writes) {

@@ -108,27 +108,22 @@ impl<'b> RowsByShape<'b> {
     ) -> Result<(), mysql::Error> {
         for (shape, rows) in self.groups.drain(..) {
             let rows = stmts.merge.merge(shape, rows);
-            let (sql, text, together) = stmts.sql(shapes, shape);
-            each_statement(sql, &rows, text, |statement| {
-                together.add(tx, statement, MAX_STATEMENT_BYTES)
-            })?;
+            let (sql, text) = stmts.sql(shapes, shape);
+            each_statement(sql, &rows, text, |statement| tx.query_drop(statement))?;
         }
         self.group_of_shape.clear();
         Ok(())
     }
 }
 
-/// Runs `first` (a savepoint) and writes the listed messages' rows, coalesced, all in
-/// one round trip unless a plugin's own SQL (`exec`, a barrier) comes between.
+/// Writes the listed messages' rows, coalesced; `exec` statements are barriers.
 pub(super) fn write_entries(
     tx: &mut Transaction<'_>,
     stmts: &mut StatementCache,
     shapes: &Shapes,
     batch: &Batch,
     which: &[usize],
-    first: &str,
 ) -> Result<(), mysql::Error> {
-    stmts.together.start(first);
     let mut rows = RowsByShape::new();
     for &i in which {
         let e = &batch.entries[i];
@@ -137,15 +132,13 @@ pub(super) fn write_entries(
                 RecordedWrite::Row { shape, values } => rows.push(*shape, values),
                 RecordedWrite::Exec { sql, params } => {
                     rows.flush(tx, stmts, shapes)?;
-                    stmts.together.send(tx)?;
                     let params: Vec<mysql::Value> = params.iter().map(to_mysql).collect();
                     tx.exec_drop(sql.as_str(), positional(params))?;
                 }
             }
         }
     }
-    rows.flush(tx, stmts, shapes)?;
-    stmts.together.send(tx)
+    rows.flush(tx, stmts, shapes)
 }
 
 #[cfg(test)]

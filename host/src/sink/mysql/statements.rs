@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use mes_plugin_api::Value;
-use mysql::prelude::Queryable;
 
 use crate::{
     fasthash::FxBuild,
@@ -57,73 +56,16 @@ pub(super) struct StatementCache {
     sql: HashMap<usize, RowSql, FxBuild>,
     /// Reused from batch to batch: a statement is up to a few MiB of text.
     pub(super) text: String,
-    /// The statements sent together in one round trip, also reused.
-    pub(super) together: Together,
-}
-
-/// Statements sent as one multi-statement query: a batch's savepoint and its row
-/// statements cost one round trip instead of one each (at a steady 2,000 msg/s the
-/// writer made about nine round trips per commit, each a wake-up on both sides).
-#[derive(Default)]
-pub(super) struct Together(String);
-
-impl Together {
-    /// Starts over with `first`.
-    pub(super) fn start(&mut self, first: &str) {
-        self.0.clear();
-        self.0.push_str(first);
-    }
-
-    /// Adds `statement`, first sending what is held if both would pass `limit` bytes.
-    pub(super) fn add(
-        &mut self,
-        q: &mut impl Queryable,
-        statement: &str,
-        limit: usize,
-    ) -> Result<(), mysql::Error> {
-        if !self.0.is_empty() && self.0.len() + 1 + statement.len() > limit {
-            self.send(q)?;
-        }
-        if !self.0.is_empty() {
-            self.0.push(';');
-        }
-        self.0.push_str(statement);
-        Ok(())
-    }
-
-    /// Sends what is held, if anything, and reads every statement's result: the first
-    /// error is returned, and MySQL runs none of the statements after it.
-    pub(super) fn send(&mut self, q: &mut impl Queryable) -> Result<(), mysql::Error> {
-        if self.0.is_empty() {
-            return Ok(());
-        }
-        // Not `query_drop`: dropping the result reads the later results and ignores
-        // their errors.
-        let mut result = q.query_iter(&self.0)?;
-        while let Some(set) = result.iter() {
-            for row in set {
-                row?;
-            }
-        }
-        drop(result);
-        self.0.clear();
-        Ok(())
-    }
 }
 
 impl StatementCache {
-    /// The text around rows of `shape`, the buffer to write a statement into, and
-    /// the statements to send it with.
-    pub(super) fn sql(
-        &mut self,
-        shapes: &Shapes,
-        shape: usize,
-    ) -> (&RowSql, &mut String, &mut Together) {
+    /// The text around rows of `shape`, and the buffer to write a statement into.
+    pub(super) fn sql(&mut self, shapes: &Shapes, shape: usize) -> (&RowSql, &mut String) {
         let sql = self
             .sql
             .entry(shape)
             .or_insert_with(|| RowSql::of(shapes.get(shape)));
-        (sql, &mut self.text, &mut self.together)
+        (sql, &mut self.text)
     }
 }
 
