@@ -10,6 +10,15 @@ pub(super) fn is_conflict(e: &mysql::Error) -> bool {
     matches!(e, mysql::Error::MySqlError(se) if se.code == 1213 || se.code == 1205)
 }
 
+/// An error a Galera node answers COMMIT with when it has left the primary component
+/// ("WSREP has not yet prepared node for application use"; "Error while appending
+/// streaming replication fragment ... Not connected to Primary Component"): unlike a
+/// certification failure, it does not say that the rest of the cluster did not
+/// commit the write set.
+pub(super) fn left_primary_at_commit(e: &mysql::Error) -> bool {
+    matches!(e, mysql::Error::MySqlError(se) if se.code == 1047 || se.code == 1180)
+}
+
 /// Whether MySQL refused the statement because of what it contained, as opposed to
 /// the connection or the server being unavailable, or a transient conflict.
 pub(super) fn is_rejection(e: &mysql::Error) -> bool {
@@ -46,6 +55,15 @@ mod tests {
     use mysql::{DriverError, MySqlError};
 
     use super::*;
+
+    #[test]
+    fn leaving_the_primary_component_at_commit_is_in_doubt_and_a_conflict_is_not() {
+        assert!(left_primary_at_commit(&server(1180)));
+        assert!(left_primary_at_commit(&server(1047)));
+        // A certification failure at COMMIT: rolled back everywhere.
+        assert!(!left_primary_at_commit(&server(1213)));
+        assert!(!left_primary_at_commit(&server(1062)));
+    }
 
     fn server(code: u16) -> mysql::Error {
         mysql::Error::MySqlError(MySqlError {
