@@ -59,8 +59,9 @@
 # BENCH_DRAIN_TAIL s after the backlog is stored); then the stock `mariadb` client
 # loads the same end state into a fresh database. Per run: the start delay (unlock to
 # first commit), the drain rate from the first commit, the stock client's rate and
-# the ratio, the live traffic taken while draining and its latency afterwards; the
-# end states are compared. With BENCH_ROWCOST=1 (default), the stock load again in
+# the ratio, the live traffic taken while draining and its latency afterwards, and
+# what the server did per message on each side (statements and row writes, from SHOW
+# GLOBAL STATUS, so server-wide); the end states are compared. With BENCH_ROWCOST=1 (default), the stock load again in
 # variants, BENCH_ROWCOST_REPS rounds: what JSON validation, the secondary index,
 # rows per statement, LOAD DATA LOCAL INFILE and text against binary protocol
 # (host/examples/protocol_ab, built here) cost the server. Table: BENCH_OUT/drain.md.
