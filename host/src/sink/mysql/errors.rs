@@ -30,8 +30,9 @@ pub(super) fn is_rejection(e: &mysql::Error) -> bool {
             // server shutting down, connection killed, too many connections, read-only
             | 1053 | 1927 | 1040 | 1290 | 1836
             // a Galera node that left the primary component ("WSREP has not yet
-            // prepared node for application use"; at COMMIT, "Error while appending
-            // streaming replication fragment", 1180): another node is tried
+            // prepared node for application use"; "Error while appending streaming
+            // replication fragment", 1180): another node is tried (an answer to
+            // COMMIT leaves the commit in doubt first: `left_primary_at_commit`)
             | 1047 | 1180
             // query interrupted, out of memory or disk
             | 1317 | 1037 | 1041 | 1021
