@@ -92,6 +92,14 @@ fn floats() -> Vec<f64> {
         1e22,
         -1e-300,
         0.0,
+        -0.0,
+        f64::MIN,
+        5e-324,
+        // Where the formatter switches between plain digits and an exponent.
+        1e15,
+        1e16,
+        1e-5,
+        1e-7,
     ]
 }
 
@@ -140,7 +148,8 @@ fn expected(row: &[Value]) -> Stored {
             _ => None,
         },
         match row[6] {
-            Value::Float(f) => Some(f),
+            // MariaDB stores -0 as 0, bound as a parameter as well as written out.
+            Value::Float(f) => Some(if f == 0.0 { 0.0 } else { f }),
             _ => None,
         },
     )

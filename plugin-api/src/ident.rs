@@ -1,8 +1,8 @@
 //! Table and column names are checked before the host puts them into SQL.
 //!
-//! Values are escaped or bound by the host (see [`Value`]), but identifiers are not:
-//! they are quoted with backticks, and only names that need no escaping at all are
-//! accepted, so that a plugin fed hostile payloads can never turn a key into SQL.
+//! Values are bound as parameters, but identifiers cannot be: they are quoted with
+//! backticks, and only names that need no escaping at all are accepted, so that a
+//! plugin fed hostile payloads can never turn a key into SQL.
 
 use crate::Value;
 

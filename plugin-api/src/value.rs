@@ -1,10 +1,7 @@
 //! Values a plugin hands to the database handle.
 //!
-//! A value can hold anything, including text that looks like SQL: the host writes
-//! row values as SQL literals in an encoding that means the same in every `sql_mode`
-//! (quotes doubled; a string holding a backslash or NUL, and every byte string, as
-//! hex), and binds the values of [`Db::exec`](crate::Db::exec) as statement
-//! parameters.
+//! Values are always bound as statement parameters by the host, never spliced into SQL,
+//! so a value can hold anything, including text that looks like SQL.
 
 use abi_stable::{
     std_types::{RString, RVec},

@@ -8,11 +8,13 @@
 //! - `Db::upsert_newest` ([`RowKind::UpsertNewest`]): the rows of a key whose ordering
 //!   columns are the greatest; a row with a smaller ordering can never be stored.
 //!   Between rows tied on the ordering, the statement compares the other columns in
-//!   turn; where this module can make the same comparison (see below), it keeps only
-//!   the row the statement would keep. Rows it cannot tell apart are all sent, in
-//!   order, and the statement decides between them, so the result is the server's in
-//!   every case. (Timestamps in whole seconds tie often: with ties all sent, a batch
-//!   still upserted each machine's row about once per message.)
+//!   turn. A tied row is also left out where it is certainly not greater than a row
+//!   of its key before it: the stored row is at least that row when it comes, so it
+//!   changes nothing. Everything else is sent, in order, and the statement decides,
+//!   so the stored bytes are the server's in every case, including those of values a
+//!   collation calls equal, of which the statement keeps the first to arrive.
+//!   (Timestamps in whole seconds tie often: with ties all sent, a batch upserted
+//!   each machine's row about once per message; now about once per new greatest.)
 //!
 //! Rows are merged only where the merge is certain to be what the server would do:
 //! - the key must be the table's only unique index that the statement's columns
@@ -25,9 +27,10 @@
 //!   column is compared as text there);
 //! - two values are compared only as the server compares what it stores: NULL before
 //!   anything else; values identical in type and content are equal; integers in an
-//!   integer column whose range holds them, and numbers a DOUBLE column holds
+//!   integer column whose range holds them, and numbers a plain DOUBLE column holds
 //!   exactly, by value. Anything else (text under a collation, a float in an integer
-//!   column, which rounds, a FLOAT or DECIMAL column) leaves the rows for the server.
+//!   column, which rounds, a FLOAT, DECIMAL or DOUBLE(M,D) column) leaves the rows for
+//!   the server.
 //!
 //! A message whose row is merged away is still stored (its other rows are written):
 //! the server would have overwritten that row within the same transaction.
@@ -50,6 +53,8 @@ pub struct Merge {
     /// For `upsert_newest`: the columns in the order the statement compares them (the
     /// ordering columns, then the others), with how their values compare.
     compared: Vec<(usize, Exact)>,
+    /// How many of `compared` are the ordering columns.
+    ordering: usize,
     newest: bool,
 }
 
@@ -69,7 +74,8 @@ impl Exact {
     /// From `information_schema.COLUMNS`' DATA_TYPE and COLUMN_TYPE.
     pub fn of(data_type: &str, column_type: &str) -> Exact {
         let bits = match data_type.to_ascii_lowercase().as_str() {
-            "double" => return Exact::Double,
+            // Not DOUBLE(M,D), which rounds, nor DOUBLE UNSIGNED, which may clip.
+            "double" if column_type.trim().eq_ignore_ascii_case("double") => return Exact::Double,
             "tinyint" => 8,
             "smallint" => 16,
             "mediumint" => 24,
@@ -301,6 +307,7 @@ pub fn merge_for(shape: &Shape, table: &TableInfo) -> Option<Merge> {
     Some(Merge {
         key: key.columns.iter().filter_map(|c| position(c)).collect(),
         compared,
+        ordering: if newest { shape.order_by.len() } else { 0 },
         newest,
     })
 }
@@ -351,11 +358,23 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// How many of a key's kept rows a new row is compared with.
+const MAX_COMPARED: usize = 32;
+
 impl Merge {
     /// Whether row `a` sorts before, with or after row `b` in the statement's
     /// comparison; `None` where the server's answer is not certain here.
     fn compare(&self, a: &[Value], b: &[Value]) -> Option<Ordering> {
-        for &(i, exact) in &self.compared {
+        Self::compare_by(&self.compared, a, b)
+    }
+
+    /// The same, by the ordering columns alone.
+    fn compare_ordering(&self, a: &[Value], b: &[Value]) -> Option<Ordering> {
+        Self::compare_by(&self.compared[..self.ordering], a, b)
+    }
+
+    fn compare_by(columns: &[(usize, Exact)], a: &[Value], b: &[Value]) -> Option<Ordering> {
+        for &(i, exact) in columns {
             match exact.compare(&a[i], &b[i])? {
                 Ordering::Equal => continue,
                 unequal => return Some(unequal),
@@ -376,16 +395,25 @@ fn merge_rows<'b>(m: &Merge, rows: Vec<&'b [Value]>) -> Vec<&'b [Value]> {
             HashMap::with_capacity_and_hasher(rows.len(), FxBuild::default());
         for (i, &row) in rows.iter().enumerate() {
             let kept = best.entry(Key { row, key: &m.key }).or_default();
+            // Not greater than a row kept before it: the stored row is already at least
+            // that row when it comes, so it changes nothing. (Only the latest few are
+            // looked at: keeping a row is always safe, and the work stays linear.)
             let beaten = |j: &usize| {
                 matches!(
                     m.compare(row, rows[*j]),
                     Some(Ordering::Less | Ordering::Equal)
                 )
             };
-            if kept.iter().any(beaten) {
+            if kept.iter().rev().take(MAX_COMPARED).any(beaten) {
                 continue;
             }
-            kept.retain(|&j| m.compare(row, rows[j]) != Some(Ordering::Greater));
+            // Rows it beats on the ordering columns can go: whatever came between, this
+            // one then sets every other column. Beaten only on a later column, a row
+            // stays: the statement sets only the columns from the deciding one on, the
+            // others keep the bytes of whichever row came first among those a
+            // collation calls equal (`Run`, `run`; and keys `A`, `a` are one row to
+            // the server but two here), so leaving a row out could change them.
+            kept.retain(|&j| m.compare_ordering(row, rows[j]) != Some(Ordering::Greater));
             kept.push(i);
         }
         for i in best.into_values().flatten() {
@@ -504,6 +532,7 @@ mod tests {
         let m = Merge {
             key: vec![0],
             compared: vec![],
+            ordering: 0,
             newest: false,
         };
         let list = [
@@ -522,6 +551,7 @@ mod tests {
         let m = Merge {
             key: vec![0],
             compared: BY_TIMESTAMP.to_vec(),
+            ordering: 1,
             newest: true,
         };
         let list = [
@@ -561,6 +591,7 @@ mod tests {
                 (1, Exact::Identical),
                 (2, Exact::Double),
             ],
+            ordering: 1,
             newest: true,
         };
         let row = |status: &str, spin: Value| [text("A"), text(status), spin, Value::Int(9)];
@@ -573,10 +604,47 @@ mod tests {
             row("run", Value::Null),
         ];
         let merged = merge_rows(&m, rows(&list));
-        // The same status: spin decides, 3 (an integer, exact in a DOUBLE) beating 2.5
-        // and 1.5, and 3.0 equal to it adds nothing. Another status: the collation
-        // decides, so it goes too.
-        assert_eq!(merged, vec![&list[2][..], &list[3][..]]);
+        // The same status: 1.5 is below the 2.5 before it, and 3.0 equals the 3 before
+        // it (an integer is exact in a DOUBLE), so neither can change the stored row;
+        // 2.5 stays, since 3 beats it only after the ordering. Another status: the
+        // collation decides, so it goes too.
+        assert_eq!(merged, vec![&list[0][..], &list[2][..], &list[3][..]]);
+    }
+
+    #[test]
+    fn a_tied_row_stays_although_a_later_one_beats_it_after_the_ordering() {
+        let m = Merge {
+            key: vec![0],
+            compared: vec![
+                (3, BIGINT),
+                (0, Exact::Identical),
+                (1, Exact::Identical),
+                (2, Exact::Double),
+            ],
+            ordering: 1,
+            newest: true,
+        };
+        let row = |status: &str, spin: f64| {
+            [text("A"), text(status), Value::Float(spin), Value::Int(100)]
+        };
+        // Under a case-insensitive collation the statement stores `Running` then only
+        // updates spin: the status bytes are those of the first row. Without the first
+        // row, the second's `running` would stay.
+        let list = [
+            row("Running", 1.0),
+            row("running", 2.0),
+            row("Running", 3.0),
+        ];
+        assert_eq!(merge_rows(&m, rows(&list)).len(), 3);
+        // The same holds with nothing between them here: another key's row (`a` for
+        // `A`) may be the same row to the server.
+        let list = [row("Running", 1.0), row("Running", 3.0)];
+        assert_eq!(merge_rows(&m, rows(&list)).len(), 2);
+        // Beaten on the ordering, a row goes whatever came between.
+        let mut later = row("running", 0.0);
+        later[3] = Value::Int(101);
+        let list = [row("Running", 1.0), row("running", 2.0), later];
+        assert_eq!(merge_rows(&m, rows(&list)), vec![&list[2][..]]);
     }
 
     #[test]
@@ -614,10 +682,13 @@ mod tests {
             compare(double, Value::Float(-0.0), Value::Float(0.0)),
             Some(Equal)
         );
-        // FLOAT, DECIMAL, text: identical values and NULL only.
+        // FLOAT, DECIMAL, a rounding or unsigned DOUBLE, text: identical values and NULL
+        // only.
         for other in [
             Exact::of("float", "float"),
             Exact::of("decimal", "decimal(10,2)"),
+            Exact::of("double", "double(6,1)"),
+            Exact::of("double", "double unsigned"),
         ] {
             assert_eq!(other, Exact::Identical);
         }
