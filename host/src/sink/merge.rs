@@ -582,18 +582,7 @@ mod tests {
 
     #[test]
     fn ties_are_broken_where_the_server_would_break_them_the_same_way() {
-        // cnc_id, status, spin DOUBLE, timestamp BIGINT; ordered by timestamp.
-        let m = Merge {
-            key: vec![0],
-            compared: vec![
-                (3, BIGINT),
-                (0, Exact::Identical),
-                (1, Exact::Identical),
-                (2, Exact::Double),
-            ],
-            ordering: 1,
-            newest: true,
-        };
+        let m = by_timestamp_with_spin();
         let row = |status: &str, spin: Value| [text("A"), text(status), spin, Value::Int(9)];
         let list = [
             row("run", Value::Float(2.5)),
@@ -611,9 +600,9 @@ mod tests {
         assert_eq!(merged, vec![&list[0][..], &list[2][..], &list[3][..]]);
     }
 
-    #[test]
-    fn a_tied_row_stays_although_a_later_one_beats_it_after_the_ordering() {
-        let m = Merge {
+    /// cnc_id, status, spin DOUBLE, timestamp BIGINT; ordered by timestamp.
+    fn by_timestamp_with_spin() -> Merge {
+        Merge {
             key: vec![0],
             compared: vec![
                 (3, BIGINT),
@@ -623,7 +612,12 @@ mod tests {
             ],
             ordering: 1,
             newest: true,
-        };
+        }
+    }
+
+    #[test]
+    fn a_tied_row_stays_although_a_later_one_beats_it_after_the_ordering() {
+        let m = by_timestamp_with_spin();
         let row = |status: &str, spin: f64| {
             [text("A"), text(status), Value::Float(spin), Value::Int(100)]
         };
