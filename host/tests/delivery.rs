@@ -142,13 +142,7 @@ struct SpoolGauge {
 fn spool_gauge(collector: &Collector) -> SpoolGauge {
     let (_, text) = http::get(&http::metrics_addr(collector), "/metrics");
     let samples = http::parse_exposition(&text);
-    let value = |metric: &str| {
-        samples
-            .iter()
-            .find(|(name, _)| name == metric)
-            .map(|(_, v)| *v)
-            .unwrap_or_else(|| panic!("{metric} is exposed"))
-    };
+    let value = |series: &str| http::value(&samples, series);
     SpoolGauge {
         records: value("mes_spool_records"),
         waiting: value("mes_messages_received_total") - value("mes_batch_messages_sum"),

@@ -9,24 +9,11 @@ use std::{
 
 use common::{
     faults::TcpProxy,
-    http::{get, metrics_addr, parse_exposition},
+    http::{get, metrics_addr, parse_exposition, value},
     *,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn value(samples: &[(String, f64)], series: &str) -> f64 {
-    samples
-        .iter()
-        .find(|(s, _)| s == series)
-        .map(|(_, v)| *v)
-        .unwrap_or_else(|| {
-            panic!(
-                "{series} not exposed; have: {:#?}",
-                samples.iter().map(|s| &s.0).collect::<Vec<_>>()
-            )
-        })
-}
 
 #[test]
 fn metrics_count_known_traffic_and_parse_as_prometheus_text() {

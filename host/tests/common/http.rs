@@ -101,3 +101,17 @@ fn valid_name(n: &str) -> bool {
         && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
+
+/// The value of `series` (a name with its labels, as exposed) among `samples`.
+pub fn value(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(s, _)| s == series)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| {
+            panic!(
+                "{series} not exposed; have: {:#?}",
+                samples.iter().map(|s| &s.0).collect::<Vec<_>>()
+            )
+        })
+}
