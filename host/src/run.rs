@@ -221,7 +221,7 @@ fn run_until_signalled(config_dir: &Path) -> Result<ExitCode, NotStarted> {
         stop.clone(),
     );
 
-    let redelivery = Redelivery::new(recovery.tail, recovery.clean_stop);
+    let redelivery = Redelivery::new(recovery.tail, recovery.acknowledged_before);
     let stop_spool = spool.clone();
     let intake = match MqttIntake::start(
         &cfg.collector.broker,
@@ -247,8 +247,8 @@ fn run_until_signalled(config_dir: &Path) -> Result<ExitCode, NotStarted> {
     }
     info!("stopping: no new messages; committing the batch in hand");
     if let Some(intake) = intake {
-        if intake.stop() {
-            if let Err(e) = stop_spool.mark_clean_stop() {
+        if let Some(acknowledged_before) = intake.stop(&stop_spool) {
+            if let Err(e) = stop_spool.mark_clean_stop(acknowledged_before) {
                 warn!("cannot record the clean stop in the spool: {e}");
             }
         }

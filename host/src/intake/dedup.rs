@@ -24,9 +24,9 @@ pub struct Redelivery {
     recent: VecDeque<(String, Vec<u8>)>,
     /// Set after a connect until the first message that is not a redelivery.
     armed: Option<Matcher>,
-    /// The previous run closed its connection cleanly: its last messages were
-    /// acknowledged, so the first connect expects no redelivery.
-    clean_start: bool,
+    /// The previous run closed its connection cleanly: only this many of the last
+    /// records may come again at the first connect (those spooled while it closed).
+    unsure_at_start: Option<usize>,
     pub dropped: u64,
 }
 
@@ -38,24 +38,26 @@ struct Matcher {
 }
 
 impl Redelivery {
-    /// Starts with the spool's tail from before a restart; `clean_stop` when that run
-    /// closed its broker connection cleanly.
-    pub fn new(tail: Vec<Record>, clean_stop: bool) -> Self {
+    /// Starts with the spool's tail from before a restart. `acknowledged_before` when
+    /// that run closed its broker connection cleanly: the records before it were
+    /// acknowledged, and only the ones from it on may come again.
+    pub fn new(tail: Vec<Record>, acknowledged_before: Option<u64>) -> Self {
+        let unsure_at_start =
+            acknowledged_before.map(|from| tail.iter().filter(|r| r.seq >= from).count());
         Redelivery {
             recent: tail.into_iter().map(|r| (r.topic, r.payload)).collect(),
             armed: None,
-            clean_start: clean_stop,
+            unsure_at_start,
             dropped: 0,
         }
     }
 
     /// A (re)connect: the next messages may be redeliveries.
     pub fn connected(&mut self) {
-        if std::mem::take(&mut self.clean_start) {
-            return;
-        }
-        self.armed = (!self.recent.is_empty()).then(|| Matcher {
-            snapshot: self.recent.iter().cloned().collect(),
+        let unsure = self.unsure_at_start.take().unwrap_or(self.recent.len());
+        let from = self.recent.len() - unsure.min(self.recent.len());
+        self.armed = (unsure > 0).then(|| Matcher {
+            snapshot: self.recent.iter().skip(from).cloned().collect(),
             next: None,
         });
     }
@@ -115,12 +117,32 @@ impl Redelivery {
 mod tests {
     #[test]
     fn after_a_clean_stop_the_first_connect_expects_nothing() {
-        let mut d = super::Redelivery::new(vec![rec("a")], true);
+        let mut d = super::Redelivery::new(vec![rec("a")], Some(1));
         d.connected();
         assert!(!d.is_redelivery("t", b"a"));
         // A later reconnect (a dropped connection) is checked again.
         d.connected();
         assert!(d.is_redelivery("t", b"a"));
+    }
+
+    /// Records spooled while the connection closed may not have had their
+    /// acknowledgements read; the ones before surely had.
+    #[test]
+    fn after_a_clean_stop_only_the_records_spooled_while_closing_are_expected_again() {
+        let tail = || {
+            let seqs = 10..;
+            seqs.zip(["a", "b", "c", "d"])
+                .map(|(seq, p)| Record { seq, ..rec(p) })
+                .collect()
+        };
+        let mut d = Redelivery::new(tail(), Some(12));
+        d.connected();
+        assert!(!d.is_redelivery("t", b"b"), "acknowledged before the stop");
+        let mut d = Redelivery::new(tail(), Some(12));
+        d.connected();
+        assert!(d.is_redelivery("t", b"c"));
+        assert!(d.is_redelivery("t", b"d"));
+        assert!(!d.is_redelivery("t", b"d"), "past the end: a new message");
     }
 
     use super::*;
@@ -135,7 +157,7 @@ mod tests {
 
     #[test]
     fn drops_the_redelivered_suffix_then_stops_checking() {
-        let mut d = Redelivery::new(vec![rec("a"), rec("b"), rec("c")], false);
+        let mut d = Redelivery::new(vec![rec("a"), rec("b"), rec("c")], None);
         d.connected();
         assert!(d.is_redelivery("t", b"b"));
         assert!(d.is_redelivery("t", b"c"));
@@ -152,7 +174,7 @@ mod tests {
     #[test]
     fn a_redelivery_of_a_thousand_and_more_is_recognised() {
         let spooled: Vec<String> = (0..3000).map(|i| format!("m{i}")).collect();
-        let mut d = Redelivery::new(Vec::new(), false);
+        let mut d = Redelivery::new(Vec::new(), None);
         for p in &spooled {
             d.appended("t", p.as_bytes());
         }
@@ -166,7 +188,7 @@ mod tests {
             .iter()
             .map(|p| rec(p))
             .collect();
-        let mut d = Redelivery::new(tail, false);
+        let mut d = Redelivery::new(tail, None);
         d.connected();
         assert!(spooled[1500..]
             .iter()
@@ -175,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_first_message_that_is_new_ends_the_check() {
-        let mut d = Redelivery::new(vec![rec("a"), rec("b")], false);
+        let mut d = Redelivery::new(vec![rec("a"), rec("b")], None);
         d.connected();
         assert!(!d.is_redelivery("t", b"z"));
         assert!(!d.is_redelivery("t", b"b"));
@@ -183,7 +205,7 @@ mod tests {
 
     #[test]
     fn only_after_a_connect_and_topic_counts() {
-        let mut d = Redelivery::new(vec![rec("a")], false);
+        let mut d = Redelivery::new(vec![rec("a")], None);
         assert!(!d.is_redelivery("t", b"a"), "not armed before a connect");
         d.appended("t", b"x");
         d.connected();

@@ -182,12 +182,25 @@ pub struct Recovery {
     pub cut_bytes: u64,
     /// The last appended records, oldest first.
     pub tail: Vec<Record>,
-    /// The previous run stopped cleanly after its broker connection was closed, so
-    /// every spooled message was acknowledged: no redelivery to expect.
-    pub clean_stop: bool,
+    /// The previous run stopped cleanly after its broker connection was closed: every
+    /// record before this sequence number was surely acknowledged, and only those from
+    /// it on (the last moment's) may come again. `None` after a crash or an unclean
+    /// stop: any of the tail may come again.
+    pub acknowledged_before: Option<u64>,
 }
 
 const CLEAN_STOP: &str = "clean-stop";
+
+/// The clean-stop marker's "acknowledged before" position, if it was written for a
+/// spool ending at `next_seq` (a marker left by an older run, or for another state of
+/// the spool, does not count). A marker of one number, from versions that did not
+/// record it, said that everything was acknowledged.
+fn clean_stop_marker(text: &str, next_seq: u64) -> Option<u64> {
+    let mut parts = text.split_whitespace().map(|p| p.parse::<u64>().ok());
+    let next = parts.next()??;
+    let acknowledged_before = parts.next().unwrap_or(Some(next))?;
+    (next == next_seq).then_some(acknowledged_before.min(next))
+}
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.spool"))
@@ -281,10 +294,9 @@ impl Spool {
         }
         last.bytes = good_bytes;
         let marker = dir.join(CLEAN_STOP);
-        let clean_stop = fs::read_to_string(&marker)
+        let acknowledged_before = fs::read_to_string(&marker)
             .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            == Some(next_seq);
+            .and_then(|t| clean_stop_marker(&t, next_seq));
         // Only valid for the start right after the stop that wrote it.
         let _ = fs::remove_file(&marker);
         let file = OpenOptions::new().append(true).open(&last.path)?;
@@ -296,7 +308,7 @@ impl Spool {
             bytes,
             cut_bytes,
             tail,
-            clean_stop,
+            acknowledged_before,
         };
         let spool = Spool {
             inner: Arc::new(Inner {
@@ -397,12 +409,13 @@ impl Spool {
         }
     }
 
-    /// Notes that the broker connection was closed cleanly: every message spooled so
-    /// far was acknowledged, so the next start expects no redelivery.
-    pub fn mark_clean_stop(&self) -> io::Result<()> {
+    /// Notes that the broker connection was closed cleanly, and that every record
+    /// before `acknowledged_before` was surely acknowledged: the next start expects
+    /// redeliveries only of the records from it on.
+    pub fn mark_clean_stop(&self, acknowledged_before: u64) -> io::Result<()> {
         let next = lock(&self.inner.state).next_seq;
         let path = self.inner.cfg.dir.join(CLEAN_STOP);
-        fs::write(&path, next.to_string())?;
+        fs::write(&path, format!("{next} {}", acknowledged_before.min(next)))?;
         File::open(&path)?.sync_all()
     }
 

@@ -191,3 +191,32 @@ fn a_reader_waits_for_the_writer() {
     assert_eq!(r.payload, b"late");
     t.join().unwrap();
 }
+
+#[test]
+fn a_clean_stop_says_which_records_may_still_come_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, rec) = Spool::open(cfg(dir.path(), 1 << 20, 1 << 30)).unwrap();
+    assert_eq!(rec.acknowledged_before, None, "a new spool");
+    for i in 0..10 {
+        spool.append("t", format!("m{i}").as_bytes()).unwrap();
+    }
+    let settled = rec.next_seq + 7;
+    spool.mark_clean_stop(settled).unwrap();
+    drop(spool);
+    let (spool, rec) = Spool::open(cfg(dir.path(), 1 << 20, 1 << 30)).unwrap();
+    assert_eq!(rec.acknowledged_before, Some(settled));
+    drop(spool);
+    // Good for the start right after that stop only.
+    let (_spool, rec) = Spool::open(cfg(dir.path(), 1 << 20, 1 << 30)).unwrap();
+    assert_eq!(rec.acknowledged_before, None);
+}
+
+#[test]
+fn a_clean_stop_marker_counts_only_for_the_spool_it_was_written_for() {
+    assert_eq!(clean_stop_marker("120 117", 120), Some(117));
+    assert_eq!(clean_stop_marker("120", 120), Some(120), "older marker");
+    assert_eq!(clean_stop_marker("120 117", 125), None, "appended since");
+    assert_eq!(clean_stop_marker("120 130", 120), Some(120));
+    assert_eq!(clean_stop_marker("", 120), None);
+    assert_eq!(clean_stop_marker("x 1", 120), None);
+}

@@ -32,6 +32,8 @@ struct Line {
     /// 0: off; 1: waiting for a client's COMMIT; 2: COMMIT forwarded, the server's
     /// answer is to be swallowed and the line cut.
     trap: AtomicU8,
+    /// How late the client's bytes reach the server (see [`TcpProxy::start_lagging`]).
+    lag: Option<Duration>,
 }
 
 impl Line {
@@ -45,10 +47,28 @@ impl Line {
 
 impl TcpProxy {
     pub fn start(target: &str) -> TcpProxy {
+        Self::with_line(target, Line::default())
+    }
+
+    /// A proxy whose client bytes reach the server `lag` late, and are lost if the
+    /// client closes the connection meanwhile: a server that had not read the client's
+    /// last packets when the connection was reset (a socket closed with unread data
+    /// sends a reset, and the peer may drop what it had not read).
+    pub fn start_lagging(target: &str, lag: Duration) -> TcpProxy {
+        Self::with_line(
+            target,
+            Line {
+                lag: Some(lag),
+                ..Line::default()
+            },
+        )
+    }
+
+    fn with_line(target: &str, line: Line) -> TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let line = Arc::new(Line::default());
+        let line = Arc::new(line);
         line.up.store(true, Ordering::SeqCst);
         let done = Arc::new(AtomicBool::new(false));
         let (line2, done2, target) = (line.clone(), done.clone(), target.to_string());
@@ -113,7 +133,48 @@ impl Drop for TcpProxy {
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, line: Arc<Line>, from_client: bool) {
+fn pipe(mut from: TcpStream, to: TcpStream, line: Arc<Line>, from_client: bool) {
+    match line.lag {
+        Some(lag) if from_client => {
+            let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+            let closed = Arc::new(AtomicBool::new(false));
+            let (late, to2) = (closed.clone(), to.try_clone().unwrap());
+            thread::spawn(move || delay(rx, to2, lag, &late));
+            thread::spawn(move || {
+                let mut buf = [0u8; 16 << 10];
+                while let Ok(n @ 1..) = from.read(&mut buf) {
+                    if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+                closed.store(true, Ordering::SeqCst);
+            });
+        }
+        _ => forward(from, to, line, from_client),
+    }
+}
+
+/// Writes what the client sent `lag` after it came; once the client has closed, drops
+/// what is still waiting and closes the server's side.
+fn delay(
+    rx: std::sync::mpsc::Receiver<(Instant, Vec<u8>)>,
+    mut to: TcpStream,
+    lag: Duration,
+    closed: &AtomicBool,
+) {
+    while let Ok((at, bytes)) = rx.recv() {
+        let due = at + lag;
+        while Instant::now() < due && !closed.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        if closed.load(Ordering::SeqCst) || to.write_all(&bytes).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+fn forward(mut from: TcpStream, mut to: TcpStream, line: Arc<Line>, from_client: bool) {
     thread::spawn(move || {
         let mut buf = [0u8; 16 << 10];
         loop {
