@@ -77,6 +77,8 @@
 #   BENCH_RATE           msg/s for the latency run (4)                    [2000]
 #   BENCH_DURATION       seconds of the latency run (4)                   [30]
 #   BENCH_BATCH          batch.max_messages for (2) and (4)               [500]
+#   BENCH_WRITERS        batch.writers (parallel database connections) for
+#                        (2)-(4) and the drain                            [1]
 #   BENCH_LATENCY_MS     batch.max_latency_ms (the latency budget) for (2), (3)
 #                        and the first of (4)                              [50]
 #   BENCH_STEADY_BUDGETS the latency budgets (ms) of the runs of (4), one run each
@@ -131,6 +133,7 @@ UNBATCHED_N=${BENCH_UNBATCHED_N:-$((N / 10))}
 RATE=${BENCH_RATE:-2000}
 DURATION=${BENCH_DURATION:-30}
 BATCH=${BENCH_BATCH:-500}
+WRITERS=${BENCH_WRITERS:-1}
 LATENCY_MS=${BENCH_LATENCY_MS:-${BENCH_BATCH_WAIT_MS:-50}}
 # Each budget once, in the order given.
 STEADY_BUDGETS=$(echo "${BENCH_STEADY_BUDGETS:-$LATENCY_MS 20 0}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
@@ -422,7 +425,7 @@ start_collector() {
 {
   "broker": { "uri": "$BROKER_URI", "client_id": "mes-bench-$TAG-$run", "topic": "$topic", "qos": 1 },
   "plugins_dir": "plugins", $PLUGINS_JSON
-  "batch": { "max_messages": $batch, "max_latency_ms": $budget },
+  "batch": { "max_messages": $batch, "max_latency_ms": $budget, "writers": $WRITERS },
   "spool": { "dir": "spool", "fsync": "$SPOOL_FSYNC" },
   "metrics_addr": "127.0.0.1:$mport"
 }
@@ -1298,7 +1301,7 @@ drain_mode() {
         echo "## Catching up after an outage ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, MySQL server $(sql -e 'SELECT VERSION()'))"
         echo
         echo "Collector $("$BIN/mes-collector" --version | head -1), commit $rev;"
-        echo "$DRAIN_N messages spooled per drain, $MACHINES machines, batch $BATCH messages / latency budget $LATENCY_MS ms, spool fsync $SPOOL_FSYNC,"
+        echo "$DRAIN_N messages spooled per drain, $MACHINES machines, batch $BATCH messages / latency budget $LATENCY_MS ms, $WRITERS writer(s) (batch.writers), spool fsync $SPOOL_FSYNC,"
         echo "live trickle $TRICKLE msg/s during each drain and $DRAIN_TAIL s after it."
         echo
         printf '| drain and stock client, alternating |'
@@ -1480,7 +1483,7 @@ busiest_steady=$(busiest "${R[${STEADY[0]}.threads]}")
     echo "Machine: $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), Linux $(uname -r)."
     echo "Versions: $("$BIN/mes-collector" --version | head -1), commit $head_rev; $(rustc --version 2>/dev/null || echo rustc ?);"
     echo "Mosquitto $("$MOSQUITTO" -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -1); MySQL server $db_version."
-    echo "Settings: N=$N messages, $MACHINES machines, batch $BATCH messages / latency budget ${LATENCY_MS} ms, spool fsync $SPOOL_FSYNC, RUST_LOG=$COLLECTOR_LOG,"
+    echo "Settings: N=$N messages, $MACHINES machines, batch $BATCH messages / latency budget ${LATENCY_MS} ms, $WRITERS writer(s), spool fsync $SPOOL_FSYNC, RUST_LOG=$COLLECTOR_LOG,"
     echo "publisher window $WINDOW, private Mosquitto with max_queued_messages 0 and max_inflight_messages $MAX_INFLIGHT."
     if [ "$ISOLATE" = 1 ]; then
         echo "Plugins: CNCTypeA and CNCTypeB isolated (BENCH_ISOLATE=1, plugins.isolate); collector CPU includes its runner processes."

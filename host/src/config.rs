@@ -253,6 +253,17 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
 fn check_collector(path: &Path, c: CollectorConfig) -> Result<CollectorConfig, ConfigError> {
     c.broker.check().map_err(|e| err(path, e))?;
     c.batch.check().map_err(|e| err(path, e))?;
+    // `collector_position.client_id` is a VARCHAR(191).
+    let key = crate::sink::shares::longest_key(&c.broker.client_id, c.batch.writers);
+    if key > 191 {
+        return Err(err(
+            path,
+            format!(
+                "broker.client_id is too long for batch.writers {}: its position rows would                  have keys of {key} characters, and collector_position holds 191; shorten                  the client_id",
+                c.batch.writers
+            ),
+        ));
+    }
     if !(3..=3600).contains(&c.client_lease_secs) {
         return Err(err(
             path,

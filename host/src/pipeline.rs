@@ -8,21 +8,23 @@
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     thread,
 };
 
-use log::{info, warn};
+use log::warn;
 
 use crate::{
     crash_guard::CrashGuard,
     dispatch::{config::BatchConfig, handler::MessageHandler, Dispatcher},
+    lock,
     metrics::Metrics,
     shutdown::Shutdown,
     sink::{
         batch::Batch,
         mysql::MysqlSink,
+        shares::CommittedPositions,
         totals::Totals,
         writer::{CommitTime, SealedBatch, Writer},
     },
@@ -32,7 +34,7 @@ use crate::{
 /// The dispatcher and writer threads, running.
 pub struct Pipeline {
     dispatcher: thread::JoinHandle<()>,
-    writer: thread::JoinHandle<Totals>,
+    writers: Vec<thread::JoinHandle<Totals>>,
 }
 
 /// Why the pipeline did not end cleanly.
@@ -40,22 +42,30 @@ pub struct Pipeline {
 pub struct Panicked(pub &'static str);
 
 impl Pipeline {
-    /// Starts the writer, which first reads the committed position from the database
-    /// (waiting out an outage, or until `stop`), and the dispatcher, which then starts
-    /// reading the spool after that position. Meanwhile the intake keeps spooling.
+    /// Starts the writers, one per sink (the first reads what is committed from the
+    /// database, waiting out an outage, or until `stop`), and the dispatcher, which then
+    /// starts reading the spool after it. Meanwhile the intake keeps spooling.
     pub fn start(
         spool: Spool,
         handler: MessageHandler,
         batch: BatchConfig,
         guard: CrashGuard,
-        mut sink: MysqlSink,
+        sinks: Vec<MysqlSink>,
         metrics: Arc<Metrics>,
         stop: Shutdown,
     ) -> Pipeline {
-        // One batch being filled, one being committed, one waiting between them.
-        let (to_writer, sealed) = crossbeam_channel::bounded::<SealedBatch>(1);
-        let (emptied, recycled) = crossbeam_channel::bounded::<Batch>(2);
-        let (position_read, committed_position) = crossbeam_channel::bounded::<Option<u64>>(1);
+        let writers = sinks.len();
+        assert!(writers > 0, "a pipeline needs a writer");
+        // Before the intake appends: a committed position at or past it belongs to
+        // another spool.
+        let spool_end = spool.next_seq();
+        // Per writer: one batch being filled, one being committed, one waiting between.
+        let (to_writers, sealed): (Vec<_>, Vec<_>) = (0..writers)
+            .map(|_| crossbeam_channel::bounded::<SealedBatch>(1))
+            .unzip();
+        let (emptied, recycled) = crossbeam_channel::bounded::<Batch>(3 * writers);
+        let (committed_read, committed_positions) =
+            crossbeam_channel::bounded::<CommittedPositions>(1);
         let commit_time = CommitTime::default();
         // The first record not known to be committed: until the database has said,
         // everything in the spool.
@@ -69,95 +79,104 @@ impl Pipeline {
                 .saturating_sub(from.load(Ordering::Relaxed));
             (records, bytes)
         }));
-        let released = spool.clone();
-        let committed_up_to = uncommitted.clone();
-        let on_committed = Box::new(move |position: u64| {
-            released.release(position);
-            committed_up_to.store(position + 1, Ordering::Relaxed);
-        });
-        let writer_stop = stop.clone();
-        let writer_commit_time = commit_time.clone();
-        let writer = thread::Builder::new()
-            .name("writer".into())
-            .spawn(move || {
-                let Ok(committed) = sink.read_position(&writer_stop) else {
-                    return Totals::default(); // stopped before the database answered
-                };
-                let _ = position_read.send(committed);
-                Writer::new(sink, metrics, writer_commit_time, on_committed).run(
-                    sealed,
-                    emptied,
-                    &writer_stop,
-                )
-            })
-            .expect("spawn writer thread");
+        // Where each writer has got: the spool is released up to the lowest.
+        let reached = Arc::new(Mutex::new(vec![None::<u64>; writers]));
+        let mut committed_read = Some(committed_read);
+        let mut handles = Vec::with_capacity(writers);
+        for (share, (mut sink, sealed)) in sinks.into_iter().zip(sealed).enumerate() {
+            let (released, committed_up_to, reached) =
+                (spool.clone(), uncommitted.clone(), reached.clone());
+            let on_committed = Box::new(move |position: u64| {
+                let mut reached = lock(&reached);
+                reached[share] = Some(position);
+                if let Some(lowest) = reached.iter().copied().min().flatten() {
+                    released.release(lowest);
+                    committed_up_to.store(lowest + 1, Ordering::Relaxed);
+                }
+            });
+            let (stop, commit_time, metrics, emptied) = (
+                stop.clone(),
+                commit_time.clone(),
+                metrics.clone(),
+                emptied.clone(),
+            );
+            let reads_committed = committed_read.take();
+            let name = match (writers, share) {
+                (1, _) => "writer".to_string(),
+                _ => format!("writer-{share}"),
+            };
+            let handle = thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    if let Some(committed_read) = reads_committed {
+                        let Ok(committed) = read_committed(&mut sink, spool_end, &stop) else {
+                            return Totals::default(); // stopped before the database answered
+                        };
+                        let _ = committed_read.send(committed);
+                    }
+                    Writer::new(sink, metrics, commit_time, on_committed)
+                        .run(sealed, emptied, &stop)
+                })
+                .expect("spawn writer thread");
+            handles.push(handle);
+        }
         let dispatcher = thread::Builder::new()
             .name("dispatcher".into())
             .spawn(move || {
-                // Hung up: the writer stopped before it knew the committed position.
-                let Ok(committed) = committed_position.recv() else {
+                // Hung up: the writer stopped before it knew what was committed.
+                let Ok(committed) = committed_positions.recv() else {
                     return;
                 };
                 // The spool as it is now: the intake went on appending while the
                 // writer waited for the database.
-                let start = start_position(committed, spool.first_seq(), spool.next_seq());
+                let start = committed.start(spool.first_seq());
                 uncommitted.store(start, Ordering::Relaxed);
-                Dispatcher::new(handler, batch, guard, to_writer, recycled, commit_time)
+                Dispatcher::new(handler, batch, guard, to_writers, recycled, commit_time)
+                    .leaving_out(committed)
                     .run(&spool, start, &stop);
             })
             .expect("spawn dispatcher thread");
-        Pipeline { dispatcher, writer }
+        Pipeline {
+            dispatcher,
+            writers: handles,
+        }
     }
 
-    /// Waits for both threads, once `stop` was requested. The totals are the writer's.
+    /// Waits for all threads, once `stop` was requested. The totals are the writers'.
     pub fn join(self) -> Result<Totals, Panicked> {
         let dispatched = self.dispatcher.join();
-        let written = self.writer.join().map_err(|_| Panicked("writer"))?;
+        let mut totals = Totals::default();
+        let mut panicked = None;
+        for w in self.writers {
+            match w.join() {
+                Ok(t) => totals.add(t),
+                Err(_) => panicked = Some(Panicked("writer")),
+            }
+        }
+        if let Some(p) = panicked {
+            return Err(p);
+        }
         dispatched.map_err(|_| Panicked("dispatcher"))?;
-        Ok(written)
+        Ok(totals)
     }
 }
 
-/// Where to start reading the spool, given the position committed in MySQL.
-fn start_position(committed: Option<u64>, first: u64, next: u64) -> u64 {
-    match committed {
-        None => first,
-        Some(p) if p + 1 < first => {
-            info!("the spool starts at {first}, after the committed position {p} (a new spool); storing all of it");
-            first
-        }
-        Some(p) if p + 1 > next => {
-            warn!(
-                "the committed position {p} is beyond the spool's end {next}: the spool was replaced by an older copy; storing all of it"
-            );
-            first
-        }
-        Some(p) => p + 1,
+/// What the database says is committed; nothing, when a position is at or past
+/// `spool_end`: the spool was replaced by an older copy, whose numbers will pass the
+/// rows again, so they are reset.
+fn read_committed(
+    sink: &mut MysqlSink,
+    spool_end: u64,
+    stop: &Shutdown,
+) -> Result<CommittedPositions, crate::sink::mysql::Stopped> {
+    let committed = sink.read_committed(stop)?;
+    if !committed.is_beyond(spool_end) {
+        return Ok(committed);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::start_position;
-
-    #[test]
-    fn the_spool_is_read_after_the_committed_position() {
-        assert_eq!(
-            start_position(None, 5, 9),
-            5,
-            "nothing committed: all of it"
-        );
-        assert_eq!(start_position(Some(6), 5, 9), 7);
-        assert_eq!(
-            start_position(Some(8), 5, 9),
-            9,
-            "all committed: what comes next"
-        );
-        assert_eq!(start_position(Some(2), 5, 9), 5, "a new spool");
-        assert_eq!(
-            start_position(Some(20), 5, 9),
-            5,
-            "an older copy of the spool"
-        );
-    }
+    warn!(
+        "the committed position {} is beyond the spool's end {spool_end}: the spool was replaced by an older copy; storing all of it",
+        committed.highest().unwrap_or_default()
+    );
+    sink.reset_positions(stop)?;
+    Ok(CommittedPositions::default())
 }

@@ -204,19 +204,25 @@ fn run_until_signalled(config_dir: &Path) -> Result<ExitCode, NotStarted> {
             )));
         }
     }
-    let sink = MysqlSink::new(
-        cfg.db.clone(),
-        &cfg.collector.broker.client_id,
-        cfg.collector.dead_letter_payload_limit,
-        metrics.clone(),
-    )
-    .with_lease(lease.clone());
+    let writers = cfg.collector.batch.writers;
+    let sinks = (0..writers)
+        .map(|share| {
+            MysqlSink::new(
+                cfg.db.clone(),
+                &cfg.collector.broker.client_id,
+                cfg.collector.dead_letter_payload_limit,
+                metrics.clone(),
+            )
+            .for_writer(share, writers)
+            .with_lease(lease.clone())
+        })
+        .collect();
     let pipeline = Pipeline::start(
         spool.clone(),
         MessageHandler::new(router, cfg.collector.limits),
         cfg.collector.batch.clone(),
         startup.guard,
-        sink,
+        sinks,
         metrics.clone(),
         stop.clone(),
     );

@@ -14,14 +14,22 @@ fn plugins() -> [&'static str; 2] {
     ["cnc-type-a", "cnc-type-b"]
 }
 
+/// `batch.writers`, for the tests that run with one writer and with several.
+fn writers(n: usize) -> serde_json::Value {
+    json!({"batch": {"writers": n}})
+}
+
 /// Kills the collector with SIGKILL at several moments while 20,000 messages flow,
 /// restarting it each time: every message ends up stored exactly once.
-fn survives_kill9(fsync: &str) {
+fn survives_kill9(fsync: &str, writers: usize) {
     const N: u64 = 20_000;
     let broker = PrivateBroker::start();
     let db = TestDb::new("kill9");
     let mut setup = Setup::new(&db, "kill9", &sim_classes(20), &plugins());
-    setup.use_broker(&broker.uri(), &json!({"spool": {"fsync": fsync}}));
+    setup.use_broker(
+        &broker.uri(),
+        &json!({"spool": {"fsync": fsync}, "batch": {"writers": writers}}),
+    );
     let mut collector = Collector::start(&setup);
     let publisher = generate(&setup, N, 4_000, 0, 20);
     for pause_ms in [700, 1_100, 450, 900, 1_300] {
@@ -46,21 +54,69 @@ fn survives_kill9(fsync: &str) {
 
 #[test]
 fn kill9_loses_nothing_and_duplicates_nothing_with_fsync_never() {
-    survives_kill9("never");
+    survives_kill9("never", 1);
 }
 
 #[test]
 fn kill9_loses_nothing_and_duplicates_nothing_with_fsync_always() {
-    survives_kill9("always");
+    survives_kill9("always", 1);
+}
+
+#[test]
+fn kill9_with_three_parallel_writers_loses_nothing_and_duplicates_nothing() {
+    survives_kill9("never", 3);
+}
+
+/// The number of writers changes from one run to the next, each run killed with
+/// SIGKILL while messages flow: the rows of every earlier layout still tell what is
+/// committed, and every message is stored once.
+#[test]
+fn changing_the_number_of_writers_between_kills_stores_everything_once() {
+    const N: u64 = 16_000;
+    let broker = PrivateBroker::start();
+    let db = TestDb::new("relayout");
+    let mut setup = Setup::new(&db, "relayout", &sim_classes(20), &plugins());
+    setup.use_broker(&broker.uri(), &writers(3));
+    let mut collector = Collector::start(&setup);
+    let publisher = generate(&setup, N, 4_000, 0, 20);
+    // Fewer writers and more, and a run whose rows are not the latest layout's.
+    for (pause_ms, next) in [(800, 2), (1_000, 4), (700, 2), (900, 1)] {
+        thread::sleep(Duration::from_millis(pause_ms));
+        collector.kill9();
+        setup.write_collector(&writers(next));
+        collector.restart();
+    }
+    finish(publisher);
+    db.wait_count("SELECT COUNT(*) FROM cnc_data", N, WAIT);
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        seq_stats(&db),
+        (N, N, 0, N as i64 - 1),
+        "{}",
+        collector.log()
+    );
+    // The rows of all four layouts (1, 2, 3 and 4 writers) are kept.
+    assert_eq!(db.count("SELECT COUNT(*) FROM collector_position"), 10);
+    assert!(collector.stop().success());
 }
 
 #[test]
 fn mysql_unreachable_mid_stream_stores_everything_once_after_recovery() {
+    through_a_database_outage(1);
+}
+
+#[test]
+fn two_writers_through_a_database_outage_store_everything_once() {
+    through_a_database_outage(2);
+}
+
+fn through_a_database_outage(writers: usize) {
     const N: u64 = 6_000;
     let db = TestDb::new("dbdown");
     let proxy = TcpProxy::start("127.0.0.1:3306");
     let setup = Setup::new(&db, "dbdown", &sim_classes(10), &plugins());
     setup.write_db(&db, proxy.port);
+    setup.write_collector(&self::writers(writers));
     let mut collector = Collector::start(&setup);
     let publisher = generate(&setup, N, 2_000, 0, 10);
     thread::sleep(Duration::from_millis(1_000));
@@ -96,13 +152,13 @@ fn mysql_unreachable_mid_stream_stores_everything_once_after_recovery() {
     let log = collector.log();
     assert_eq!(
         log.matches("unavailable").count(),
-        1,
-        "one line when the database goes:\n{log}"
+        writers,
+        "one line per writer when the database goes:\n{log}"
     );
     assert_eq!(
         log.matches("reachable again").count(),
-        1,
-        "one line when it comes back:\n{log}"
+        writers,
+        "one line per writer when it comes back:\n{log}"
     );
     assert!(collector.stop().success());
 }
@@ -238,12 +294,21 @@ fn a_full_spool_holds_back_the_broker_and_loses_nothing() {
 
 #[test]
 fn sigterm_commits_the_batch_in_hand_and_exits_promptly() {
+    sigterm_mid_stream(1);
+}
+
+#[test]
+fn sigterm_with_two_writers_commits_what_they_hold_and_exits_promptly() {
+    sigterm_mid_stream(2);
+}
+
+fn sigterm_mid_stream(writers: usize) {
     // Messages flow while the collector is stopped: a private broker without the
     // system one's 1,000-message queue limit.
     let broker = PrivateBroker::start();
     let db = TestDb::new("sigterm");
     let mut setup = Setup::new(&db, "sigterm", &sim_classes(4), &plugins());
-    setup.use_broker(&broker.uri(), &json!({}));
+    setup.use_broker(&broker.uri(), &self::writers(writers));
     let mut collector = Collector::start(&setup);
     let publisher = generate(&setup, 3_000, 3_000, 0, 4);
     thread::sleep(Duration::from_millis(500));
@@ -308,11 +373,21 @@ fn a_clean_stop_whose_last_acknowledgements_are_lost_stores_nothing_twice() {
 
 #[test]
 fn a_connection_lost_while_committing_does_not_store_the_batch_twice() {
+    a_lost_commit_answer(1);
+}
+
+#[test]
+fn with_two_writers_a_lost_commit_answer_does_not_store_a_batch_twice() {
+    a_lost_commit_answer(2);
+}
+
+fn a_lost_commit_answer(writers: usize) {
     const N: u64 = 2_000;
     let db = TestDb::new("indoubt");
     let proxy = TcpProxy::start("127.0.0.1:3306");
     let setup = Setup::new(&db, "indoubt", &sim_classes(10), &plugins());
     setup.write_db(&db, proxy.port);
+    setup.write_collector(&self::writers(writers));
     let collector = Collector::start(&setup);
     // Let the first batches through, then lose the answer to a COMMIT the server ran.
     let publisher = generate(&setup, N, 2_000, 0, 10);

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::sink::shares::MAX_WRITERS;
+
 #[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
@@ -17,6 +19,11 @@ pub struct BatchConfig {
     /// previous batch was still being committed), so existing files keep working.
     #[serde(default = "default_max_latency_ms", alias = "max_wait_ms")]
     pub max_latency_ms: u64,
+    /// Database connections committing in parallel, each for a fixed share of the
+    /// machines (by cnc_id), so that each machine's rows stay in order
+    /// ([`crate::sink::shares`]).
+    #[serde(default = "default_writers")]
+    pub writers: usize,
 }
 
 impl BatchConfig {
@@ -24,6 +31,12 @@ impl BatchConfig {
     pub(crate) fn check(&self) -> Result<(), String> {
         if self.max_messages == 0 {
             return Err("batch.max_messages must be at least 1".into());
+        }
+        if !(1..=MAX_WRITERS).contains(&self.writers) {
+            return Err(format!(
+                "batch.writers is {}; use 1 to {MAX_WRITERS} (more connections than the database server has cores only wait on each other)",
+                self.writers
+            ));
         }
         Ok(())
     }
@@ -38,6 +51,7 @@ impl Default for BatchConfig {
         BatchConfig {
             max_messages: default_max_messages(),
             max_latency_ms: default_max_latency_ms(),
+            writers: default_writers(),
         }
     }
 }
@@ -48,4 +62,8 @@ fn default_max_messages() -> usize {
 
 fn default_max_latency_ms() -> u64 {
     50
+}
+
+fn default_writers() -> usize {
+    1
 }

@@ -1,6 +1,7 @@
 //! Where messages are dispatched: the dispatcher reads the spool in order, runs each
-//! message through its machine's plugin ([`handler`]) into a batch, and seals the
-//! batch for the writer when it is full or the latency budget is spent.
+//! message through its machine's plugin ([`handler`]) into its writer's batch (one
+//! writer, or one per share of the machines: [`crate::sink::shares`]), and seals the
+//! batches for the writers when one is full or the latency budget is spent.
 
 pub mod config;
 pub mod handler;
@@ -15,6 +16,7 @@ use crate::{
     shutdown::Shutdown,
     sink::{
         batch::Batch,
+        shares::{share_of, CommittedPositions},
         writer::{CommitTime, SealedBatch},
     },
     spool::{Record, Spool, SpoolReader},
@@ -31,10 +33,15 @@ pub struct Dispatcher {
     /// Notes which records plugins are handling, so that a crash can be pinned on
     /// its message after the restart.
     guard: CrashGuard,
-    to_writer: Sender<SealedBatch>,
-    /// Batches the writer has committed and emptied, for reuse.
+    /// One per writer: writer `w` commits the messages of the machines
+    /// [`share_of`] gives it.
+    to_writers: Vec<Sender<SealedBatch>>,
+    /// Batches the writers have committed and emptied, for reuse.
     recycled: Receiver<Batch>,
     commit_time: CommitTime,
+    /// What the writers' rows say is committed already, past the start: left out
+    /// until the highest of them is passed (several writers get to different points).
+    leave_out: Option<CommittedPositions>,
 }
 
 impl Dispatcher {
@@ -42,7 +49,7 @@ impl Dispatcher {
         handler: MessageHandler,
         batch: BatchConfig,
         guard: CrashGuard,
-        to_writer: Sender<SealedBatch>,
+        to_writers: Vec<Sender<SealedBatch>>,
         recycled: Receiver<Batch>,
         commit_time: CommitTime,
     ) -> Self {
@@ -50,14 +57,21 @@ impl Dispatcher {
             handler,
             batch,
             guard,
-            to_writer,
+            to_writers,
             recycled,
             commit_time,
+            leave_out: None,
         }
     }
 
-    /// Runs until `stop` is requested (or the writer hangs up): reads the spool from
-    /// record `start` on and sends each sealed batch to the writer.
+    /// Leaves out the messages `committed` says are in the database already.
+    pub fn leaving_out(mut self, committed: CommittedPositions) -> Self {
+        self.leave_out = (!committed.is_empty()).then_some(committed);
+        self
+    }
+
+    /// Runs until `stop` is requested (or a writer hangs up): reads the spool from
+    /// record `start` on and sends each writer its part of every sealed batch.
     pub fn run(mut self, spool: &Spool, start: u64, stop: &Shutdown) {
         self.guard.forget_committed(start);
         signals::register_dispatcher_thread();
@@ -69,7 +83,9 @@ impl Dispatcher {
             let Some(first) = read(&mut reader, Instant::now() + Duration::from_millis(100)) else {
                 continue;
             };
-            let mut batch = self.recycled.try_recv().unwrap_or_default();
+            let mut batches: Vec<Batch> = (0..self.to_writers.len())
+                .map(|_| self.recycled.try_recv().unwrap_or_default())
+                .collect();
             // The latency budget: the first message may wait for company as long as
             // the budget leaves after a commit (twice the usual, for the slow ones),
             // so that a steady line commits few, large batches instead of one per
@@ -82,12 +98,12 @@ impl Dispatcher {
                     .saturating_sub(self.commit_time.typical() * 2);
             let mut position = first.seq;
             self.guard.batch_begins(first.seq);
-            self.dispatch(first, &mut batch);
-            while batch.len() < self.batch.max_messages {
+            self.dispatch(first, &mut batches);
+            while batches.iter().all(|b| b.len() < self.batch.max_messages) {
                 match read(&mut reader, Instant::now()) {
                     Some(r) => {
                         position = r.seq;
-                        self.dispatch(r, &mut batch);
+                        self.dispatch(r, &mut batches);
                     }
                     None => {
                         let now = Instant::now();
@@ -104,32 +120,54 @@ impl Dispatcher {
             self.guard.batch_sealed();
             let new_shapes = self.handler.shapes().since(shapes_sent);
             shapes_sent += new_shapes.len();
-            let sealed = SealedBatch {
-                batch,
-                position,
-                new_shapes,
-            };
-            if self.to_writer.send(sealed).is_err() {
-                break; // the writer stopped: told to stop while the database was down
+            // Every writer gets its part, empty or not: each reports the position
+            // back, and the spool is released up to where all of them are.
+            let sent = self.to_writers.iter().zip(batches).all(|(to, batch)| {
+                let sealed = SealedBatch {
+                    batch,
+                    position,
+                    new_shapes: new_shapes.clone(),
+                };
+                to.send(sealed).is_ok()
+            });
+            if !sent {
+                break; // a writer stopped: told to stop while the database was down
             }
         }
     }
 
-    /// Runs one spooled message through its plugin. A message found to crash its
-    /// plugin in an earlier run is not handed to it again.
-    fn dispatch(&mut self, msg: Record, batch: &mut Batch) {
-        if let Some(dead) = self.guard.pinned(msg.seq) {
-            batch.begin(&msg.topic);
-            batch.current().cnc_id = dead.cnc_id.clone();
-            batch.end(msg.payload, Some(dead));
-            return;
+    /// Runs one spooled message through its plugin into its writer's batch. A message
+    /// found to crash its plugin in an earlier run is not handed to it again.
+    fn dispatch(&mut self, msg: Record, batches: &mut [Batch]) {
+        let seq = msg.seq;
+        // Recorded in the first batch, and moved once its cnc_id is known.
+        let (first, others) = batches.split_first_mut().expect("a writer");
+        if let Some(dead) = self.guard.pinned(seq) {
+            first.begin(&msg.topic);
+            first.current().cnc_id = dead.cnc_id.clone();
+            first.end(msg.payload, Some(dead));
+        } else {
+            self.handler.handle_guarded(
+                &msg.topic,
+                msg.payload,
+                first,
+                Some((&mut self.guard, seq)),
+            );
         }
-        self.handler.handle_guarded(
-            &msg.topic,
-            msg.payload,
-            batch,
-            Some((&mut self.guard, msg.seq)),
-        );
+        let cnc_id = first.entries.last().and_then(|e| e.cnc_id.as_deref());
+        if let Some(committed) = &self.leave_out {
+            if committed.covers(seq, cnc_id) {
+                first.drop_last();
+                return;
+            }
+            if committed.highest().is_none_or(|h| seq >= h) {
+                self.leave_out = None;
+            }
+        }
+        match share_of(cnc_id, others.len() + 1) {
+            0 => {}
+            w => first.move_last_to(&mut others[w - 1]),
+        }
     }
 }
 

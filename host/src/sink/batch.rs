@@ -241,6 +241,27 @@ impl Batch {
         }
     }
 
+    /// Moves the last message, with its writes, to the end of `to`: the dispatcher
+    /// records each message here, and hands it to its writer's batch once its cnc_id
+    /// is known.
+    pub fn move_last_to(&mut self, to: &mut Batch) {
+        let Some(mut entry) = self.entries.pop() else {
+            return;
+        };
+        let at = to.writes.len();
+        to.writes.extend(self.writes.drain(entry.first_write..));
+        entry.first_write = at;
+        entry.end_write = to.writes.len();
+        to.entries.push(entry);
+    }
+
+    /// Forgets the last message and its writes (one that is committed already).
+    pub fn drop_last(&mut self) {
+        if let Some(entry) = self.entries.pop() {
+            self.writes.truncate(entry.first_write);
+        }
+    }
+
     pub fn dead_letters(&self) -> impl Iterator<Item = (&BatchedMessage, &DeadLetter)> {
         self.entries
             .iter()
@@ -406,6 +427,41 @@ impl RawDatabase for Recorder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_moves_to_its_writers_batch_with_its_writes() {
+        let exec = |sql: &str| RecordedWrite::Exec {
+            sql: sql.into(),
+            params: Vec::new(),
+        };
+        let sqls = |b: &Batch, e: &BatchedMessage| -> Vec<String> {
+            b.writes[e.first_write..e.end_write]
+                .iter()
+                .map(|w| match w {
+                    RecordedWrite::Exec { sql, .. } => sql.clone(),
+                    RecordedWrite::Row { .. } => unreachable!(),
+                })
+                .collect()
+        };
+        let (mut staging, mut to) = (Batch::default(), Batch::default());
+        to.begin("t");
+        to.writes.push(exec("kept"));
+        to.end(b"0".to_vec(), None);
+        staging.begin("t");
+        staging.writes.extend([exec("a1"), exec("a2")]);
+        staging.end(b"1".to_vec(), None);
+        staging.move_last_to(&mut to);
+        assert!(staging.is_empty() && staging.writes.is_empty());
+        assert_eq!(to.len(), 2);
+        assert_eq!(sqls(&to, &to.entries[0]), ["kept"]);
+        assert_eq!(sqls(&to, &to.entries[1]), ["a1", "a2"]);
+        assert_eq!(to.entries[1].raw, b"1");
+        staging.begin("t");
+        staging.writes.push(exec("b"));
+        staging.end(b"2".to_vec(), None);
+        staging.drop_last();
+        assert!(staging.is_empty() && staging.writes.is_empty());
+    }
 
     #[test]
     fn shapes_are_the_same_only_when_kind_table_columns_and_order_agree() {

@@ -5,5 +5,6 @@ pub mod config;
 pub mod lease;
 pub mod merge;
 pub mod mysql;
+pub mod shares;
 pub mod totals;
 pub mod writer;

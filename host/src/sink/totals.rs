@@ -12,6 +12,15 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// Adds another writer's.
+    pub fn add(&mut self, other: Totals) {
+        self.received += other.received;
+        self.stored += other.stored;
+        for (reason, n) in other.dead {
+            *self.dead.entry(reason).or_default() += n;
+        }
+    }
+
     pub fn summary(&self) -> String {
         let dead: u64 = self.dead.values().sum();
         let mut s = format!(

@@ -1,6 +1,7 @@
 //! Where batches are written: a thread of its own commits each batch the dispatcher
 //! seals, so that MySQL works on one batch while the plugins fill the next. Per-cnc_id
-//! order is kept: there is one dispatcher and batches commit in order.
+//! order is kept: there is one dispatcher, a machine's messages always go to the same
+//! writer ([`crate::sink::shares`]), and each writer commits its batches in order.
 //!
 //! The writer knows the sink and nothing upstream: what a commit means for the spool
 //! is the pipeline's business, told through the `committed` callback.
@@ -28,8 +29,8 @@ use crate::{
     },
 };
 
-/// A batch ready to commit: its messages, the spool position it reaches, and the
-/// row shapes first seen in it.
+/// A batch ready to commit: its messages (this writer's share of them, perhaps none),
+/// the spool position it reaches, and the row shapes first seen in it.
 pub struct SealedBatch {
     pub batch: Batch,
     pub position: u64,
@@ -112,9 +113,12 @@ impl Writer {
                     new_shapes,
                 }) => {
                     self.shapes.extend(new_shapes);
-                    if self
-                        .commit(&mut batch, position, stop, &mut since_summary)
-                        .is_err()
+                    // Nothing of this writer's share: nothing to commit, and its row
+                    // stays where it is (it covers the share, not the spool).
+                    if !batch.is_empty()
+                        && self
+                            .commit(&mut batch, position, stop, &mut since_summary)
+                            .is_err()
                     {
                         info!(
                             "stopped with {} messages uncommitted; they stay in the spool for the next start",

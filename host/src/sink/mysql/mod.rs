@@ -26,6 +26,7 @@ use crate::{
     sink::{
         batch::{Batch, Shapes},
         lease::Lease,
+        shares::{position_key, CommittedPositions},
     },
 };
 
@@ -50,7 +51,7 @@ use dead_letters::{claim_replayed, write_dead_letters};
 use errors::is_conflict;
 use in_doubt::{undecidable, CommitInDoubt};
 use isolate::write_isolating;
-use position::{select_position, write_position};
+use position::{reset_positions, select_position, select_positions, write_position};
 use statements::StatementCache;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -90,8 +91,11 @@ pub enum Stopped {
 
 pub struct MysqlSink {
     cfg: DbConfig,
-    /// The key of this collector's row in `collector_position`.
+    /// The collector's `broker.client_id`, whose rows in `collector_position` tell what
+    /// is committed ([`crate::sink::shares`]).
     client_id: String,
+    /// The key of this writer's row in `collector_position`.
+    position_key: String,
     conn: Option<Conn>,
     /// Which of `cfg.endpoints()` `conn` is connected to.
     endpoint: usize,
@@ -121,6 +125,7 @@ impl MysqlSink {
         MysqlSink {
             cfg,
             client_id: client_id.to_string(),
+            position_key: client_id.to_string(),
             conn: None,
             endpoint: 0,
             tried_return: Instant::now(),
@@ -141,10 +146,32 @@ impl MysqlSink {
         self
     }
 
-    /// The spool position this collector committed last, waiting for the database
-    /// if it is unreachable. `None` with no row yet; `Err` when told to stop.
-    pub fn read_position(&mut self, stop: &Shutdown) -> Result<Option<u64>, Stopped> {
-        self.retrying(stop, 0, |sink| Ok(sink.committed_position()?))
+    /// Writes as writer `share` of `writers`, under that writer's row in
+    /// `collector_position`.
+    pub fn for_writer(mut self, share: usize, writers: usize) -> Self {
+        self.position_key = position_key(&self.client_id, share, writers);
+        self
+    }
+
+    /// What this collector's rows in `collector_position` say is committed (of every
+    /// layout of writers it ran with), waiting for the database if it is unreachable;
+    /// `Err` when told to stop.
+    pub fn read_committed(&mut self, stop: &Shutdown) -> Result<CommittedPositions, Stopped> {
+        self.retrying(stop, 0, |sink| {
+            let client_id = sink.client_id.clone();
+            let rows = select_positions(sink.connection()?, &client_id)?;
+            Ok(CommittedPositions::from_rows(&client_id, rows))
+        })
+    }
+
+    /// Sets every row of this collector's in `collector_position` to 0 (nothing
+    /// committed), when they are beyond the spool's end: the spool was replaced by an
+    /// older copy, whose numbers will pass them again.
+    pub fn reset_positions(&mut self, stop: &Shutdown) -> Result<(), Stopped> {
+        self.retrying(stop, 0, |sink| {
+            let client_id = sink.client_id.clone();
+            Ok(reset_positions(sink.connection()?, &client_id)?)
+        })
     }
 
     /// Commits the batch, retrying through outages until it is in MySQL. Messages
@@ -245,8 +272,8 @@ impl MysqlSink {
     }
 
     fn committed_position(&mut self) -> Result<Option<u64>, mysql::Error> {
-        let client_id = self.client_id.clone();
-        select_position(self.connection()?, &client_id)
+        let key = self.position_key.clone();
+        select_position(self.connection()?, &key)
     }
 
     /// While idle, checks now and then that the database is still reachable, so that
@@ -405,7 +432,43 @@ impl MysqlSink {
         shapes: &Shapes,
         end: TransactionEnd,
     ) -> Result<Committed, CommitAttemptError> {
-        let client_id = self.client_id.clone();
+        let mut claimed = false;
+        loop {
+            if let Some(committed) = self.try_transaction(batch, shapes, end)? {
+                return Ok(committed);
+            }
+            // The lease is not ours any more, or its row is gone: the claim, outside
+            // the batch, takes it back where the holder is gone, or names the holder.
+            let lease = self.lease.clone().expect("renewed only with a lease");
+            if claimed {
+                return Err(CommitAttemptError::NotCommitted(mysql::Error::from(
+                    std::io::Error::other("the lease just claimed could not be renewed"),
+                )));
+            }
+            let conn = self
+                .connection()
+                .map_err(CommitAttemptError::NotCommitted)?;
+            match lease.claim(conn) {
+                Ok(Ok(())) => claimed = true,
+                Ok(Err(refused)) => {
+                    return Err(CommitAttemptError::LeaseLost(
+                        refused.explain(lease.client_id(), lease.ttl()),
+                    ))
+                }
+                Err(e) => return Err(CommitAttemptError::NotCommitted(e)),
+            }
+        }
+    }
+
+    /// The batch's transaction, once: `None` when the lease could not be renewed in it
+    /// (rolled back, with its dead-letter marks undone).
+    fn try_transaction(
+        &mut self,
+        batch: &mut Batch,
+        shapes: &Shapes,
+        end: TransactionEnd,
+    ) -> Result<Option<Committed>, CommitAttemptError> {
+        let position_key = self.position_key.clone();
         let payload_limit = self.payload_limit;
         self.connection()
             .map_err(CommitAttemptError::NotCommitted)?;
@@ -417,37 +480,6 @@ impl MysqlSink {
         let mut tx = conn
             .start_transaction(TxOpts::default())
             .map_err(CommitAttemptError::NotCommitted)?;
-        if let Some(lease) = &self.lease {
-            if !lease
-                .renew(&mut tx)
-                .map_err(CommitAttemptError::NotCommitted)?
-            {
-                // Not ours any more, or the row is gone: the claim, outside the batch,
-                // takes it back where the holder is gone, or names the holder.
-                drop(tx);
-                match lease.claim(conn) {
-                    Ok(Ok(())) => {}
-                    Ok(Err(refused)) => {
-                        return Err(CommitAttemptError::LeaseLost(
-                            refused.explain(lease.client_id(), lease.ttl()),
-                        ))
-                    }
-                    Err(e) => return Err(CommitAttemptError::NotCommitted(e)),
-                }
-                tx = conn
-                    .start_transaction(TxOpts::default())
-                    .map_err(CommitAttemptError::NotCommitted)?;
-                if !lease
-                    .renew(&mut tx)
-                    .map_err(CommitAttemptError::NotCommitted)?
-                {
-                    return Err(CommitAttemptError::NotCommitted(mysql::Error::from(
-                        std::io::Error::other("the lease just claimed could not be renewed"),
-                    )));
-                }
-            }
-            self.last_renewal = Instant::now();
-        }
         claim_replayed(&mut tx, batch).map_err(CommitAttemptError::NotCommitted)?;
         let live: Vec<usize> = (0..batch.len())
             .filter(|&i| batch.entries[i].dead.is_none() && !batch.entries[i].taken_elsewhere())
@@ -476,17 +508,33 @@ impl MysqlSink {
                     unmark(batch, &marked);
                     return Err(CommitAttemptError::NotCommitted(e));
                 }
-                return Ok(Committed::of(batch));
+                return Ok(Some(Committed::of(batch)));
             }
         };
-        let written =
-            write_dead_letters(&mut tx, batch, payload_limit).and_then(|()| match position {
-                Some(position) => write_position(&mut tx, &client_id, position),
-                None => Ok(()),
-            });
-        if let Err(e) = written {
+        if let Err(e) = write_dead_letters(&mut tx, batch, payload_limit) {
             unmark(batch, &marked);
             return Err(CommitAttemptError::NotCommitted(e));
+        }
+        // The lease row last: every writer's transaction updates it, and holds its lock
+        // from here to its COMMIT, so parallel writers wait on each other only that long.
+        if let Some(lease) = &self.lease {
+            match lease.renew(&mut tx) {
+                Ok(true) => self.last_renewal = Instant::now(),
+                Ok(false) => {
+                    unmark(batch, &marked);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    unmark(batch, &marked);
+                    return Err(CommitAttemptError::NotCommitted(e));
+                }
+            }
+        }
+        if let Some(position) = position {
+            if let Err(e) = write_position(&mut tx, &position_key, position) {
+                unmark(batch, &marked);
+                return Err(CommitAttemptError::NotCommitted(e));
+            }
         }
         match tx.commit() {
             Ok(()) => {
@@ -497,7 +545,7 @@ impl MysqlSink {
                         self.view = cluster_view(conn).ok().flatten().or(self.view);
                     }
                 }
-                Ok(Committed::of(batch))
+                Ok(Some(Committed::of(batch)))
             }
             // A Galera node that leaves the primary component while committing answers
             // with an error, but the write set may have reached the rest of the cluster
