@@ -14,6 +14,19 @@ fn plugins() -> [&'static str; 2] {
     ["cnc-type-a", "cnc-type-b"]
 }
 
+/// Waits until `n` messages are stored, and a moment longer (a duplicate would show
+/// by then): each of seq 0..n must be stored exactly once.
+fn assert_stored_once(db: &TestDb, n: u64, collector: &Collector) {
+    db.wait_count("SELECT COUNT(*) FROM cnc_data", n, WAIT);
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        seq_stats(db),
+        (n, n, 0, n as i64 - 1),
+        "rows, distinct seq, min, max\n{}",
+        collector.log()
+    );
+}
+
 /// `batch.writers`, for the tests that run with one writer and with several.
 fn writers(n: usize) -> serde_json::Value {
     json!({"batch": {"writers": n}})
@@ -87,14 +100,7 @@ fn changing_the_number_of_writers_between_kills_stores_everything_once() {
         collector.restart();
     }
     finish(publisher);
-    db.wait_count("SELECT COUNT(*) FROM cnc_data", N, WAIT);
-    thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        seq_stats(&db),
-        (N, N, 0, N as i64 - 1),
-        "{}",
-        collector.log()
-    );
+    assert_stored_once(&db, N, &collector);
     // The rows of all four layouts (1, 2, 3 and 4 writers) are kept.
     assert_eq!(db.count("SELECT COUNT(*) FROM collector_position"), 10);
     assert!(collector.stop().success());
@@ -176,14 +182,7 @@ fn broker_down_mid_stream_loses_nothing() {
     broker.restart();
     collector.wait_log("reconnected to MQTT broker", Duration::from_secs(60));
     finish(generate(&setup, 3_000, 0, 3_000, 10));
-    db.wait_count("SELECT COUNT(*) FROM cnc_data", 6_000, WAIT);
-    thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        seq_stats(&db),
-        (6_000, 6_000, 0, 5_999),
-        "{}",
-        collector.log()
-    );
+    assert_stored_once(&db, 6_000, &collector);
     assert!(collector.log().contains("lost connection to MQTT broker"));
     assert!(collector.stop().success());
 }
@@ -322,14 +321,7 @@ fn sigterm_mid_stream(writers: usize) {
     // What was acknowledged but not committed is in the spool; the rest is on the
     // broker (this topic's session): a restart stores all of it, once.
     collector.restart();
-    db.wait_count("SELECT COUNT(*) FROM cnc_data", 3_000, WAIT);
-    thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        seq_stats(&db),
-        (3_000, 3_000, 0, 2_999),
-        "{}",
-        collector.log()
-    );
+    assert_stored_once(&db, 3_000, &collector);
 }
 
 /// A clean stop whose last acknowledgements never reach the broker: the proxy hands
@@ -356,14 +348,7 @@ fn a_clean_stop_whose_last_acknowledgements_are_lost_stores_nothing_twice() {
     assert!(collector.stop().success(), "{}", collector.log());
     finish(publisher);
     collector.restart();
-    db.wait_count("SELECT COUNT(*) FROM cnc_data", 3_000, WAIT);
-    thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        seq_stats(&db),
-        (3_000, 3_000, 0, 2_999),
-        "{}",
-        collector.log()
-    );
+    assert_stored_once(&db, 3_000, &collector);
     assert!(
         collector.log().contains("may come again"),
         "the stop tells how many records it is not sure of: {}",
@@ -404,14 +389,7 @@ fn a_lost_commit_answer(writers: usize) {
     thread::sleep(Duration::from_millis(1_000));
     proxy.restore();
     finish(publisher);
-    db.wait_count("SELECT COUNT(*) FROM cnc_data", N, WAIT);
-    thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        seq_stats(&db),
-        (N, N, 0, N as i64 - 1),
-        "{}",
-        collector.log()
-    );
+    assert_stored_once(&db, N, &collector);
     assert!(
         collector
             .log()
