@@ -509,3 +509,59 @@ fn a_dead_letter_replay_that_loses_the_answer_to_its_commit_stores_it_once() {
     assert_eq!(db.count("SELECT COUNT(*) FROM dead_letters"), 0, "{said}");
     assert_eq!(db.count("SELECT COUNT(*) FROM collector_position"), 0);
 }
+
+/// The spool is replaced by an older copy of itself (a backup put back): the positions
+/// in the database are beyond its end. It is stored all over again, as before, and
+/// every position row of the collector's is reset, also that of a layout of writers
+/// the next runs do not use: left standing, it would take the copy's new records, once
+/// their numbers pass it, for committed.
+#[test]
+fn an_older_copy_of_the_spool_resets_every_position_row_and_is_stored() {
+    let db = TestDb::new("oldcopy");
+    let setup = Setup::new(&db, "oldcopy", &sim_classes(4), &plugins());
+    setup.write_collector(&writers(2));
+    let mut collector = Collector::start(&setup);
+    finish(generate(&setup, 100, 0, 0, 4));
+    db.wait_count("SELECT COUNT(*) FROM cnc_data", 100, WAIT);
+    assert!(collector.stop().success());
+    let spool = setup.path().join("spool");
+    let copy = setup.path().join("spool-copy");
+    copy_dir(&spool, &copy);
+    setup.write_collector(&writers(1));
+    collector.restart();
+    finish(generate(&setup, 100, 0, 100, 4));
+    db.wait_count("SELECT COUNT(*) FROM cnc_data", 200, WAIT);
+    assert!(collector.stop().success());
+    let one_writer_row = format!(
+        "SELECT last_seq FROM collector_position WHERE client_id = '{}'",
+        setup.client_id
+    );
+    assert!(db.count(&one_writer_row) > 0);
+
+    std::fs::remove_dir_all(&spool).unwrap();
+    std::fs::rename(&copy, &spool).unwrap();
+    setup.write_collector(&writers(2));
+    collector.restart();
+    collector.wait_log("beyond the spool's end", WAIT);
+    finish(generate(&setup, 100, 0, 200, 4));
+    db.wait_count(
+        "SELECT COUNT(DISTINCT JSON_EXTRACT(json_data, '$.seq')) FROM cnc_data",
+        300,
+        WAIT,
+    );
+    assert_eq!(db.count(&one_writer_row), 0, "{}", collector.log());
+    assert!(collector.stop().success());
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
