@@ -8,7 +8,7 @@
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     thread,
 };
@@ -17,14 +17,13 @@ use log::warn;
 
 use crate::{
     crash_guard::CrashGuard,
-    dispatch::{config::BatchConfig, handler::MessageHandler, Dispatcher},
-    lock,
+    dispatch::{config::BatchConfig, handler::MessageHandler, Dispatcher, ToWriters},
     metrics::Metrics,
     shutdown::Shutdown,
     sink::{
         batch::Batch,
         mysql::MysqlSink,
-        shares::CommittedPositions,
+        shares::{CommittedPositions, Progress},
         totals::Totals,
         writer::{CommitTime, SealedBatch, Writer},
     },
@@ -80,16 +79,14 @@ impl Pipeline {
             (records, bytes)
         }));
         // Where each writer has got: the spool is released up to the lowest.
-        let reached = Arc::new(Mutex::new(vec![None::<u64>; writers]));
+        let progress = Progress::new(writers);
         let mut committed_read = Some(committed_read);
         let mut handles = Vec::with_capacity(writers);
         for (share, (mut sink, sealed)) in sinks.into_iter().zip(sealed).enumerate() {
-            let (released, committed_up_to, reached) =
-                (spool.clone(), uncommitted.clone(), reached.clone());
+            let (released, committed_up_to, progress) =
+                (spool.clone(), uncommitted.clone(), progress.clone());
             let on_committed = Box::new(move |position: u64| {
-                let mut reached = lock(&reached);
-                reached[share] = Some(position);
-                if let Some(lowest) = reached.iter().copied().min().flatten() {
+                if let Some(lowest) = progress.report(share, position) {
                     released.release(lowest);
                     committed_up_to.store(lowest + 1, Ordering::Relaxed);
                 }
@@ -131,7 +128,13 @@ impl Pipeline {
                 // writer waited for the database.
                 let start = committed.start(spool.first_seq());
                 uncommitted.store(start, Ordering::Relaxed);
-                Dispatcher::new(handler, batch, guard, to_writers, recycled, commit_time)
+                let writers = ToWriters {
+                    senders: to_writers,
+                    recycled,
+                    commit_time,
+                    progress,
+                };
+                Dispatcher::new(handler, batch, guard, writers)
                     .leaving_out(committed)
                     .run(&spool, start, &stop);
             })

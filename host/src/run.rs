@@ -206,14 +206,13 @@ fn run_until_signalled(config_dir: &Path) -> Result<ExitCode, NotStarted> {
     }
     let writers = cfg.collector.batch.writers;
     let sinks = (0..writers)
-        .map(|share| {
+        .map(|_| {
             MysqlSink::new(
                 cfg.db.clone(),
                 &cfg.collector.broker.client_id,
                 cfg.collector.dead_letter_payload_limit,
                 metrics.clone(),
             )
-            .for_writer(share, writers)
             .with_lease(lease.clone())
         })
         .collect();

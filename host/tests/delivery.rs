@@ -6,6 +6,7 @@ mod common;
 use std::{thread, time::Duration};
 
 use common::{faults::*, *};
+use mysql::prelude::Queryable;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -27,9 +28,24 @@ fn assert_stored_once(db: &TestDb, n: u64, collector: &Collector) {
     );
 }
 
-/// `batch.writers`, for the tests that run with one writer and with several.
+/// `batch.writers`, for the tests that run with one writer and with several. Several
+/// take batches of 20 messages: the machines are spread over the writers once four
+/// batches per writer wait in the spool, and that way a backlog that spreads them,
+/// and back, forms at these tests' rates, often.
 fn writers(n: usize) -> serde_json::Value {
-    json!({"batch": {"writers": n}})
+    match n {
+        1 => json!({"batch": {"writers": 1}}),
+        n => json!({"batch": {"writers": n, "max_messages": 20}}),
+    }
+}
+
+/// With several writers: the machines were spread over them at some point.
+fn assert_spread(collector: &Collector, writers: usize) {
+    assert!(
+        writers == 1 || collector.log().contains("spreading the machines over"),
+        "no backlog spread the machines over the {writers} writers; the test did not test them:\n{}",
+        collector.log()
+    );
 }
 
 /// Kills the collector with SIGKILL at several moments while 20,000 messages flow,
@@ -39,10 +55,9 @@ fn survives_kill9(fsync: &str, writers: usize) {
     let broker = PrivateBroker::start();
     let db = TestDb::new("kill9");
     let mut setup = Setup::new(&db, "kill9", &sim_classes(20), &plugins());
-    setup.use_broker(
-        &broker.uri(),
-        &json!({"spool": {"fsync": fsync}, "batch": {"writers": writers}}),
-    );
+    let mut extra = self::writers(writers);
+    extra["spool"] = json!({"fsync": fsync});
+    setup.use_broker(&broker.uri(), &extra);
     let mut collector = Collector::start(&setup);
     let publisher = generate(&setup, N, 4_000, 0, 20);
     for pause_ms in [700, 1_100, 450, 900, 1_300] {
@@ -62,6 +77,7 @@ fn survives_kill9(fsync: &str, writers: usize) {
         collector.log()
     );
     assert_eq!(db.count("SELECT COUNT(*) FROM dead_letters"), 0);
+    assert_spread(&collector, writers);
     assert!(collector.stop().success());
 }
 
@@ -101,8 +117,10 @@ fn changing_the_number_of_writers_between_kills_stores_everything_once() {
     }
     finish(publisher);
     assert_stored_once(&db, N, &collector);
-    // The rows of all four layouts (1, 2, 3 and 4 writers) are kept.
-    assert_eq!(db.count("SELECT COUNT(*) FROM collector_position"), 10);
+    assert_spread(&collector, 2);
+    // The rows of earlier layouts are kept: the one-writer row and those of at least
+    // one layout that spread.
+    assert!(db.count("SELECT COUNT(*) FROM collector_position") >= 3);
     assert!(collector.stop().success());
 }
 
@@ -156,16 +174,17 @@ fn through_a_database_outage(writers: usize) {
         "nothing dead-lettered for an outage"
     );
     let log = collector.log();
-    assert_eq!(
-        log.matches("unavailable").count(),
-        writers,
+    // A writer says so once; one that had nothing to commit may not have noticed.
+    let once_per_writer = |needle: &str| (1..=writers).contains(&log.matches(needle).count());
+    assert!(
+        once_per_writer("unavailable"),
         "one line per writer when the database goes:\n{log}"
     );
-    assert_eq!(
-        log.matches("reachable again").count(),
-        writers,
+    assert!(
+        once_per_writer("reachable again"),
         "one line per writer when it comes back:\n{log}"
     );
+    assert_spread(&collector, writers);
     assert!(collector.stop().success());
 }
 
@@ -302,6 +321,12 @@ fn sigterm_with_two_writers_commits_what_they_hold_and_exits_promptly() {
 }
 
 fn sigterm_mid_stream(writers: usize) {
+    // Several writers: at full speed, so that they catch up on a backlog when stopped.
+    let (n, rate) = if writers > 1 {
+        (10_000, 0)
+    } else {
+        (3_000, 3_000)
+    };
     // Messages flow while the collector is stopped: a private broker without the
     // system one's 1,000-message queue limit.
     let broker = PrivateBroker::start();
@@ -309,7 +334,7 @@ fn sigterm_mid_stream(writers: usize) {
     let mut setup = Setup::new(&db, "sigterm", &sim_classes(4), &plugins());
     setup.use_broker(&broker.uri(), &self::writers(writers));
     let mut collector = Collector::start(&setup);
-    let publisher = generate(&setup, 3_000, 3_000, 0, 4);
+    let publisher = generate(&setup, n, rate, 0, 4);
     thread::sleep(Duration::from_millis(500));
     let started = std::time::Instant::now();
     assert!(collector.stop().success(), "{}", collector.log());
@@ -318,10 +343,11 @@ fn sigterm_mid_stream(writers: usize) {
     finish(publisher);
     let stored_at_stop = db.count("SELECT COUNT(*) FROM cnc_data");
     assert!(stored_at_stop > 0);
+    assert_spread(&collector, writers);
     // What was acknowledged but not committed is in the spool; the rest is on the
     // broker (this topic's session): a restart stores all of it, once.
     collector.restart();
-    assert_stored_once(&db, 3_000, &collector);
+    assert_stored_once(&db, n, &collector);
 }
 
 /// A clean stop whose last acknowledgements never reach the broker: the proxy hands
@@ -367,15 +393,24 @@ fn with_two_writers_a_lost_commit_answer_does_not_store_a_batch_twice() {
 }
 
 fn a_lost_commit_answer(writers: usize) {
-    const N: u64 = 2_000;
+    // Several writers: at full speed, so that the commit is lost while they catch up
+    // on a backlog.
+    let (n, rate) = if writers > 1 {
+        (10_000, 0)
+    } else {
+        (2_000, 2_000)
+    };
+    // A private broker: the system one's 1,000-message queue limit drops messages
+    // published at full speed to a collector that is catching up.
+    let broker = PrivateBroker::start();
     let db = TestDb::new("indoubt");
     let proxy = TcpProxy::start("127.0.0.1:3306");
-    let setup = Setup::new(&db, "indoubt", &sim_classes(10), &plugins());
+    let mut setup = Setup::new(&db, "indoubt", &sim_classes(10), &plugins());
     setup.write_db(&db, proxy.port);
-    setup.write_collector(&self::writers(writers));
+    setup.use_broker(&broker.uri(), &self::writers(writers));
     let collector = Collector::start(&setup);
     // Let the first batches through, then lose the answer to a COMMIT the server ran.
-    let publisher = generate(&setup, N, 2_000, 0, 10);
+    let publisher = generate(&setup, n, rate, 0, 10);
     thread::sleep(Duration::from_millis(300));
     proxy.cut_after_next_commit();
     let until = std::time::Instant::now() + Duration::from_secs(20);
@@ -389,7 +424,7 @@ fn a_lost_commit_answer(writers: usize) {
     thread::sleep(Duration::from_millis(1_000));
     proxy.restore();
     finish(publisher);
-    assert_stored_once(&db, N, &collector);
+    assert_stored_once(&db, n, &collector);
     assert!(
         collector
             .log()
@@ -397,6 +432,7 @@ fn a_lost_commit_answer(writers: usize) {
         "{}",
         collector.log()
     );
+    assert_spread(&collector, writers);
 }
 
 /// Runs `mes-collector ARGS` with `proxy` set to cut the line once a COMMIT has gone
@@ -477,7 +513,6 @@ fn a_dead_letter_replay_that_loses_the_answer_to_its_commit_stores_it_once() {
     let setup = Setup::cnc001_type_a(&db, "dl_indoubt");
     setup.write_db(&db, proxy.port);
     let mut conn = db.conn();
-    use mysql::prelude::Queryable;
     conn.exec_drop(
         "INSERT INTO dead_letters (topic, cnc_id, reason, detail, payload, payload_bytes) \
          VALUES ('sensor/CNC', 'CNC001', 'plugin_error', 'test', ?, ?)",
@@ -512,14 +547,13 @@ fn a_dead_letter_replay_that_loses_the_answer_to_its_commit_stores_it_once() {
 
 /// The spool is replaced by an older copy of itself (a backup put back): the positions
 /// in the database are beyond its end. It is stored all over again, as before, and
-/// every position row of the collector's is reset, also that of a layout of writers
-/// the next runs do not use: left standing, it would take the copy's new records, once
-/// their numbers pass it, for committed.
+/// every position row of the collector's is reset, also those of a layout of writers
+/// the next runs do not use: left standing, they would take the copy's new records,
+/// once their numbers pass them, for committed.
 #[test]
 fn an_older_copy_of_the_spool_resets_every_position_row_and_is_stored() {
     let db = TestDb::new("oldcopy");
     let setup = Setup::new(&db, "oldcopy", &sim_classes(4), &plugins());
-    setup.write_collector(&writers(2));
     let mut collector = Collector::start(&setup);
     finish(generate(&setup, 100, 0, 0, 4));
     db.wait_count("SELECT COUNT(*) FROM cnc_data", 100, WAIT);
@@ -527,20 +561,27 @@ fn an_older_copy_of_the_spool_resets_every_position_row_and_is_stored() {
     let spool = setup.path().join("spool");
     let copy = setup.path().join("spool-copy");
     copy_dir(&spool, &copy);
-    setup.write_collector(&writers(1));
     collector.restart();
     finish(generate(&setup, 100, 0, 100, 4));
     db.wait_count("SELECT COUNT(*) FROM cnc_data", 200, WAIT);
     assert!(collector.stop().success());
-    let one_writer_row = format!(
-        "SELECT last_seq FROM collector_position WHERE client_id = '{}'",
-        setup.client_id
+    // The rows three writers would have left, had they caught up on a backlog then.
+    let id = &setup.client_id;
+    let mut conn = db.conn();
+    conn.query_drop(format!(
+        "INSERT INTO collector_position (client_id, last_seq) \
+         SELECT CONCAT(client_id, '#writer-', w, '-of-3'), last_seq \
+         FROM collector_position, (SELECT 0 AS w UNION SELECT 1 UNION SELECT 2) AS ws \
+         WHERE client_id = '{id}'"
+    ))
+    .unwrap();
+    let three_writer_rows = format!(
+        "SELECT COUNT(*) FROM collector_position WHERE client_id LIKE '{id}#writer-%-of-3' AND last_seq > 0"
     );
-    assert!(db.count(&one_writer_row) > 0);
+    assert_eq!(db.count(&three_writer_rows), 3);
 
     std::fs::remove_dir_all(&spool).unwrap();
     std::fs::rename(&copy, &spool).unwrap();
-    setup.write_collector(&writers(2));
     collector.restart();
     collector.wait_log("beyond the spool's end", WAIT);
     finish(generate(&setup, 100, 0, 200, 4));
@@ -549,7 +590,7 @@ fn an_older_copy_of_the_spool_resets_every_position_row_and_is_stored() {
         300,
         WAIT,
     );
-    assert_eq!(db.count(&one_writer_row), 0, "{}", collector.log());
+    assert_eq!(db.count(&three_writer_rows), 0, "{}", collector.log());
     assert!(collector.stop().success());
 }
 

@@ -1,7 +1,8 @@
 //! Where messages are dispatched: the dispatcher reads the spool in order, runs each
-//! message through its machine's plugin ([`handler`]) into its writer's batch (one
-//! writer, or one per share of the machines: [`crate::sink::shares`]), and seals the
-//! batches for the writers when one is full or the latency budget is spent.
+//! message through its machine's plugin ([`handler`]) into its writer's batch (the
+//! first writer's, or with a backlog and `batch.writers` above 1, that of the writer
+//! of its share of the machines: [`crate::sink::shares`]), and seals the batches for
+//! the writers when one is full or the latency budget is spent.
 
 pub mod config;
 pub mod handler;
@@ -16,7 +17,7 @@ use crate::{
     shutdown::Shutdown,
     sink::{
         batch::Batch,
-        shares::{share_of, CommittedPositions},
+        shares::{share_of, spread, CommittedPositions, Progress},
         writer::{CommitTime, SealedBatch},
     },
     spool::{Record, Spool, SpoolReader},
@@ -33,15 +34,24 @@ pub struct Dispatcher {
     /// Notes which records plugins are handling, so that a crash can be pinned on
     /// its message after the restart.
     guard: CrashGuard,
-    /// One per writer: writer `w` commits the messages of the machines
-    /// [`share_of`] gives it.
-    to_writers: Vec<Sender<SealedBatch>>,
-    /// Batches the writers have committed and emptied, for reuse.
-    recycled: Receiver<Batch>,
-    commit_time: CommitTime,
+    writers: ToWriters,
     /// What the writers' rows say is committed already, past the start: left out
     /// until the highest of them is passed (several writers get to different points).
     leave_out: Option<CommittedPositions>,
+    /// The machines are spread over all writers (a backlog), or all with the first.
+    spread: bool,
+}
+
+/// The dispatcher's ends of its links with the writers.
+pub struct ToWriters {
+    /// One per writer: while the machines are spread, writer `w` commits those
+    /// [`share_of`] gives it.
+    pub senders: Vec<Sender<SealedBatch>>,
+    /// Batches the writers have committed and emptied, for reuse.
+    pub recycled: Receiver<Batch>,
+    pub commit_time: CommitTime,
+    /// Where the writers have got, to wait on before the machines change writers.
+    pub progress: Progress,
 }
 
 impl Dispatcher {
@@ -49,18 +59,15 @@ impl Dispatcher {
         handler: MessageHandler,
         batch: BatchConfig,
         guard: CrashGuard,
-        to_writers: Vec<Sender<SealedBatch>>,
-        recycled: Receiver<Batch>,
-        commit_time: CommitTime,
+        writers: ToWriters,
     ) -> Self {
         Dispatcher {
             handler,
             batch,
             guard,
-            to_writers,
-            recycled,
-            commit_time,
+            writers,
             leave_out: None,
+            spread: false,
         }
     }
 
@@ -79,12 +86,28 @@ impl Dispatcher {
         info!("dispatching from spool record {start}: {waiting} records ({bytes} bytes) wait in the spool");
         let mut reader = spool.reader(start);
         let mut shapes_sent = 0;
+        let mut sealed_up_to: Option<u64> = None;
         while !stop.requested() {
             let Some(first) = read(&mut reader, Instant::now() + Duration::from_millis(100)) else {
                 continue;
             };
-            let mut batches: Vec<Batch> = (0..self.to_writers.len())
-                .map(|_| self.recycled.try_recv().unwrap_or_default())
+            let waiting = spool.next_seq().saturating_sub(first.seq);
+            let writers = self.writers.senders.len();
+            if spread(writers, self.batch.max_messages, waiting, self.spread) != self.spread {
+                // No machine changes writers while a batch of it is uncommitted.
+                if let Some(sealed) = sealed_up_to {
+                    if !self.await_writers(sealed, stop) {
+                        break; // this record stays in the spool for the next start
+                    }
+                }
+                self.spread = !self.spread;
+                match self.spread {
+                    true => info!("{waiting} records wait in the spool: spreading the machines over {writers} writers"),
+                    false => info!("{waiting} records wait in the spool: all machines with the first writer again"),
+                }
+            }
+            let mut batches: Vec<Batch> = (0..self.writers.senders.len())
+                .map(|_| self.writers.recycled.try_recv().unwrap_or_default())
                 .collect();
             // The latency budget: the first message may wait for company as long as
             // the budget leaves after a commit (twice the usual, for the slow ones),
@@ -95,7 +118,7 @@ impl Dispatcher {
                 + self
                     .batch
                     .max_latency()
-                    .saturating_sub(self.commit_time.typical() * 2);
+                    .saturating_sub(self.writers.commit_time.typical() * 2);
             let mut position = first.seq;
             self.guard.batch_begins(first.seq);
             self.dispatch(first, &mut batches);
@@ -122,18 +145,39 @@ impl Dispatcher {
             shapes_sent += new_shapes.len();
             // Every writer gets its part, empty or not: each reports the position
             // back, and the spool is released up to where all of them are.
-            let sent = self.to_writers.iter().zip(batches).all(|(to, batch)| {
-                let sealed = SealedBatch {
-                    batch,
-                    position,
-                    new_shapes: new_shapes.clone(),
-                };
-                to.send(sealed).is_ok()
-            });
+            let layout = if self.spread { writers } else { 1 };
+            let sent =
+                self.writers
+                    .senders
+                    .iter()
+                    .zip(batches)
+                    .enumerate()
+                    .all(|(share, (to, batch))| {
+                        let sealed = SealedBatch {
+                            batch,
+                            position,
+                            new_shapes: new_shapes.clone(),
+                            layout: (share, layout),
+                        };
+                        to.send(sealed).is_ok()
+                    });
             if !sent {
                 break; // a writer stopped: told to stop while the database was down
             }
+            sealed_up_to = Some(position);
         }
+    }
+
+    /// Waits until every writer has committed what it was given up to `position`;
+    /// false when told to stop meanwhile.
+    fn await_writers(&self, position: u64, stop: &Shutdown) -> bool {
+        while !self.writers.progress.all_reached(position) {
+            if stop.requested() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Runs one spooled message through its plugin into its writer's batch. A message
@@ -163,6 +207,9 @@ impl Dispatcher {
             if committed.highest().is_none_or(|h| seq >= h) {
                 self.leave_out = None;
             }
+        }
+        if !self.spread {
+            return;
         }
         match share_of(cnc_id, others.len() + 1) {
             0 => {}

@@ -35,6 +35,9 @@ pub struct SealedBatch {
     pub batch: Batch,
     pub position: u64,
     pub new_shapes: Vec<Shape>,
+    /// (this writer, of how many) the machines are spread over: whose row in
+    /// `collector_position` the commit writes ([`crate::sink::shares`]).
+    pub layout: (usize, usize),
 }
 
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
@@ -111,8 +114,10 @@ impl Writer {
                     mut batch,
                     position,
                     new_shapes,
+                    layout: (share, writers),
                 }) => {
                     self.shapes.extend(new_shapes);
+                    self.sink.set_layout(share, writers);
                     // Nothing of this writer's share: nothing to commit, and its row
                     // stays where it is (it covers the share, not the spool).
                     if !batch.is_empty()

@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
-        atomic::{AtomicBool, AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     thread,
@@ -32,6 +32,11 @@ struct Line {
     /// 0: off; 1: waiting for a client's COMMIT; 2: COMMIT forwarded, the server's
     /// answer is to be swallowed and the line cut.
     trap: AtomicU8,
+    /// The connection whose COMMIT sprang the trap: only its answer is swallowed (a
+    /// client with several connections, parallel writers, gets the others' answers).
+    trapped: AtomicUsize,
+    /// Numbers the connections.
+    accepted: AtomicUsize,
     /// How late the client's bytes reach the server (see [`TcpProxy::start_lagging`]).
     lag: Option<Duration>,
 }
@@ -87,13 +92,14 @@ impl TcpProxy {
                         let mut list = line2.conns.lock().unwrap();
                         list.push(client.try_clone().unwrap());
                         list.push(server.try_clone().unwrap());
+                        let id = line2.accepted.fetch_add(1, Ordering::SeqCst);
                         pipe(
                             client.try_clone().unwrap(),
                             server.try_clone().unwrap(),
                             line2.clone(),
-                            true,
+                            (id, true),
                         );
-                        pipe(server, client, line2.clone(), false);
+                        pipe(server, client, line2.clone(), (id, false));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         thread::sleep(Duration::from_millis(5))
@@ -117,6 +123,7 @@ impl TcpProxy {
     /// swallowed and the line cut: the client cannot know whether it committed.
     /// (MySQL protocol: a COM_QUERY packet, command byte 3, with the text COMMIT.)
     pub fn cut_after_next_commit(&self) {
+        self.line.trapped.store(usize::MAX, Ordering::SeqCst);
         self.line.trap.store(1, Ordering::SeqCst);
     }
 
@@ -133,7 +140,9 @@ impl Drop for TcpProxy {
     }
 }
 
-fn pipe(mut from: TcpStream, to: TcpStream, line: Arc<Line>, from_client: bool) {
+/// `(connection, from_client)` says which connection and which way.
+fn pipe(mut from: TcpStream, to: TcpStream, line: Arc<Line>, way: (usize, bool)) {
+    let (_, from_client) = way;
     match line.lag {
         Some(lag) if from_client => {
             let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
@@ -150,7 +159,7 @@ fn pipe(mut from: TcpStream, to: TcpStream, line: Arc<Line>, from_client: bool) 
                 closed.store(true, Ordering::SeqCst);
             });
         }
-        _ => forward(from, to, line, from_client),
+        _ => forward(from, to, line, way),
     }
 }
 
@@ -174,7 +183,8 @@ fn delay(
     let _ = to.shutdown(Shutdown::Both);
 }
 
-fn forward(mut from: TcpStream, mut to: TcpStream, line: Arc<Line>, from_client: bool) {
+fn forward(mut from: TcpStream, mut to: TcpStream, line: Arc<Line>, way: (usize, bool)) {
+    let (id, from_client) = way;
     thread::spawn(move || {
         let mut buf = [0u8; 16 << 10];
         loop {
@@ -184,9 +194,15 @@ fn forward(mut from: TcpStream, mut to: TcpStream, line: Arc<Line>, from_client:
                     if from_client
                         && line.trap.load(Ordering::SeqCst) == 1
                         && buf[..n].windows(7).any(|w| w == b"\x03COMMIT")
+                        && line
+                            .trap
+                            .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst)
+                            .is_ok()
                     {
-                        line.trap.store(2, Ordering::SeqCst);
+                        // Before the COMMIT goes on, so before its answer can come.
+                        line.trapped.store(id, Ordering::SeqCst);
                     } else if !from_client
+                        && line.trapped.load(Ordering::SeqCst) == id
                         && line
                             .trap
                             .compare_exchange(2, 0, Ordering::SeqCst, Ordering::SeqCst)

@@ -94,8 +94,10 @@ pub struct MysqlSink {
     /// The collector's `broker.client_id`, whose rows in `collector_position` tell what
     /// is committed ([`crate::sink::shares`]).
     client_id: String,
-    /// The key of this writer's row in `collector_position`.
+    /// The key of this writer's row in `collector_position`, for `layout`.
     position_key: String,
+    /// (share, writers) of the rows this sink commits with.
+    layout: (usize, usize),
     conn: Option<Conn>,
     /// Which of `cfg.endpoints()` `conn` is connected to.
     endpoint: usize,
@@ -126,6 +128,7 @@ impl MysqlSink {
             cfg,
             client_id: client_id.to_string(),
             position_key: client_id.to_string(),
+            layout: (0, 1),
             conn: None,
             endpoint: 0,
             tried_return: Instant::now(),
@@ -146,11 +149,13 @@ impl MysqlSink {
         self
     }
 
-    /// Writes as writer `share` of `writers`, under that writer's row in
+    /// Commits from now on as writer `share` of `writers`, under that writer's row in
     /// `collector_position`.
-    pub fn for_writer(mut self, share: usize, writers: usize) -> Self {
-        self.position_key = position_key(&self.client_id, share, writers);
-        self
+    pub fn set_layout(&mut self, share: usize, writers: usize) {
+        if self.layout != (share, writers) {
+            self.layout = (share, writers);
+            self.position_key = position_key(&self.client_id, share, writers);
+        }
     }
 
     /// What this collector's rows in `collector_position` say is committed (of every
