@@ -29,13 +29,13 @@ fn assert_stored_once(db: &TestDb, n: u64, collector: &Collector) {
 }
 
 /// `batch.writers`, for the tests that run with one writer and with several. Several
-/// take batches of 20 messages: the machines are spread over the writers once four
+/// take batches of 5 messages: the machines are spread over the writers once 20
 /// batches per writer wait in the spool, and that way a backlog that spreads them,
 /// and back, forms at these tests' rates, often.
 fn writers(n: usize) -> serde_json::Value {
     match n {
         1 => json!({"batch": {"writers": 1}}),
-        n => json!({"batch": {"writers": n, "max_messages": 20}}),
+        n => json!({"batch": {"writers": n, "max_messages": 5}}),
     }
 }
 
