@@ -65,5 +65,5 @@ fn default_max_latency_ms() -> u64 {
 }
 
 fn default_writers() -> usize {
-    1
+    2
 }
