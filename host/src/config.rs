@@ -259,7 +259,9 @@ fn check_collector(path: &Path, c: CollectorConfig) -> Result<CollectorConfig, C
         return Err(err(
             path,
             format!(
-                "broker.client_id is too long for batch.writers {}: its position rows would                  have keys of {key} characters, and collector_position holds 191; shorten                  the client_id",
+                "broker.client_id is too long for batch.writers {}: its position rows would \
+                 have keys of {key} characters, and collector_position holds 191; shorten \
+                 the client_id",
                 c.batch.writers
             ),
         ));
@@ -396,6 +398,25 @@ mod tests {
         .unwrap();
         let c = Config::load_with_env(dir.path(), &HashMap::new()).unwrap();
         assert_eq!(c.db.password, "from-file");
+    }
+
+    #[test]
+    fn a_client_id_too_long_for_the_writers_position_rows_is_refused() {
+        let dir = valid_dir();
+        let id = "c".repeat(180);
+        write(
+            dir.path(),
+            COLLECTOR_FILE,
+            &format!(
+                r#"{{"broker":{{"uri":"tcp://127.0.0.1:1883","client_id":"{id}"}},"plugins_dir":"p","batch":{{"writers":2}}}}"#
+            ),
+        );
+        let e = Config::load_with_env(dir.path(), &HashMap::new()).unwrap_err();
+        assert_eq!(
+            e[0].message,
+            "broker.client_id is too long for batch.writers 2: its position rows would have keys \
+             of 194 characters, and collector_position holds 191; shorten the client_id"
+        );
     }
 
     #[test]
