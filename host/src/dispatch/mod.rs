@@ -35,9 +35,10 @@ pub struct Dispatcher {
     /// its message after the restart.
     guard: CrashGuard,
     writers: ToWriters,
-    /// What the writers' rows say is committed already, past the start: left out
-    /// until the highest of them is passed (several writers get to different points).
-    leave_out: Option<CommittedPositions>,
+    /// What the writers' rows say is committed already, past the start, and the
+    /// highest of their positions: left out until that is passed (several writers get
+    /// to different points).
+    leave_out: Option<(CommittedPositions, u64)>,
     /// The machines are spread over all writers (a backlog), or all with the first.
     spread: bool,
 }
@@ -73,7 +74,7 @@ impl Dispatcher {
 
     /// Leaves out the messages `committed` says are in the database already.
     pub fn leaving_out(mut self, committed: CommittedPositions) -> Self {
-        self.leave_out = (!committed.is_empty()).then_some(committed);
+        self.leave_out = committed.highest().map(|h| (committed, h));
         self
     }
 
@@ -199,12 +200,12 @@ impl Dispatcher {
             );
         }
         let cnc_id = first.entries.last().and_then(|e| e.cnc_id.as_deref());
-        if let Some(committed) = &self.leave_out {
+        if let Some((committed, highest)) = &self.leave_out {
             if committed.covers(seq, cnc_id) {
                 first.drop_last();
                 return;
             }
-            if committed.highest().is_none_or(|h| seq >= h) {
+            if seq >= *highest {
                 self.leave_out = None;
             }
         }

@@ -5,6 +5,8 @@
 
 use mysql::{prelude::Queryable, Conn, Transaction};
 
+use crate::sink::shares::writer_keys_prefix;
+
 const WRITE_POSITION: &str = "INSERT INTO collector_position (client_id, last_seq) VALUES (?, ?) \
                               ON DUPLICATE KEY UPDATE last_seq = VALUES(last_seq)";
 const READ_POSITION: &str = "SELECT last_seq FROM collector_position WHERE client_id = ?";
@@ -35,12 +37,16 @@ pub(super) fn select_positions(
     conn: &mut Conn,
     client_id: &str,
 ) -> Result<Vec<(String, u64)>, mysql::Error> {
-    let writers = format!("{client_id}#writer-");
-    conn.exec(READ_POSITIONS, (client_id, &writers, &writers))
+    conn.exec(READ_POSITIONS, rows_of(client_id))
 }
 
 /// Sets every row of `client_id`'s to 0.
 pub(super) fn reset_positions(conn: &mut Conn, client_id: &str) -> Result<(), mysql::Error> {
-    let writers = format!("{client_id}#writer-");
-    conn.exec_drop(RESET_POSITIONS, (client_id, &writers, &writers))
+    conn.exec_drop(RESET_POSITIONS, rows_of(client_id))
+}
+
+/// The parameters of the WHERE clause that picks `client_id`'s rows.
+fn rows_of(client_id: &str) -> (&str, String, String) {
+    let writers = writer_keys_prefix(client_id);
+    (client_id, writers.clone(), writers)
 }
