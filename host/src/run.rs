@@ -17,7 +17,7 @@ use crate::{
     shutdown::Shutdown,
     sink::{
         lease::Lease,
-        mysql::{connect, MysqlSink},
+        mysql::{connect, MysqlSink, ServerInUse},
     },
     spool::Spool,
 };
@@ -205,6 +205,7 @@ fn run_until_signalled(config_dir: &Path) -> Result<ExitCode, NotStarted> {
         }
     }
     let writers = cfg.collector.batch.writers;
+    let server = ServerInUse::default();
     let sinks = (0..writers)
         .map(|_| {
             MysqlSink::new(
@@ -214,6 +215,7 @@ fn run_until_signalled(config_dir: &Path) -> Result<ExitCode, NotStarted> {
                 metrics.clone(),
             )
             .with_lease(lease.clone())
+            .sharing_server(server.clone())
         })
         .collect();
     let pipeline = Pipeline::start(

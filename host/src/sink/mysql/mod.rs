@@ -40,7 +40,7 @@ mod position;
 mod rows;
 mod statements;
 
-pub use connection::connect;
+pub use connection::{connect, ServerInUse};
 pub use statements::rows_statement;
 
 use connection::{
@@ -103,6 +103,10 @@ pub struct MysqlSink {
     endpoint: usize,
     /// When an earlier server than `endpoint` was last tried.
     tried_return: Instant,
+    /// The server the collector's writers use, and the last value of it this sink
+    /// acted on (followed, or tried to).
+    server: ServerInUse,
+    followed: usize,
     /// The Galera view as of the last commit, `None` off Galera (see `CommitInDoubt`).
     view: Option<u64>,
     stmts: StatementCache,
@@ -132,6 +136,8 @@ impl MysqlSink {
             conn: None,
             endpoint: 0,
             tried_return: Instant::now(),
+            server: ServerInUse::default(),
+            followed: 0,
             view: None,
             stmts: StatementCache::default(),
             payload_limit,
@@ -146,6 +152,13 @@ impl MysqlSink {
     /// Commits only while holding `lease` (see `sink::lease`).
     pub fn with_lease(mut self, lease: Lease) -> Self {
         self.lease = Some(lease);
+        self
+    }
+
+    /// Writes to the server the other writers of `server` write to, and takes them
+    /// along when it fails over or moves back.
+    pub fn sharing_server(mut self, server: ServerInUse) -> Self {
+        self.server = server;
         self
     }
 
@@ -289,6 +302,7 @@ impl MysqlSink {
             return;
         }
         self.last_check = Instant::now();
+        self.follow_other_writers();
         match self.connection().and_then(|c| c.query_drop("SELECT 1")) {
             Ok(()) => self.mark_up(""),
             Err(e) => return self.mark_down(&e, "messages wait in the spool"),
@@ -335,6 +349,25 @@ impl MysqlSink {
         }
     }
 
+    /// Moves to the server another writer moved to, once per move, if it answers this
+    /// one. Only between transactions and outside the decision on a commit in doubt,
+    /// whose reads must stay on one server.
+    fn follow_other_writers(&mut self) {
+        let shared = self.server.get();
+        if self.conn.is_none() || shared == self.endpoint || shared == self.followed {
+            return;
+        }
+        self.followed = shared;
+        if let Ok((conn, i)) = connect_first(&self.cfg, shared..shared + 1, RETURN_TIMEOUT) {
+            info!(
+                "database server {}: writing to it from {} as the collector's other writers do",
+                endpoint_name(&self.cfg, i),
+                endpoint_name(&self.cfg, self.endpoint)
+            );
+            self.use_connection(conn, i);
+        }
+    }
+
     fn connection(&mut self) -> Result<&mut Conn, mysql::Error> {
         if self.conn.is_some() && self.endpoint > 0 && self.tried_return.elapsed() >= RETURN_EVERY {
             self.tried_return = Instant::now();
@@ -372,6 +405,8 @@ impl MysqlSink {
         self.conn = Some(conn);
         self.endpoint = endpoint;
         self.tried_return = Instant::now();
+        self.server.set(endpoint);
+        self.followed = endpoint;
         // The tables may have changed while it was away.
         self.stmts.merge.clear();
     }
@@ -475,6 +510,7 @@ impl MysqlSink {
     ) -> Result<Option<Committed>, CommitAttemptError> {
         let position_key = self.position_key.clone();
         let payload_limit = self.payload_limit;
+        self.follow_other_writers();
         self.connection()
             .map_err(CommitAttemptError::NotCommitted)?;
         let conn = self.conn.as_mut().expect("connected above");
