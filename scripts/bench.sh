@@ -22,7 +22,10 @@
 #   (3) the collector with batching off (batch.max_messages 1) for N/10 messages,
 #       and the speed-up of (2) over it.
 #   (4) latency at a steady rate: p50/p99/max of stored_at - sent_at_us, and the CPU
-#       it costs, once per latency budget of BENCH_STEADY_BUDGETS.
+#       it costs, once per latency budget of BENCH_STEADY_BUDGETS; before them,
+#       `cnc-sim count` alone at the same rate: the CPU a QoS 1 subscriber that does
+#       nothing else costs there, the floor under the collector's (the table gives the
+#       ratio, as it does for (2) over (1)'s counter).
 #   (5) for every collector run: peak RSS (VmHWM) and CPU seconds (utime+stime) per
 #       100,000 messages, and the same CPU figure for the publisher, the broker, the
 #       counter and the database server (the latter server-wide: anything else using
@@ -78,7 +81,7 @@
 #   BENCH_DURATION       seconds of the latency run (4)                   [30]
 #   BENCH_BATCH          batch.max_messages for (2) and (4)               [500]
 #   BENCH_WRITERS        batch.writers (parallel database connections) for
-#                        (2)-(4) and the drain                            [1]
+#                        (2)-(4) and the drain; the collector's default   [2]
 #   BENCH_LATENCY_MS     batch.max_latency_ms (the latency budget) for (2), (3)
 #                        and the first of (4)                              [50]
 #   BENCH_STEADY_BUDGETS the latency budgets (ms) of the runs of (4), one run each
@@ -133,7 +136,7 @@ UNBATCHED_N=${BENCH_UNBATCHED_N:-$((N / 10))}
 RATE=${BENCH_RATE:-2000}
 DURATION=${BENCH_DURATION:-30}
 BATCH=${BENCH_BATCH:-500}
-WRITERS=${BENCH_WRITERS:-1}
+WRITERS=${BENCH_WRITERS:-2}
 LATENCY_MS=${BENCH_LATENCY_MS:-${BENCH_BATCH_WAIT_MS:-50}}
 # Each budget once, in the order given.
 STEADY_BUDGETS=$(echo "${BENCH_STEADY_BUDGETS:-$LATENCY_MS 20 0}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
@@ -353,12 +356,13 @@ rate_from() { sed -n 's/.* (\([0-9.]*\) msg\/s).*/\1/p' "$1" | tail -1; }
 
 declare -A R # results: R[run.key]=value
 
-# (1) one raw broker run: RUN is a label.
+# (1) one raw broker run: RUN is a label; COUNT messages (default N) at RATE msg/s
+# (default 0, full speed).
 raw_run() {
-    local run=$1 topic="bench/$TAG/$1" out="$WORK/$1.count" pub="$WORK/$1.pub"
-    log "$run: raw broker path, $N messages"
+    local run=$1 count=${2:-$N} rate=${3:-0} topic="bench/$TAG/$1" out="$WORK/$1.count" pub="$WORK/$1.pub"
+    log "$run: raw broker path, $count messages at rate $rate (0: full speed)"
     measured "$WORK/$run.count.cpu" \
-        "$BIN/cnc-sim" --broker "$BROKER_URI" --topic "$topic" count --count "$N" --timeout-secs "$STALL_SECS" \
+        "$BIN/cnc-sim" --broker "$BROKER_URI" --topic "$topic" count --count "$count" --timeout-secs "$STALL_SECS" \
         >"$out" 2>"$WORK/$run.count.err" &
     COUNT_PID=$!
     for _ in $(seq 1 300); do
@@ -371,24 +375,24 @@ raw_run() {
     b0=$(cpu_ticks "$BROKER_PID")
     measured "$WORK/$run.pub.cpu" \
         "$BIN/cnc-sim" --broker "$BROKER_URI" --topic "$topic" generate --machines "$MACHINES" \
-        --count "$N" --rate 0 --window "$WINDOW" --seed 1 >"$pub" 2>"$WORK/$run.pub.err" \
+        --count "$count" --rate "$rate" --window "$WINDOW" --seed 1 >"$pub" 2>"$WORK/$run.pub.err" \
         || die "$run: publisher failed: $(tail -3 "$WORK/$run.pub.err") $(cat "$pub")"
     wait "$COUNT_PID" || rc=$?
     COUNT_PID=""
     b1=$(cpu_ticks "$BROKER_PID")
     local received
     received=$(sed -n 's/^received \([0-9]*\) messages.*/\1/p' "$out")
-    R[$run.published]=$N
+    R[$run.published]=$count
     R[$run.received]=${received:-0}
     R[$run.rate]=$(rate_from "$out")
     R[$run.pub_rate]=$(rate_from "$pub")
-    R[$run.broker_cpu]=$(per100k $((b1 - b0)) "$N")
-    R[$run.pub_cpu]=$(per100k "$(cat "$WORK/$run.pub.cpu" 2>/dev/null || echo 0)" "$N")
-    R[$run.count_cpu]=$(per100k "$(cat "$WORK/$run.count.cpu" 2>/dev/null || echo 0)" "$N")
+    R[$run.broker_cpu]=$(per100k $((b1 - b0)) "$count")
+    R[$run.pub_cpu]=$(per100k "$(cat "$WORK/$run.pub.cpu" 2>/dev/null || echo 0)" "$count")
+    R[$run.count_cpu]=$(per100k "$(cat "$WORK/$run.count.cpu" 2>/dev/null || echo 0)" "$count")
     R[$run.path_cpu]=$(awk -v a="${R[$run.pub_cpu]}" -v b="${R[$run.broker_cpu]}" -v c="${R[$run.count_cpu]}" \
         'BEGIN { printf "%.2f", a + b + c }')
-    R[$run.ok]=$([ "$rc" = 0 ] && [ "${received:-0}" = "$N" ] && echo yes || echo NO)
-    log "$run: ${R[$run.rate]} msg/s (received ${R[$run.received]} of $N)"
+    R[$run.ok]=$([ "$rc" = 0 ] && [ "${received:-0}" = "$count" ] && echo yes || echo NO)
+    log "$run: ${R[$run.rate]} msg/s (received ${R[$run.received]} of $count)"
 }
 
 # Messages of database DB that are stored: each is a cnc_data row or a dead letter.
@@ -1415,6 +1419,8 @@ for i in $(seq 1 "$REPS"); do
     RATIO+=("$(fmt2 "$(div "${R[col$i.rate]}" "${R[raw$i.rate]}")")")
 done
 collector_run unbatched "$UNBATCHED_N" 1 0
+# The floor under (4)'s collector CPU: a subscriber that only counts, at the same rate.
+raw_run rawsteady "$LATENCY_N" "$RATE"
 STEADY=()
 for b in $STEADY_BUDGETS; do
     collector_run "steady$b" "$LATENCY_N" "$BATCH" "$RATE" "$b"
@@ -1458,7 +1464,13 @@ runs_row() { # label key runs...: one table row with each run's value and the me
 
 cols=() raws=()
 for i in $(seq 1 "$REPS"); do cols+=("col$i"); raws+=("raw$i"); done
-for i in $(seq 1 "$REPS"); do R[col$i.ratio]=${RATIO[$((i - 1))]}; done
+for i in $(seq 1 "$REPS"); do
+    R[col$i.ratio]=${RATIO[$((i - 1))]}
+    R[col$i.cpu_over_count]=$(fmt2 "$(div "${R[col$i.cpu]}" "${R[raw$i.count_cpu]}")")
+done
+for r in "${STEADY[@]}"; do
+    R[$r.cpu_over_count]=$(fmt2 "$(div "${R[$r.cpu]}" "${R[rawsteady.count_cpu]}")")
+done
 
 COL_MED=$(median "${COL[@]}")
 RAW_MED=$(median "${RAW[@]}")
@@ -1466,7 +1478,7 @@ RATIO_MED=$(median "${RATIO[@]}")
 SPEEDUP=$(div "$COL_MED" "${R[unbatched.rate]}")
 
 ALL_OK=yes
-for r in "${raws[@]}" "${cols[@]}" unbatched "${STEADY[@]}"; do
+for r in "${raws[@]}" rawsteady "${cols[@]}" unbatched "${STEADY[@]}"; do
     [ "${R[$r.ok]}" = yes ] || ALL_OK=NO
 done
 
@@ -1507,6 +1519,7 @@ busiest_steady=$(busiest "${R[${STEADY[0]}.threads]}")
     runs_row "(2) latency max, ms" max "${cols[@]}"
     runs_row "(2) collector peak RSS (VmHWM), MiB" rss_mib "${cols[@]}"
     runs_row "(2) collector CPU s per 100k messages" cpu "${cols[@]}"
+    runs_row "(2) collector CPU over (1) counter CPU (a QoS 1 subscriber that only counts)" cpu_over_count "${cols[@]}"
     runs_row "(2) broker CPU s per 100k messages" broker_cpu "${cols[@]}"
     runs_row "(2) database server CPU s per 100k messages (server-wide)" db_cpu "${cols[@]}"
     runs_row "(2) publisher CPU s per 100k messages" pub_cpu "${cols[@]}"
@@ -1522,10 +1535,12 @@ busiest_steady=$(busiest "${R[${STEADY[0]}.threads]}")
     echo "| speed-up of (2) (median) over (3) | **$(fmt1 "$SPEEDUP")x** |"
     echo "| (3) collector CPU s per 100k messages / peak RSS MiB | ${R[unbatched.cpu]} / ${R[unbatched.rss_mib]} |"
     echo "| (3) database server CPU s per 100k messages | ${R[unbatched.db_cpu]} |"
+    echo "| (4) a subscriber that only counts (cnc-sim count), steady $RATE msg/s, $LATENCY_N messages: CPU s per 100k messages | **${R[rawsteady.count_cpu]}** |"
     for r in "${STEADY[@]}"; do
         b=${r#steady}
         echo "| (4) steady $RATE msg/s for $DURATION s, latency budget $b ms ($LATENCY_N messages; publisher achieved ${R[$r.pub_rate]} msg/s): latency p50 / p99 / max | **${R[$r.p50]} / ${R[$r.p99]} / ${R[$r.max]} ms** |"
         echo "| (4) budget $b ms: collector CPU s per 100k messages / peak RSS MiB | **${R[$r.cpu]}** / ${R[$r.rss_mib]} |"
+        echo "| (4) budget $b ms: collector CPU over the counting subscriber's | ${R[$r.cpu_over_count]} |"
         echo "| (4) budget $b ms: database server CPU s per 100k messages | **${R[$r.db_cpu]}** |"
         echo "| (4) budget $b ms: batches committed / mean commit time, ms | ${R[$r.batches]} / ${R[$r.commit_ms]} |"
     done
@@ -1537,7 +1552,7 @@ busiest_steady=$(busiest "${R[${STEADY[0]}.threads]}")
     echo
     echo "| run | published | received / rows | distinct seq | dead letters | ok |"
     echo "|---|---:|---:|---:|---:|:--:|"
-    for r in "${raws[@]}"; do
+    for r in "${raws[@]}" rawsteady; do
         echo "| $r (count) | ${R[$r.published]} | ${R[$r.received]} | - | - | ${R[$r.ok]} |"
     done
     for r in "${cols[@]}" unbatched "${STEADY[@]}"; do
