@@ -664,8 +664,92 @@ impl Committed {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        io,
+        net::{Shutdown as Close, TcpListener, TcpStream},
+        thread,
+    };
+
     use super::*;
     use crate::sink::batch::Replayed;
+
+    /// Forwards every connection to `listener` to `to`.
+    fn forward(listener: TcpListener, to: &'static str) {
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let ends = [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ];
+                for (mut from, mut into) in ends {
+                    thread::spawn(move || {
+                        let _ = io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(Close::Both);
+                    });
+                }
+            }
+        });
+    }
+
+    /// Needs the local MariaDB (127.0.0.1:3306, root without a password), as every
+    /// test against the database does.
+    #[test]
+    fn a_writer_left_on_a_later_server_follows_another_back_at_its_idle_check() {
+        // Server 1 of `hosts` refuses at first (a port just freed); server 2 is the
+        // local MariaDB.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = DbConfig {
+            host: String::new(),
+            port: 3306,
+            hosts: vec![format!("127.0.0.1:{port}"), "127.0.0.1:3306".into()],
+            user: "root".into(),
+            password: String::new(),
+            password_file: None,
+            database: "mysql".into(),
+            tls: None,
+        };
+        let metrics = Metrics::new(std::iter::empty(), std::iter::empty());
+        let sink = |server: &ServerInUse| {
+            MysqlSink::new(cfg.clone(), "follow-test", 1000, metrics.clone())
+                .sharing_server(server.clone())
+        };
+        let (shared, alone) = (ServerInUse::default(), ServerInUse::default());
+        let mut left_behind = sink(&shared);
+        let mut on_its_own = sink(&alone);
+        for s in [&mut left_behind, &mut on_its_own] {
+            s.connection().unwrap();
+            assert_eq!(s.endpoint, 1, "server 1 is down: on server 2");
+        }
+        // Server 1 answers from now on; another writer starts there.
+        forward(
+            TcpListener::bind(("127.0.0.1", port)).unwrap(),
+            "127.0.0.1:3306",
+        );
+        let mut moved = sink(&shared);
+        moved.connection().unwrap();
+        assert_eq!(moved.endpoint, 0);
+        // The next idle check (every 2 s) takes the writer sharing its server along;
+        // the one on its own waits for its 30 s.
+        for s in [&mut left_behind, &mut on_its_own] {
+            s.last_check = Instant::now() - Duration::from_secs(3);
+            s.check_alive();
+        }
+        assert_eq!(
+            left_behind.endpoint, 0,
+            "followed the writer that moved back"
+        );
+        assert_eq!(
+            on_its_own.endpoint, 1,
+            "not sharing: stays until its own 30 s"
+        );
+    }
 
     #[test]
     fn a_committed_batch_counts_stored_dead_and_taken_messages_once_each() {
