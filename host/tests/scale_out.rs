@@ -1,15 +1,26 @@
 //! Several collectors: one live collector per client_id (a lease in the database),
 //! and three collectors in one shared subscription, killed and stopped while messages
 //! flow, storing every message exactly once with each machine's status at its newest.
+//! And one collector's writers over the servers of `hosts`: they move together.
 
 mod common;
 
 use std::{thread, time::Duration};
 
+use mes_collector::{
+    metrics::Metrics,
+    sink::{
+        config::DbConfig,
+        mysql::{MysqlSink, ServerInUse},
+    },
+};
 use mysql::prelude::Queryable;
 use serde_json::json;
 
-use common::{faults::PrivateBroker, *};
+use common::{
+    faults::{PrivateBroker, TcpProxy},
+    *,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -148,5 +159,56 @@ fn three_collectors_in_a_shared_subscription_store_every_message_once_with_the_n
     eprintln!(
         "3 collectors in one $share group: {N} messages from {MACHINES} machines stored once, \
          through 3 kills and 1 stop"
+    );
+}
+
+/// A writer left on a later server of `hosts` follows another that moved back to an
+/// earlier one at its next idle check (every 2 s), not after its own 30 s: alone, an
+/// idle writer's return once left the busy one committing on the later Galera node.
+#[test]
+fn a_writer_left_on_a_later_server_follows_another_back_at_its_idle_check() {
+    // Server 1 of `hosts` is a proxy to the local MariaDB, refusing at first; server
+    // 2 is the local MariaDB itself.
+    let proxy = TcpProxy::start("127.0.0.1:3306");
+    proxy.cut();
+    let cfg = DbConfig {
+        host: String::new(),
+        port: 3306,
+        hosts: vec![format!("127.0.0.1:{}", proxy.port), "127.0.0.1:3306".into()],
+        user: "root".into(),
+        password: String::new(),
+        password_file: None,
+        database: "mysql".into(),
+        tls: None,
+    };
+    let metrics = Metrics::new(std::iter::empty(), std::iter::empty());
+    let sink = |server: &ServerInUse| {
+        MysqlSink::new(cfg.clone(), "follow-test", 1000, metrics.clone())
+            .sharing_server(server.clone())
+    };
+    let idle_check = Duration::from_millis(2_100);
+    let (shared, alone) = (ServerInUse::default(), ServerInUse::default());
+    let (mut left_behind, mut on_its_own) = (sink(&shared), sink(&alone));
+    thread::sleep(idle_check);
+    left_behind.check_alive();
+    on_its_own.check_alive();
+    assert_eq!(proxy.forwarded(), 0, "server 1 refuses: both on server 2");
+
+    proxy.restore();
+    let mut moved = sink(&shared);
+    thread::sleep(idle_check);
+    moved.check_alive();
+    assert_eq!(proxy.forwarded(), 1, "a new writer connects to server 1");
+    left_behind.check_alive();
+    assert_eq!(
+        proxy.forwarded(),
+        2,
+        "the writer sharing the server follows the one on server 1"
+    );
+    on_its_own.check_alive();
+    assert_eq!(
+        proxy.forwarded(),
+        2,
+        "a writer not sharing stays on server 2 until its own 30 s"
     );
 }

@@ -119,6 +119,11 @@ impl TcpProxy {
         self.line.up.store(true, Ordering::SeqCst);
     }
 
+    /// How many connections it has forwarded (not those refused while cut).
+    pub fn forwarded(&self) -> usize {
+        self.line.accepted.load(Ordering::SeqCst)
+    }
+
     /// The next COMMIT a client sends reaches the server, but the server's answer is
     /// swallowed and the line cut: the client cannot know whether it committed.
     /// (MySQL protocol: a COM_QUERY packet, command byte 3, with the text COMMIT.)

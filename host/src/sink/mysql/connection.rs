@@ -50,7 +50,8 @@ pub(super) fn opts(cfg: &DbConfig, endpoint: usize, connect_timeout: Duration) -
 }
 
 /// Which server of `hosts` the collector's writers write to, shared by them: a writer
-/// that fails over or moves back takes the others along at their next statement.
+/// that fails over or moves back takes the others along at their next transaction or
+/// idle check.
 /// Left to themselves, an idle writer's 30 s return could leave the busy one behind
 /// on the later server (seen in the Galera failover test: the log said "moving back"
 /// while every commit went on to node 2), and two writers of one collector on two
