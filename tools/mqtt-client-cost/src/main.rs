@@ -187,10 +187,7 @@ fn sub_paho(n: u64) {
         bytes.load(Ordering::Relaxed),
     );
     let _ = cli.disconnect(None).wait();
-    if !ok {
-        eprintln!("paho: timed out");
-        std::process::exit(2);
-    }
+    exit_unless(ok, "paho");
 }
 
 // ---------------------------------------------------------------- rumqttc
@@ -202,14 +199,75 @@ fn rumqttc_opts(id: &str) -> rumqttc::MqttOptions {
     o
 }
 
+/// What a rumqttc subscriber counts, whichever API drives its event loop.
+struct Tally {
+    n: u64,
+    count: u64,
+    bytes: u64,
+    marks: Marks,
+}
+
+impl Tally {
+    fn new(n: u64) -> Self {
+        Tally {
+            n,
+            count: 0,
+            bytes: 0,
+            marks: Marks::new(),
+        }
+    }
+
+    /// Takes one event of the loop: `Some(true)` once the N-th message is in,
+    /// `Some(false)` when the connection failed, `None` to go on.
+    fn take(
+        &mut self,
+        ev: Result<rumqttc::Event, rumqttc::ConnectionError>,
+        client: &str,
+    ) -> Option<bool> {
+        use rumqttc::{Event, Packet};
+        match ev {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                self.bytes += p.payload.len() as u64;
+                self.count += 1;
+                if self.count == 1 {
+                    self.marks.first_message();
+                }
+                (self.count == self.n).then_some(true)
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                ready();
+                None
+            }
+            Ok(_) => None,
+            Err(e) => {
+                eprintln!("{client}: {e}");
+                Some(false)
+            }
+        }
+    }
+
+    /// Reports before the disconnect, as for paho.
+    fn report(&self, client: &str) {
+        self.marks.report(client, self.n, self.count, self.bytes);
+    }
+}
+
+fn exit_unless(ok: bool, client: &str) {
+    if !ok {
+        eprintln!("{client}: timed out / failed");
+        std::process::exit(2);
+    }
+}
+
 fn sub_rumqttc_async(n: u64) {
-    use rumqttc::{AsyncClient, Event, Packet, QoS};
-    let marks = Marks::new();
+    use rumqttc::{AsyncClient, QoS};
+    const CLIENT: &str = "rumqttc-async";
+    let mut tally = Tally::new(n);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (received, bytes, ok) = rt.block_on(async {
+    let ok = rt.block_on(async {
         let (client, mut el) = AsyncClient::new(
             rumqttc_opts(&format!("cost-rumqttc-{}", std::process::id())),
             10,
@@ -218,93 +276,52 @@ fn sub_rumqttc_async(n: u64) {
             .try_subscribe(TOPIC_FILTER, QoS::AtLeastOnce)
             .unwrap();
         let deadline = tokio::time::Instant::now() + timeout();
-        let (mut count, mut bytes) = (0u64, 0u64);
         let ok = loop {
-            let ev = match tokio::time::timeout_at(deadline, el.poll()).await {
-                Ok(ev) => ev,
-                Err(_) => break false,
+            let Ok(ev) = tokio::time::timeout_at(deadline, el.poll()).await else {
+                break false;
             };
-            match ev {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    bytes += p.payload.len() as u64;
-                    count += 1;
-                    if count == 1 {
-                        marks.first_message();
-                    }
-                    if count == n {
-                        break true;
-                    }
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => ready(),
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!("rumqttc: {e}");
-                    break false;
-                }
+            if let Some(ok) = tally.take(ev, CLIENT) {
+                break ok;
             }
         };
-        // Report before the disconnect, as for paho.
-        marks.report("rumqttc-async", n, count, bytes);
+        tally.report(CLIENT);
         let _ = client.try_disconnect();
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             while el.poll().await.is_ok() {}
         })
         .await;
-        (count, bytes, ok)
+        ok
     });
-    let _ = (received, bytes);
-    if !ok {
-        eprintln!("rumqttc-async: timed out / failed");
-        std::process::exit(2);
-    }
+    exit_unless(ok, CLIENT);
 }
 
 fn sub_rumqttc_sync(n: u64) {
-    use rumqttc::{Client, Event, Packet, QoS};
-    let marks = Marks::new();
+    use rumqttc::{Client, QoS};
+    const CLIENT: &str = "rumqttc-sync";
+    let mut tally = Tally::new(n);
     let (client, mut conn) = Client::new(
         rumqttc_opts(&format!("cost-rumqttc-sync-{}", std::process::id())),
         10,
     );
     client.subscribe(TOPIC_FILTER, QoS::AtLeastOnce).unwrap();
     let deadline = Instant::now() + timeout();
-    let (mut count, mut bytes) = (0u64, 0u64);
     let ok = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let ev = match conn.recv_timeout(left) {
-            Ok(ev) => ev,
-            Err(_) => break false,
+        let Ok(ev) = conn.recv_timeout(left) else {
+            break false;
         };
-        match ev {
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                bytes += p.payload.len() as u64;
-                count += 1;
-                if count == 1 {
-                    marks.first_message();
-                }
-                if count == n {
-                    break true;
-                }
-            }
-            Ok(Event::Incoming(Packet::SubAck(_))) => ready(),
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("rumqttc-sync: {e}");
-                break false;
-            }
+        if let Some(ok) = tally.take(ev, CLIENT) {
+            break ok;
         }
     };
-    marks.report("rumqttc-sync", n, count, bytes);
+    tally.report(CLIENT);
     let _ = client.disconnect();
     for _ in 0..5 {
         if conn.recv_timeout(Duration::from_millis(200)).is_err() {
             break;
         }
     }
-    if !ok {
-        eprintln!("rumqttc-sync: timed out / failed");
-        std::process::exit(2);
-    }
+    exit_unless(ok, CLIENT);
 }
 
 // ---------------------------------------------------------------- publisher
